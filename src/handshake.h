@@ -1,0 +1,46 @@
+#pragma once
+// WebSocket opening handshake (RFC 6455 section 4.2): checks an HTTP request's
+// headers and writes the 101 answer. Bytes and strings only, no socket.
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "spry/headers.h"
+
+namespace spry::detail {
+
+// True when the comma-separated `list` holds `token`, ignoring ASCII case and
+// optional whitespace around elements ("keep-alive, Upgrade" holds "upgrade").
+bool hasToken(std::string_view list, std::string_view token) noexcept;
+
+// base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), via OpenSSL.
+std::string computeAccept(std::string_view key);
+
+struct HandshakeResult {
+  enum class Kind {
+    kAccept,        // answer 101 with `accept` and `protocol`
+    kNotUpgrade,    // no "Upgrade: websocket" + "Connection: upgrade": fallback handler or 426
+    kBadVersion,    // Sec-WebSocket-Version missing or not 13: 426 with "Sec-WebSocket-Version: 13"
+    kBadKey,        // Sec-WebSocket-Key missing, repeated, or not base64 of 16 bytes: 400
+  };
+  Kind kind = Kind::kNotUpgrade;
+  std::string accept;    // Sec-WebSocket-Accept value when kAccept
+  std::string protocol;  // chosen subprotocol, empty when none
+};
+
+// Checks the headers of a GET request. `supportedProtocols` is in the server's
+// order of preference; the first of them that the client offered in
+// Sec-WebSocket-Protocol (comma lists, possibly in several header fields) is
+// chosen; a protocol the client did not offer is never chosen.
+HandshakeResult checkHandshake(const Headers& headers,
+                               std::span<const std::string> supportedProtocols);
+
+// True when `allowList` is empty, holds "*", or holds `origin` exactly
+// (scheme://host[:port], compared ignoring ASCII case).
+bool originAllowed(std::string_view origin, std::span<const std::string> allowList) noexcept;
+
+// Appends the "HTTP/1.1 101 Switching Protocols" response for a kAccept result.
+void writeHandshakeResponse(std::string& out, const HandshakeResult& result);
+
+}  // namespace spry::detail

@@ -1,0 +1,54 @@
+#include "spry/headers.h"
+
+#include <algorithm>
+
+namespace spry {
+
+namespace {
+constexpr char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? char(c + 32) : c; }
+}  // namespace
+
+bool equalsIgnoreCase(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+std::string_view Headers::get(std::string_view name) const noexcept {
+  for (const auto& [n, v] : fields_) {
+    if (equalsIgnoreCase(n, name)) return v;
+  }
+  return {};
+}
+
+std::vector<std::string_view> Headers::getAll(std::string_view name) const {
+  std::vector<std::string_view> out;
+  for (const auto& [n, v] : fields_) {
+    if (equalsIgnoreCase(n, name)) out.emplace_back(v);
+  }
+  return out;
+}
+
+bool Headers::has(std::string_view name) const noexcept {
+  return std::any_of(fields_.begin(), fields_.end(),
+                     [&](const Field& f) { return equalsIgnoreCase(f.first, name); });
+}
+
+void Headers::add(std::string name, std::string value) {
+  fields_.emplace_back(std::move(name), std::move(value));
+}
+
+void Headers::set(std::string name, std::string value) {
+  remove(name);
+  fields_.emplace_back(std::move(name), std::move(value));
+}
+
+std::size_t Headers::remove(std::string_view name) {
+  auto before = fields_.size();
+  std::erase_if(fields_, [&](const Field& f) { return equalsIgnoreCase(f.first, name); });
+  return before - fields_.size();
+}
+
+}  // namespace spry

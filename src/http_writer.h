@@ -1,0 +1,47 @@
+#pragma once
+// HTTP/1.1 response serialization: status line, headers, Date, framing.
+
+#include <cstdint>
+#include <ctime>
+#include <string>
+#include <string_view>
+
+#include "spry/headers.h"
+
+namespace spry::detail {
+
+// "OK", "Not Found", ...; "Unknown" for an unregistered code.
+std::string_view reasonPhrase(int status) noexcept;
+
+// The value of the Date header (IMF-fixdate), formatted at most once per second.
+class DateCache {
+ public:
+  std::string_view now();  // uses time(nullptr)
+  std::string_view at(std::time_t t);
+
+ private:
+  std::time_t cached_ = -1;
+  char value_[32] = {};
+  std::size_t size_ = 0;
+};
+
+// How the body that follows the head is framed.
+enum class BodyFraming { kContentLength, kChunked, kNone };
+
+// Appends "HTTP/1.1 <status> <reason>\r\n", the user's headers, then Date,
+// Content-Length (kContentLength: `bodySize`) or Transfer-Encoding: chunked
+// (kChunked), Connection: close when !keepAlive (Connection: keep-alive for an
+// HTTP/1.0 keep-alive), and the blank line. Headers the framing owns
+// (Content-Length, Transfer-Encoding, Date, Connection) are dropped from
+// `headers` when the writer sets them. Header names/values containing CR, LF
+// or NUL are dropped (response splitting). 1xx, 204 and 304 never get a body
+// framing header.
+void writeHead(std::string& out, int status, const Headers& headers, BodyFraming framing,
+               std::uint64_t bodySize, bool keepAlive, bool http10, std::string_view date);
+
+// Appends one chunk ("<hex>\r\n<data>\r\n"); an empty `data` appends nothing.
+void writeChunk(std::string& out, std::string_view data);
+// Appends the last chunk "0\r\n\r\n".
+void writeLastChunk(std::string& out);
+
+}  // namespace spry::detail

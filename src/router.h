@@ -1,0 +1,73 @@
+#pragma once
+// Path router: patterns of constant, `:name`, `*` and `**` segments, matched
+// per method. Protocol-free: it maps (method, raw path) to a route id chosen
+// by the caller, so it can be unit-tested and fuzzed alone.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace spry::detail {
+
+struct RouterOptions {
+  bool caseSensitive = true;        // constants compared exactly (Spry's default)
+  bool strictTrailingSlash = true;  // "/a/" and "/a" are different paths (Spry's default)
+};
+
+// Joins a group prefix and a path: split both on '/', drop empty segments,
+// concatenate, lead with '/'. joinPaths("users", "/") == "/users",
+// joinPaths("/", "") == "/", joinPaths("a/", "/b/") == "/a/b" (a trailing slash
+// of `path` is kept: joinPaths("a", "b/") == "/a/b/").
+std::string joinPaths(std::string_view prefix, std::string_view path);
+
+// Percent-decodes one path segment or query component. Returns false on a bad
+// escape (`%zz`, `%4`) or a decoded NUL. `plusIsSpace` is for query strings.
+bool percentDecode(std::string_view in, std::string& out, bool plusIsSpace = false);
+
+struct RouteMatch {
+  enum class Kind {
+    kFound,             // routeId and params are set
+    kNotFound,          // no pattern matches the path (404)
+    kMethodNotAllowed,  // the path matches under other methods (405); allow is set
+    kBadPath,           // bad percent-encoding in the path (400)
+  };
+  Kind kind = Kind::kNotFound;
+  std::size_t routeId = 0;
+  // Decoded parameter values by name, in pattern order; `*` segments are not
+  // listed; a `**` catch-all is listed under the name "**" with the decoded
+  // rest of the path joined by '/' (may be empty).
+  std::vector<std::pair<std::string, std::string>> params;
+  std::string allow;  // "GET, HEAD, POST": sorted, comma+space separated, for the Allow header
+};
+
+class Router {
+ public:
+  explicit Router(RouterOptions options = {});
+
+  // Registers `pattern` for `method` ("GET", "POST", ...; "*" means every
+  // method) under `routeId`. Throws std::invalid_argument whose message names
+  // the pattern when the pattern is malformed (`**` not last, empty parameter
+  // name, a parameter name repeated, a segment mixing ':' or '*' with other
+  // text) or when the same method and pattern shape (parameter names ignored)
+  // is already registered.
+  void add(std::string_view method, std::string_view pattern, std::size_t routeId);
+
+  // Matches a raw (still percent-encoded) path without query string. Splits on
+  // '/' before decoding, so "%2F" stays inside its segment. Priority per
+  // segment: constant, then parameter, then `*`, then `**`, with backtracking.
+  // A HEAD request falls back to the GET route; a route registered for "*"
+  // matches any method, after method-specific routes of the same pattern.
+  RouteMatch match(std::string_view method, std::string_view path) const;
+
+  const RouterOptions& options() const noexcept { return options_; }
+
+ private:
+  struct Node;
+  RouterOptions options_;
+  std::shared_ptr<Node> root_;
+};
+
+}  // namespace spry::detail

@@ -1,0 +1,1 @@
+#include "websocket_session.h"

@@ -1,0 +1,113 @@
+#pragma once
+// Server side of a WebSocket connection (RFC 6455) on wslay, fed plain bytes:
+// it never touches a socket. Received messages and every byte to send go to
+// the owner through SessionHandler. Data messages are framed by the owner
+// with appendFrameHeader (server frames are unmasked), so one framed buffer
+// can serve many sockets; control frames (pong, close) come out of the
+// session through onWsOutput, in order with what the owner already queued.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+struct wslay_event_context;
+
+namespace spry::detail {
+
+enum class WsOpcode : std::uint8_t {
+  kContinuation = 0x0,
+  kText = 0x1,
+  kBinary = 0x2,
+  kClose = 0x8,
+  kPing = 0x9,
+  kPong = 0xA,
+};
+
+inline constexpr std::uint16_t kCloseNormal = 1000;
+inline constexpr std::uint16_t kCloseGoingAway = 1001;
+inline constexpr std::uint16_t kCloseProtocolError = 1002;
+inline constexpr std::uint16_t kCloseUnsupportedData = 1003;
+inline constexpr std::uint16_t kCloseNoStatus = 1005;  // never sent on the wire
+inline constexpr std::uint16_t kCloseAbnormal = 1006;  // never sent on the wire
+inline constexpr std::uint16_t kCloseInvalidPayload = 1007;
+inline constexpr std::uint16_t kClosePolicyViolation = 1008;
+inline constexpr std::uint16_t kCloseMessageTooBig = 1009;
+inline constexpr std::uint16_t kCloseInternalError = 1011;
+
+// Codes an endpoint may put in a Close frame: 1000-1003, 1007-1014, 3000-4999.
+bool isValidCloseCode(std::uint16_t code) noexcept;
+
+// Appends the header of one unmasked server frame.
+void appendFrameHeader(std::string& out, WsOpcode opcode, std::uint64_t payloadSize,
+                       bool fin = true, bool rsv1 = false);
+
+// Implemented by the owner (the connection). Calls happen only from inside
+// feed(), sendClose() and sendPing(); the handler must not throw.
+class SessionHandler {
+ public:
+  // A complete message (fragments reassembled; text is valid UTF-8). The view
+  // is valid during the call only.
+  virtual void onWsMessage(bool binary, std::string_view payload) noexcept = 0;
+  // A Pong arrived (liveness). Pings are answered by the session itself.
+  virtual void onWsPong(std::string_view payload) noexcept = 0;
+  // The peer's Close arrived: code 1005 when it carried none. Fires once.
+  virtual void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept = 0;
+  // Bytes to send, in order. Valid during the call only.
+  virtual void onWsOutput(std::string_view bytes) noexcept = 0;
+
+ protected:
+  ~SessionHandler() = default;
+};
+
+struct SessionLimits {
+  std::uint64_t maxMessageBytes = 16u << 20;  // over it → close 1009, seen from the frame header
+};
+
+class WebSocketSession {
+ public:
+  WebSocketSession(SessionHandler& handler, const SessionLimits& limits);
+  ~WebSocketSession();
+  WebSocketSession(const WebSocketSession&) = delete;
+  WebSocketSession& operator=(const WebSocketSession&) = delete;
+
+  // Processes received bytes (any split). After a failure or once the close
+  // handshake is done, further input is ignored. A protocol violation sends a
+  // Close with its RFC code (1002, 1007, 1009) and sets failed().
+  void feed(std::string_view data) noexcept;
+
+  // Sends a Close frame once (later calls are ignored). The code is assumed
+  // valid (the public API validates); code 0 sends an empty Close.
+  void sendClose(std::uint16_t code, std::string_view reason) noexcept;
+  // Sends a Ping (payload of at most 125 bytes) unless a Close was sent.
+  void sendPing(std::string_view payload) noexcept;
+
+  bool closeSent() const noexcept { return closeSent_; }
+  bool closeReceived() const noexcept { return closeReceived_; }
+  // A protocol violation was seen; the Close went out with failCode().
+  bool failed() const noexcept { return failCode_ != 0; }
+  std::uint16_t failCode() const noexcept { return failCode_; }
+  // The owner should close TCP once its output is flushed: the close
+  // handshake is complete, or the connection failed.
+  bool wantsTcpClose() const noexcept { return closeSent_ && (closeReceived_ || failed()); }
+
+  // Frees the wslay context when nothing is half-received or queued, so an
+  // idle connection costs little; a new one is made when bytes arrive.
+  // Returns true when no context is held afterwards.
+  bool releaseIfIdle() noexcept;
+  bool holdsContext() const noexcept { return ctx_ != nullptr; }
+  // Number of wslay contexts alive in this process (a live counter for tests).
+  static std::size_t liveContexts() noexcept;
+
+ private:
+  struct Guard;  // frame-header checks that wslay lacks, tracked across splits
+  SessionHandler& handler_;
+  SessionLimits limits_;
+  wslay_event_context* ctx_ = nullptr;
+  bool closeSent_ = false;
+  bool closeReceived_ = false;
+  std::uint16_t failCode_ = 0;
+  // The implementation may add members here (frame-guard state, input cursor).
+};
+
+}  // namespace spry::detail

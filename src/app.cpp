@@ -1,1 +1,400 @@
-// placeholder
+#include <uv.h>
+
+#include <csignal>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "app_state.h"
+#include "handshake.h"
+#include "http_writer.h"
+#include "loop_context.h"
+#include "server.h"
+#include "spry/log.h"
+
+namespace spry {
+
+namespace detail {
+
+namespace {
+HttpLimits limitsOf(const HttpOptions& o) {
+  HttpLimits l;
+  l.maxHeaderBytes = o.maxHeaderBytes;
+  l.maxUrlBytes = o.maxUrlBytes;
+  l.maxHeaderCount = o.maxHeaderCount;
+  l.maxBodyBytes = o.maxBodyBytes;
+  return l;
+}
+
+detail::RouterOptions routerOptionsOf(const spry::RouterOptions& o) {
+  return {.caseSensitive = o.caseSensitive, .strictTrailingSlash = o.strictTrailingSlash};
+}
+
+// The terminal of a ws route's onion: the handshake checks. A 101 from here
+// tells the connection to upgrade once the middleware has unwound.
+Handler upgradeTerminal(const RouteEntry* route) {
+  return [route](Request& req) -> Response {
+    const WebSocketOptions& o = route->wsOptions;
+    HandshakeResult hs = req.method() == "GET" ? checkHandshake(req.headers(), o.protocols)
+                                               : HandshakeResult{};
+    switch (hs.kind) {
+      case HandshakeResult::Kind::kNotUpgrade: {
+        if (o.fallback) return o.fallback(req);
+        auto r = Response::text("Upgrade Required: this is a WebSocket endpoint", 426);
+        r.header("Upgrade", "websocket");
+        return r;
+      }
+      case HandshakeResult::Kind::kBadVersion: {
+        auto r = Response::text("Unsupported WebSocket version (only 13)", 426);
+        r.header("Sec-WebSocket-Version", "13");
+        r.header("Upgrade", "websocket");
+        return r;
+      }
+      case HandshakeResult::Kind::kBadKey:
+        return Response::text("Missing or malformed Sec-WebSocket-Key", 400);
+      case HandshakeResult::Kind::kAccept:
+        break;
+    }
+    // Browsers always send Origin; a missing one is a non-browser client,
+    // which cross-site hijacking cannot involve.
+    std::string_view origin = req.header("Origin");
+    if (!origin.empty() && !originAllowed(origin, o.allowedOrigins)) {
+      return Response::text("Origin not allowed", 403);
+    }
+    Response r(101);
+    r.header("Sec-WebSocket-Accept", std::move(hs.accept));
+    if (!hs.protocol.empty()) r.header("Sec-WebSocket-Protocol", std::move(hs.protocol));
+    return r;
+  };
+}
+}  // namespace
+
+AppState::AppState(spry::RouterOptions r, HttpOptions h)
+    : routing(r), http(h), limits(limitsOf(h)), router(routerOptionsOf(r)) {
+  root.path = "/";
+}
+
+void AppState::checkNotFrozen() const {
+  if (frozen) {
+    throw std::logic_error("spry: routes and middleware must be registered before listen()");
+  }
+}
+
+void AppState::freeze() {
+  if (frozen) return;
+  frozen = true;
+  for (const auto& mw : root.middleware) globalChain.push_back(&mw);
+  for (auto& route : routes) {
+    std::vector<const GroupNode*> nodes;
+    for (const GroupNode* g = route.group; g; g = g->parent) nodes.push_back(g);
+    route.chain.clear();
+    for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
+      for (const auto& mw : (*it)->middleware) route.chain.push_back(&mw);
+    }
+    if (route.isWebSocket) route.handler = upgradeTerminal(&route);
+  }
+}
+
+Response Chain::run(std::size_t index) const {
+  if (index < middleware->size()) {
+    return (*(*middleware)[index])(*req, Next(this, index + 1));
+  }
+  return (*terminal)(*req);
+}
+
+Response AppState::handle(Request& req, const RouteEntry* route, const RouteMatch& match) noexcept {
+  try {
+    if (route) {
+      Chain chain{&route->chain, &route->handler, &req};
+      return chain.run(0);
+    }
+    // No route: the global middleware still sees the request (logging, CORS...).
+    Handler miss = [&match](Request& r) -> Response {
+      if (match.kind == RouteMatch::Kind::kBadPath) throw HttpError(400, "Bad Request");
+      if (match.kind == RouteMatch::Kind::kMethodNotAllowed) {
+        if (r.method() == "OPTIONS") {
+          Response res(204);
+          res.header("Allow", match.allow + ", OPTIONS");
+          return res;
+        }
+        auto res = Response::text("Method Not Allowed", 405);
+        res.header("Allow", match.allow);
+        return res;
+      }
+      throw HttpError(404, "Not Found");
+    };
+    Chain chain{&globalChain, &miss, &req};
+    return chain.run(0);
+  } catch (...) {
+    return applyFilters(std::current_exception(), req);
+  }
+}
+
+Response AppState::applyFilters(std::exception_ptr error, Request& req) noexcept {
+  for (const auto& filter : filters) {
+    try {
+      if (auto r = filter(error, req)) return std::move(*r);
+    } catch (...) {
+      // A failing filter must not hide the original error; report it and go on.
+      log(LogLevel::kError, "spry: an exception filter threw while handling " +
+                                std::string(req.method()) + " " + std::string(req.path()));
+    }
+  }
+  try {
+    std::rethrow_exception(error);
+  } catch (const HttpError& e) {
+    std::string_view msg = e.what();
+    return Response::text(std::string(msg.empty() ? reasonPhrase(e.status()) : msg), e.status());
+  } catch (const std::exception& e) {
+    log(LogLevel::kError, "spry: " + std::string(req.method()) + " " + std::string(req.path()) +
+                              ": unhandled exception: " + e.what());
+  } catch (...) {
+    log(LogLevel::kError, "spry: " + std::string(req.method()) + " " + std::string(req.path()) +
+                              ": unhandled non-standard exception");
+  }
+  try {
+    return Response::text("Internal Server Error", 500);
+  } catch (...) {
+    return Response(500);
+  }
+}
+
+namespace {
+// Writes to a reset peer must fail with EPIPE, not kill the process.
+void ignoreSigpipe() {
+  struct sigaction current {};
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+    signal(SIGPIPE, SIG_IGN);
+  }
+}
+
+// A server holds one descriptor per client: use all the hard limit allows.
+void raiseFileLimit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+}  // namespace
+
+}  // namespace detail
+
+Response Next::operator()() const { return chain_->run(index_); }
+
+// ---------------------------------------------------------------- Routes
+
+Routes& Routes::add(std::string_view method, std::string_view path, Handler handler) {
+  app_->checkNotFrozen();
+  if (!handler) throw std::invalid_argument("spry: empty handler for " + std::string(path));
+  std::string pattern = detail::joinPaths(node_->path, path);
+  auto& route = app_->routes.emplace_back();
+  route.method = std::string(method);
+  route.pattern = pattern;
+  route.group = node_;
+  route.handler = std::move(handler);
+  try {
+    app_->router.add(method, pattern, app_->routes.size() - 1);
+  } catch (...) {
+    app_->routes.pop_back();
+    throw;
+  }
+  return *this;
+}
+
+Routes& Routes::ws(std::string_view path, WebSocketHandler handler, WebSocketOptions options) {
+  app_->checkNotFrozen();
+  if (!handler) throw std::invalid_argument("spry: empty ws handler for " + std::string(path));
+  if (options.maxMessageBytes == 0) {
+    throw std::invalid_argument("spry: ws " + std::string(path) + ": maxMessageBytes must be > 0");
+  }
+  add("GET", path, [](Request&) { return Response(500); });  // terminal set at freeze
+  auto& route = app_->routes.back();
+  route.isWebSocket = true;
+  route.wsHandler = std::move(handler);
+  route.wsOptions = std::move(options);
+  return *this;
+}
+
+Routes& Routes::use(Middleware middleware) {
+  app_->checkNotFrozen();
+  if (!middleware) throw std::invalid_argument("spry: empty middleware");
+  node_->middleware.push_back(std::move(middleware));
+  return *this;
+}
+
+Group Routes::group(std::string_view prefix, std::vector<Middleware> middleware) {
+  app_->checkNotFrozen();
+  auto& g = app_->groups.emplace_back();
+  g.parent = node_;
+  g.path = detail::joinPaths(node_->path, prefix);
+  for (auto& mw : middleware) {
+    if (!mw) throw std::invalid_argument("spry: empty middleware in group " + g.path);
+    g.middleware.push_back(std::move(mw));
+  }
+  return Group(app_, &g);
+}
+
+// ---------------------------------------------------------------- App
+
+App::App(RouterOptions routing, HttpOptions http)
+    : Routes(nullptr, nullptr), state_(std::make_unique<detail::AppState>(routing, http)) {
+  app_ = state_.get();
+  node_ = &state_->root;
+}
+
+App::~App() = default;
+
+void App::addFilter(std::function<std::optional<Response>(std::exception_ptr, Request&)> filter) {
+  state_->checkNotFrozen();
+  state_->filters.push_back(std::move(filter));
+}
+
+std::uint16_t App::port() const noexcept { return state_->port.load(); }
+bool App::isListening() const noexcept { return state_->listening.load(); }
+
+std::vector<Loop> App::loops() const {
+  std::lock_guard lock(state_->serveMutex);
+  std::vector<Loop> out;
+  for (const auto& s : state_->servers) out.push_back(s->loopContext().handle());
+  return out;
+}
+
+void App::stop(std::chrono::milliseconds deadline) {
+  std::lock_guard lock(state_->serveMutex);
+  for (const auto& s : state_->servers) {
+    std::weak_ptr<detail::Server> weak = s;
+    s->loopContext().post([weak, deadline] {
+      if (auto server = weak.lock()) server->stop(deadline);
+    });
+  }
+}
+
+namespace {
+struct SignalWatch {
+  uv_signal_t sigint;
+  uv_signal_t sigterm;
+  App* app;
+  std::chrono::milliseconds deadline;
+  bool stopping = false;
+};
+}  // namespace
+
+void App::listen(const ListenOptions& options) {
+  if (options.threads != 1) {
+    throw std::invalid_argument("spry: ListenOptions.threads = " + std::to_string(options.threads) +
+                                ": only 1 loop is supported so far");
+  }
+  if (state_->listening.load()) throw std::logic_error("spry: App::listen called twice");
+  state_->freeze();
+  detail::ignoreSigpipe();
+  detail::raiseFileLimit();
+
+  uv_loop_t loop;
+  if (int rc = uv_loop_init(&loop); rc != 0) {
+    throw std::runtime_error(std::string("spry: cannot create an event loop: ") + uv_strerror(rc));
+  }
+  auto ctx = detail::LoopContext::create(&loop);
+  auto server = std::make_shared<detail::Server>(*state_, ctx);
+  std::uint16_t port = 0;
+  try {
+    port = server->bind(options.host, options.port);
+  } catch (...) {
+    ctx->shutdown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    throw;
+  }
+
+  SignalWatch watch{{}, {}, this, options.shutdownTimeout};
+  if (options.handleSignals) {
+    uv_signal_init(&loop, &watch.sigint);
+    uv_signal_init(&loop, &watch.sigterm);
+    watch.sigint.data = watch.sigterm.data = &watch;
+    auto onSignal = [](uv_signal_t* h, int signum) {
+      auto* w = static_cast<SignalWatch*>(h->data);
+      if (w->stopping) _exit(128 + signum);  // a second signal: out at once
+      w->stopping = true;
+      log(LogLevel::kInfo, std::string("spry: ") + (signum == SIGINT ? "SIGINT" : "SIGTERM") +
+                               ": shutting down (again to force)");
+      w->app->stop(w->deadline);
+    };
+    uv_signal_start(&watch.sigint, onSignal, SIGINT);
+    uv_signal_start(&watch.sigterm, onSignal, SIGTERM);
+  }
+  server->setOnStopped([&watch, &options] {
+    if (options.handleSignals) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&watch.sigint), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t*>(&watch.sigterm), nullptr);
+    }
+  });
+  {
+    std::lock_guard lock(state_->serveMutex);
+    state_->servers.push_back(server);
+  }
+  state_->port = port;
+  state_->listening = true;
+  if (options.onListening) {
+    try {
+      options.onListening(options.host, port);
+    } catch (...) {
+      stop(std::chrono::milliseconds(0));
+      uv_run(&loop, UV_RUN_DEFAULT);
+      throw;
+    }
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  {
+    std::lock_guard lock(state_->serveMutex);
+    state_->servers.clear();
+  }
+  state_->listening = false;
+  state_->port = 0;
+  server.reset();
+  if (uv_loop_close(&loop) != 0) {
+    // A user handle (from Loop::raw) is still open: close it so we can return.
+    uv_walk(
+        &loop,
+        [](uv_handle_t* h, void*) {
+          if (!uv_is_closing(h)) uv_close(h, nullptr);
+        },
+        nullptr);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+  }
+}
+
+std::uint16_t App::attach(uv_loop_s* loop, const ListenOptions& options) {
+  if (!loop) throw std::invalid_argument("spry: App::attach needs a libuv loop");
+  if (state_->listening.load()) throw std::logic_error("spry: App is already listening");
+  state_->freeze();
+  detail::ignoreSigpipe();
+  detail::raiseFileLimit();
+  auto ctx = detail::LoopContext::create(loop);
+  auto server = std::make_shared<detail::Server>(*state_, ctx);
+  std::uint16_t port = 0;
+  try {
+    port = server->bind(options.host, options.port);
+  } catch (...) {
+    ctx->shutdown();
+    throw;
+  }
+  detail::AppState* st = state_.get();
+  server->setOnStopped([st] {
+    {
+      std::lock_guard lock(st->serveMutex);
+      st->servers.clear();
+    }
+    st->listening = false;
+    st->port = 0;
+  });
+  {
+    std::lock_guard lock(state_->serveMutex);
+    state_->servers.push_back(server);
+  }
+  state_->port = port;
+  state_->listening = true;
+  if (options.onListening) options.onListening(options.host, port);
+  return port;
+}
+
+}  // namespace spry

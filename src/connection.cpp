@@ -1,1 +1,876 @@
-// placeholder
+#include "connection.h"
+
+#include <atomic>
+#include <cstring>
+
+#include "handshake.h"
+#include "http_writer.h"
+#include "loop_context.h"
+#include "server.h"
+#include "spry/log.h"
+#include "utf8.h"
+
+namespace spry::detail {
+
+namespace {
+std::atomic<std::uint64_t> gNextSocketId{1};
+
+struct WriteRequest {
+  uv_write_t req;
+  Connection* conn;
+  std::string data;
+};
+
+std::uint64_t ms(std::chrono::milliseconds d) noexcept {
+  return d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0;
+}
+}  // namespace
+
+Connection::Connection(Server& server, AppState& app) : server_(server), app_(app) {
+  std::memset(&tcp_, 0, sizeof(tcp_));
+}
+
+Connection::~Connection() = default;
+
+Loop Connection::loop() const { return server_.loopContext().handle(); }
+
+void Connection::start(std::shared_ptr<Connection> self, int acceptStatus) {
+  self_ = std::move(self);
+  tcp_.data = this;
+  server_.add(this);
+  if (acceptStatus != 0) {
+    closeNow();
+    return;
+  }
+  uv_tcp_nodelay(&tcp_, 1);
+  sockaddr_storage peer{};
+  int len = sizeof(peer);
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+    char name[64] = {};
+    if (peer.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&peer);
+      uv_ip6_name(a, name, sizeof(name));
+      remotePort_ = ntohs(a->sin6_port);
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in*>(&peer);
+      uv_ip4_name(a, name, sizeof(name));
+      remotePort_ = ntohs(a->sin_port);
+    }
+    remoteAddress_ = name;
+  }
+  parser_ = std::make_unique<HttpParser>(app_.limits);
+  setPhase(Phase::kIdle);
+  // A connection that never sends a byte is closed after the header timeout.
+  deadline_ = now() + ms(app_.http.headerTimeout);
+  resumeReading();
+}
+
+std::uint64_t Connection::now() const noexcept { return uv_now(server_.loopContext().loop()); }
+
+// ---------------------------------------------------------------- reading
+
+void Connection::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) noexcept {
+  auto* self = static_cast<Connection*>(h->data);
+  auto& b = self->server_.loopContext().readBuffer();
+  buf->base = b.data();
+  buf->len = b.size();
+}
+
+void Connection::onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) noexcept {
+  auto* self = static_cast<Connection*>(s->data);
+  if (n > 0) {
+    // The callbacks below may drop the last outside reference.
+    auto keep = self->self_;
+    self->handleInput(std::string_view(buf->base, static_cast<std::size_t>(n)));
+    return;
+  }
+  if (n == 0) return;  // EAGAIN
+  self->onPeerEnd(static_cast<int>(n));
+}
+
+void Connection::onPeerEnd(int status) noexcept {
+  if (closing_) return;
+  if (lingering_ || mode_ == Mode::kWebSocket || status != UV_EOF) {
+    closeNow();
+    return;
+  }
+  // HTTP half-close: the client may still wait for the answer to what it sent.
+  peerEnded_ = true;
+  stopReading();
+  if (!current_ && out_.empty() && !writeInFlight_) {
+    closeNow();
+  } else if (!current_) {
+    closeWhenFlushed_ = true;
+  }
+}
+
+void Connection::handleInput(std::string_view data) {
+  if (closing_) return;
+  ++cork_;
+  if (mode_ == Mode::kWebSocket) {
+    processWebSocket(data);
+  } else if (!lingering_) {
+    in_.append(data);
+    processHttp();
+  }
+  --cork_;
+  flush();
+}
+
+void Connection::stopReading() noexcept {
+  if (reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    reading_ = false;
+  }
+}
+
+void Connection::resumeReading() noexcept {
+  if (reading_ || closing_ || peerEnded_) return;
+  int rc = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
+  if (rc != 0) {
+    closeNow();
+    return;
+  }
+  reading_ = true;
+}
+
+void Connection::pauseForBackpressure() noexcept {
+  if (!readPaused_) {
+    readPaused_ = true;
+    stopReading();
+  }
+}
+
+// ---------------------------------------------------------------- HTTP
+
+void Connection::setPhase(Phase phase) noexcept {
+  phase_ = phase;
+  switch (phase) {
+    case Phase::kIdle: deadline_ = now() + ms(app_.http.keepAliveTimeout); break;
+    case Phase::kHeaders: deadline_ = now() + ms(app_.http.headerTimeout); break;
+    case Phase::kBody: deadline_ = now() + ms(app_.http.bodyTimeout); break;
+    case Phase::kWaiting: deadline_ = 0; break;
+  }
+}
+
+void Connection::processHttp() {
+  std::size_t offset = 0;
+  while (!closing_ && !lingering_ && !current_ && mode_ == Mode::kHttp && !closeWhenFlushed_ &&
+         offset < in_.size()) {
+    auto step = parser_->feed(std::string_view(in_).substr(offset));
+    offset += step.consumed;
+    if (step.status == HttpParser::Status::kNeedMore) break;
+    if (step.status == HttpParser::Status::kExpectContinue) {
+      out_.append("HTTP/1.1 100 Continue\r\n\r\n");
+      continue;
+    }
+    if (step.status == HttpParser::Status::kError) {
+      in_.clear();
+      offset = 0;
+      sendHttpError(parser_->errorStatus(), parser_->errorReason());
+      return;
+    }
+    dispatch(parser_->takeRequest());
+    if (mode_ == Mode::kWebSocket) {
+      // What followed the handshake is already WebSocket traffic.
+      std::string rest = in_.substr(offset);
+      in_.clear();
+      in_.shrink_to_fit();
+      if (!rest.empty() && !closing_) processWebSocket(rest);
+      return;
+    }
+  }
+  in_.erase(0, offset);
+  if (mode_ != Mode::kHttp || closing_ || lingering_) return;
+  if (!current_) {
+    Phase next = parser_->inHeaders() ? Phase::kHeaders
+                 : parser_->idle()    ? Phase::kIdle
+                                      : Phase::kBody;
+    if (next != phase_) setPhase(next);
+  }
+  // Unanswered pipelined input is bounded: stop reading until we catch up.
+  if (in_.size() > app_.http.maxPipelinedBytes) {
+    pauseForBackpressure();
+  }
+}
+
+void Connection::dispatch(ParsedRequest parsed) {
+  auto data = std::make_unique<RequestData>();
+  data->parsed = std::move(parsed);
+  data->remoteAddress = remoteAddress_;
+  data->remotePort = remotePort_;
+  data->loop = server_.loopContext().shared_from_this();
+  data->conn = weak_from_this();
+  data->serial = ++serial_;
+  auto req = RequestData::makeRequest(std::move(data));
+  auto& d = RequestData::of(*req);
+
+  currentHead_ = d.parsed.method == "HEAD";
+  currentHttp10_ = d.parsed.versionMinor == 0;
+  currentKeepAlive_ = d.parsed.keepAlive && !shutdownRequested_;
+  setPhase(Phase::kWaiting);
+
+  RouteMatch match = app_.router.match(d.parsed.method, d.path);
+  const RouteEntry* route = nullptr;
+  if (match.kind == RouteMatch::Kind::kFound) {
+    route = &app_.routes[match.routeId];
+    d.params = std::move(match.params);
+  }
+
+  dispatching_ = true;
+  Response res = app_.handle(*req, route, match);
+  dispatching_ = false;
+
+  if (route && route->isWebSocket && res.status() == 101) {
+    if (d.deferred) {
+      log(LogLevel::kError, "spry: " + std::string(d.path) +
+                                ": a middleware deferred the response of a ws route that then "
+                                "upgraded; answering 500");
+      auto err = Response::text("Internal Server Error", 500);
+      sendResponse(err, *req);
+      return;
+    }
+    upgrade(std::move(req), *route, res);
+    return;
+  }
+  if (res.isDeferred()) {
+    auto state = d.deferredState;
+    if (!state || !d.deferred) {
+      log(LogLevel::kError, "spry: " + std::string(d.path) +
+                                ": handler returned a Deferred that is not this request's; "
+                                "answering 500");
+      auto err = Response::text("Internal Server Error", 500);
+      sendResponse(err, *req);
+      return;
+    }
+    state->registered = true;
+    state->placeholderHeaders = res.headers();
+    current_ = std::move(req);
+    if (state->early) {
+      Response early = std::move(*state->early);
+      state->early.reset();
+      sendDeferred(*state, std::move(early));
+    }
+    return;
+  }
+  sendResponse(res, *req);
+  if (stream_ && !stream_->ended) current_ = std::move(req);
+}
+
+bool Connection::sendDeferred(DeferredState& state, Response response) {
+  if (state.sent || closing_) return false;
+  if (!state.registered) {
+    // send() before the handler returned: answer once the placeholder arrives.
+    state.sent = true;
+    state.early = std::move(response);
+    return true;
+  }
+  if (!current_ || RequestData::of(*current_).serial != state.requestSerial) return false;
+  state.sent = true;
+  if (response.isDeferred()) {
+    log(LogLevel::kError, "spry: Deferred::send was given another deferred placeholder");
+    response = Response::text("Internal Server Error", 500);
+  }
+  for (const auto& [name, value] : state.placeholderHeaders) {
+    if (!response.headers().has(name)) response.headers().add(name, value);
+  }
+  ++cork_;
+  sendResponse(response, *current_);
+  if (!stream_ || stream_->ended) {
+    finishResponse();
+  }
+  --cork_;
+  flush();
+  return true;
+}
+
+namespace {
+bool statusHasBody(int status) noexcept {
+  return status >= 200 && status != 204 && status != 304;
+}
+}  // namespace
+
+void Connection::sendResponse(Response& response, Request& req) {
+  auto& date = server_.loopContext().dates();
+  int status = response.status();
+  if (response.isStream()) {
+    auto state = std::make_shared<StreamState>();
+    state->conn = weak_from_this();
+    state->headOnly = currentHead_ || !statusHasBody(status);
+    state->chunked = !currentHttp10_;
+    if (!state->chunked) currentKeepAlive_ = false;
+    writeHead(out_, status, response.headers(),
+              state->chunked ? BodyFraming::kChunked : BodyFraming::kNone, 0, currentKeepAlive_,
+              currentHttp10_, date.now());
+    stream_ = state;
+    auto producer = std::move(ResponseAccess::producer(response));
+    if (state->headOnly) {
+      state->ended = true;
+      if (&req != current_.get()) finishResponse();
+      return;
+    }
+    try {
+      producer(StreamState::makeWriter(state));
+    } catch (const std::exception& e) {
+      // The head is out: the truncated chunked body is how the client learns.
+      log(LogLevel::kError, "spry: " + std::string(req.path()) + ": stream producer threw: " +
+                                e.what());
+      state->ended = true;
+      currentKeepAlive_ = false;
+      closeAfterFlush();
+      return;
+    } catch (...) {
+      log(LogLevel::kError, "spry: " + std::string(req.path()) + ": stream producer threw");
+      state->ended = true;
+      currentKeepAlive_ = false;
+      closeAfterFlush();
+      return;
+    }
+    if (state->ended && &req != current_.get()) finishResponse();
+    return;
+  }
+  const std::string& body = response.body();
+  writeHead(out_, status, response.headers(),
+            statusHasBody(status) ? BodyFraming::kContentLength : BodyFraming::kNone, body.size(),
+            currentKeepAlive_, currentHttp10_, date.now());
+  if (!currentHead_ && statusHasBody(status)) out_.append(body);
+  if (&req != current_.get()) finishResponse();
+}
+
+void Connection::finishResponse() {
+  current_.reset();
+  stream_.reset();
+  if (!currentKeepAlive_) {
+    closeAfterFlush();
+    return;
+  }
+  if (peerEnded_ && in_.empty()) {
+    closeAfterFlush();
+    return;
+  }
+  setPhase(Phase::kIdle);
+  if (readPaused_ && in_.size() <= app_.http.maxPipelinedBytes / 2) {
+    readPaused_ = false;
+    resumeReading();
+  }
+  // Pipelined requests wait in in_; handle them unless we are already inside
+  // processHttp (it loops on its own).
+  if (!dispatching_ && !in_.empty() && !inProcess_) {
+    inProcess_ = true;
+    processHttp();
+    inProcess_ = false;
+  }
+}
+
+bool Connection::streamWrite(StreamState& state, std::string_view data) {
+  if (closing_ || state.ended || stream_.get() != &state) return false;
+  if (!state.headOnly && !data.empty()) {
+    if (state.chunked) {
+      writeChunk(out_, data);
+    } else {
+      out_.append(data);
+    }
+    if (!cork_) flush();
+  }
+  if (bufferedAmount() > app_.http.streamHighWaterBytes) {
+    state.wantDrain = true;
+    return false;
+  }
+  return true;
+}
+
+void Connection::streamEnd(StreamState& state) {
+  if (closing_ || state.ended || stream_.get() != &state) return;
+  state.ended = true;
+  if (state.chunked && !state.headOnly) writeLastChunk(out_);
+  // Inside the producer call, sendResponse finishes the response itself.
+  if (current_) {
+    ++cork_;
+    finishResponse();
+    --cork_;
+    flush();
+  }
+}
+
+void Connection::sendHttpError(int status, std::string_view reason) {
+  log(LogLevel::kDebug, "spry: " + remoteAddress_ + ": HTTP " + std::to_string(status) + ": " +
+                            std::string(reason));
+  Headers headers;
+  headers.add("Content-Type", "text/plain; charset=utf-8");
+  std::string body(reasonPhrase(status));
+  writeHead(out_, status, headers, BodyFraming::kContentLength, body.size(), false, false,
+            server_.loopContext().dates().now());
+  out_.append(body);
+  current_.reset();
+  startLinger();
+}
+
+void Connection::startLinger() noexcept {
+  // Closing with unread input would reset the connection and could destroy
+  // the error response before the client reads it: shut down our side, then
+  // read and discard until the client closes or the linger time is up.
+  lingering_ = true;
+  in_.clear();
+  closeWhenFlushed_ = true;
+  if (!writeInFlight_ && out_.empty()) onDrained();
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+void Connection::upgrade(std::unique_ptr<Request> req, const RouteEntry& route,
+                         Response& handshake) {
+  HandshakeResult accepted;
+  accepted.kind = HandshakeResult::Kind::kAccept;
+  accepted.accept = std::string(handshake.headers().get("Sec-WebSocket-Accept"));
+  accepted.protocol = std::string(handshake.headers().get("Sec-WebSocket-Protocol"));
+  std::string head;
+  writeHandshakeResponse(head, accepted);
+  head.resize(head.size() - 2);  // reopen the header block for middleware's headers
+  for (const auto& [name, value] : handshake.headers()) {
+    if (equalsIgnoreCase(name, "Sec-WebSocket-Accept") ||
+        equalsIgnoreCase(name, "Sec-WebSocket-Protocol") || equalsIgnoreCase(name, "Upgrade") ||
+        equalsIgnoreCase(name, "Connection") || equalsIgnoreCase(name, "Content-Length") ||
+        equalsIgnoreCase(name, "Transfer-Encoding")) {
+      continue;
+    }
+    if (name.find_first_of("\r\n:") != std::string::npos ||
+        value.find_first_of("\r\n") != std::string::npos) {
+      continue;
+    }
+    head.append(name).append(": ").append(value).append("\r\n");
+  }
+  head.append("\r\n");
+  out_.append(head);
+
+  mode_ = Mode::kWebSocket;
+  parser_.reset();
+  wsOptions_ = &route.wsOptions;
+  protocol_ = accepted.protocol;
+  wsId_ = gNextSocketId.fetch_add(1, std::memory_order_relaxed);
+  session_ = std::make_unique<WebSocketSession>(
+      static_cast<SessionHandler&>(*this), SessionLimits{static_cast<std::uint64_t>(route.wsOptions.maxMessageBytes)});
+  lastReceived_ = now();
+  deadline_ = 0;
+  server_.countWebSocket(+1);
+
+  auto& d = RequestData::of(*req);
+  d.webSocket = true;
+  WebSocket ws(weak_from_this(), wsId_);
+  const auto& handler = route.wsHandler;
+  callUser("ws handler", [&] { handler(ws, *req); });
+  applyPending();
+}
+
+void Connection::processWebSocket(std::string_view data) {
+  lastReceived_ = now();
+  awaitingPong_ = false;
+  feeding_ = true;
+  session_->feed(data);
+  feeding_ = false;
+  applyPending();
+  if (session_ && session_->failed() && !failCode_) failCode_ = session_->failCode();
+  if (session_ && session_->wantsTcpClose()) {
+    stopReading();
+    closeAfterFlush();
+  }
+}
+
+void Connection::applyPending() noexcept {
+  if (pendingClose_) {
+    auto [code, reason] = std::move(*pendingClose_);
+    pendingClose_.reset();
+    startClose(code, reason);
+  }
+}
+
+void Connection::onWsMessage(bool binary, std::string_view payload) noexcept {
+  if (!onMessage_ || pendingClose_ || closing_) return;
+  Message msg = Message::received(binary ? Message::Type::kBinary : Message::Type::kText, payload);
+  callUser("ws listen callback", [&] { onMessage_(msg); });
+}
+
+void Connection::onWsPong(std::string_view) noexcept { awaitingPong_ = false; }
+
+void Connection::onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept {
+  peerCloseCode_ = code;
+  try {
+    closeReason_.assign(reason);
+  } catch (...) {
+  }
+}
+
+void Connection::onWsOutput(std::string_view bytes) noexcept {
+  try {
+    out_.append(bytes);
+  } catch (...) {
+    // Out of memory for a control frame: the connection cannot go on.
+    closeWhenFlushed_ = true;
+  }
+}
+
+void Connection::callUser(const char* what, const std::function<void()>& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    log(LogLevel::kError, std::string("spry: ") + what + " threw: " + e.what() +
+                              "; closing the socket with 1011");
+    failWebSocket(kCloseInternalError, "internal error");
+  } catch (...) {
+    log(LogLevel::kError,
+        std::string("spry: ") + what + " threw; closing the socket with 1011");
+    failWebSocket(kCloseInternalError, "internal error");
+  }
+}
+
+void Connection::failWebSocket(std::uint16_t code, std::string_view why) noexcept {
+  if (closing_ || !session_ || session_->closeSent()) return;
+  if (!failCode_) failCode_ = code;
+  if (feeding_) {
+    if (!pendingClose_) pendingClose_.emplace(code, std::string(why));
+    return;
+  }
+  startClose(code, why);
+}
+
+void Connection::startClose(std::uint16_t code, std::string_view reason) noexcept {
+  if (closing_ || !session_ || session_->closeSent()) return;
+  session_->sendClose(code, reason);
+  closeDeadline_ = now() + ms(wsOptions_->closeTimeout);
+  streamNext_ = nullptr;
+  streamDone_ = nullptr;
+  if (session_->wantsTcpClose()) {
+    stopReading();
+    closeAfterFlush();
+  }
+  if (!cork_) flush();
+}
+
+ReadyState Connection::wsReadyState() const noexcept {
+  if (closing_ || !session_) return ReadyState::kClosed;
+  if (session_->closeSent() || session_->closeReceived() || pendingClose_) {
+    return ReadyState::kClosing;
+  }
+  return ReadyState::kOpen;
+}
+
+std::optional<std::uint16_t> Connection::wsCloseCode() const noexcept {
+  if (!closeFired_) return std::nullopt;
+  return closeCode_;
+}
+
+bool Connection::wsListen(std::function<void(const Message&)> fn) {
+  if (closing_) return false;
+  onMessage_ = std::move(fn);
+  return true;
+}
+
+bool Connection::wsOnClose(std::function<void(std::uint16_t, std::string_view)> fn) {
+  if (closing_) return false;
+  onClose_ = std::move(fn);
+  return true;
+}
+
+bool Connection::wsOnDrain(std::function<void()> fn) {
+  if (closing_) return false;
+  onDrain_ = std::move(fn);
+  return true;
+}
+
+bool Connection::wsSend(const Message& message) {
+  if (wsReadyState() != ReadyState::kOpen) return false;
+  std::string_view payload = message.data();
+  if (message.isText() && !message.utf8Checked_ && !isValidUtf8(payload)) {
+    throw std::invalid_argument("spry: WebSocket::add: text message is not valid UTF-8");
+  }
+  if (bufferedAmount() > wsOptions_->maxBackpressureBytes) {
+    switch (wsOptions_->backpressure) {
+      case BackpressurePolicy::kDrop:
+        wantDrain_ = true;
+        return false;
+      case BackpressurePolicy::kClose:
+        failWebSocket(kClosePolicyViolation, "send buffer full");
+        return false;
+      case BackpressurePolicy::kPauseReading:
+        break;
+    }
+  }
+  appendFrameHeader(out_, message.isText() ? WsOpcode::kText : WsOpcode::kBinary, payload.size());
+  out_.append(payload);
+  if (!cork_) flush();
+  if (bufferedAmount() > wsOptions_->maxBackpressureBytes) {
+    wantDrain_ = true;
+    if (wsOptions_->backpressure == BackpressurePolicy::kPauseReading) pauseForBackpressure();
+  }
+  return true;
+}
+
+bool Connection::wsAddStream(std::function<std::optional<Message>()> next,
+                             std::function<void()> done) {
+  if (wsReadyState() != ReadyState::kOpen) return false;
+  if (streamNext_) {
+    throw std::logic_error("spry: WebSocket::addStream: a stream is already being sent");
+  }
+  streamNext_ = std::move(next);
+  streamDone_ = std::move(done);
+  pullStream();
+  return true;
+}
+
+void Connection::pullStream() {
+  if (pulling_) return;
+  pulling_ = true;
+  while (streamNext_ && wsReadyState() == ReadyState::kOpen &&
+         bufferedAmount() < wsOptions_->maxBackpressureBytes / 2) {
+    std::optional<Message> next;
+    callUser("addStream source", [&] { next = streamNext_(); });
+    if (wsReadyState() != ReadyState::kOpen) break;
+    if (!next) {
+      auto done = std::move(streamDone_);
+      streamNext_ = nullptr;
+      streamDone_ = nullptr;
+      if (done) callUser("addStream done callback", done);
+      break;
+    }
+    callUser("addStream", [&] { wsSend(*next); });
+  }
+  pulling_ = false;
+}
+
+bool Connection::wsClose(std::uint16_t code, std::string_view reason) {
+  if (wsReadyState() != ReadyState::kOpen) return false;
+  if (feeding_) {
+    pendingClose_.emplace(code, std::string(reason));
+    return true;
+  }
+  startClose(code, reason);
+  return true;
+}
+
+bool Connection::wsPing(std::string_view payload) {
+  if (wsReadyState() != ReadyState::kOpen) return false;
+  session_->sendPing(payload);
+  if (!cork_) flush();
+  return true;
+}
+
+void Connection::wsPutData(const std::type_info& type, std::shared_ptr<void> value) {
+  userDataType_ = &type;
+  userData_ = std::move(value);
+}
+
+void* Connection::wsGetData(const std::type_info& type) const noexcept {
+  if (!userDataType_ || *userDataType_ != type) return nullptr;
+  return userData_.get();
+}
+
+void Connection::fireWsClose() noexcept {
+  if (closeFired_ || mode_ != Mode::kWebSocket) return;
+  closeFired_ = true;
+  if (peerCloseCode_) {
+    closeCode_ = peerCloseCode_;
+  } else if (failCode_) {
+    closeCode_ = failCode_;
+  } else {
+    closeCode_ = kCloseAbnormal;
+  }
+  server_.countWebSocket(-1);
+  auto onClose = std::move(onClose_);
+  onMessage_ = nullptr;
+  onDrain_ = nullptr;
+  streamNext_ = nullptr;
+  streamDone_ = nullptr;
+  if (onClose) {
+    try {
+      onClose(closeCode_, closeReason_);
+    } catch (const std::exception& e) {
+      log(LogLevel::kError, std::string("spry: ws onClose callback threw: ") + e.what());
+    } catch (...) {
+      log(LogLevel::kError, "spry: ws onClose callback threw");
+    }
+  }
+  userData_.reset();
+}
+
+// ---------------------------------------------------------------- writing
+
+void Connection::flush() noexcept {
+  if (writeInFlight_ || closing_ || cork_) return;
+  if (out_.empty()) {
+    onDrained();
+    return;
+  }
+  uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
+  if (n == static_cast<int>(out_.size())) {
+    out_.clear();
+    onDrained();
+    return;
+  }
+  if (n < 0 && n != UV_EAGAIN) {
+    closeNow();
+    return;
+  }
+  auto* w = new (std::nothrow) WriteRequest;
+  if (!w) {
+    closeNow();
+    return;
+  }
+  w->conn = this;
+  w->data.assign(out_, n > 0 ? static_cast<std::size_t>(n) : 0);
+  out_.clear();
+  buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+  w->req.data = w;
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, onWriteDone);
+  if (rc != 0) {
+    delete w;
+    closeNow();
+    return;
+  }
+  writeInFlight_ = true;
+  inFlightBytes_ = w->data.size();
+}
+
+void Connection::onWriteDone(uv_write_t* req, int status) noexcept {
+  std::unique_ptr<WriteRequest> w(static_cast<WriteRequest*>(req->data));
+  Connection* self = w->conn;
+  self->writeInFlight_ = false;
+  self->inFlightBytes_ = 0;
+  if (self->closing_) return;
+  if (status < 0) {
+    self->closeNow();
+    return;
+  }
+  auto keep = self->self_;
+  self->flush();
+}
+
+void Connection::onDrained() noexcept {
+  if (closeWhenFlushed_) {
+    if (lingering_) {
+      if (!shutdownSent_) {
+        shutdownSent_ = true;
+        auto* req = new (std::nothrow) uv_shutdown_t;
+        if (!req || uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp_),
+                                [](uv_shutdown_t* r, int) { delete r; }) != 0) {
+          delete req;
+          closeNow();
+          return;
+        }
+        deadline_ = now() + ms(app_.http.lingerTimeout);
+        resumeReading();
+      }
+      return;
+    }
+    if (mode_ == Mode::kHttp && !peerEnded_) {
+      lingering_ = true;
+      onDrained();
+      return;
+    }
+    closeNow();
+    return;
+  }
+  if (readPaused_ && (mode_ == Mode::kWebSocket || in_.size() <= app_.http.maxPipelinedBytes / 2)) {
+    readPaused_ = false;
+    resumeReading();
+  }
+  if (stream_ && stream_->wantDrain) {
+    stream_->wantDrain = false;
+    if (stream_->onDrain) {
+      auto keep = stream_;
+      LoopContext::runGuarded("a BodyWriter drain callback", keep->onDrain);
+    }
+  }
+  if (mode_ == Mode::kWebSocket) {
+    if (wantDrain_) {
+      wantDrain_ = false;
+      if (onDrain_) callUser("ws onDrain callback", onDrain_);
+    }
+    if (streamNext_) pullStream();
+  }
+}
+
+void Connection::closeAfterFlush() noexcept {
+  closeWhenFlushed_ = true;
+  if (!writeInFlight_ && out_.empty() && !cork_) onDrained();
+}
+
+void Connection::closeNow() noexcept {
+  if (closing_) return;
+  closing_ = true;
+  stopReading();
+  if (!out_.empty() || inFlightBytes_) {
+    server_.reportUnsent(out_.size() + inFlightBytes_);
+  }
+  fireWsClose();
+  if (stream_ && !stream_->ended) {
+    stream_->aborted = true;
+    if (stream_->onAbort) {
+      auto keep = stream_;
+      LoopContext::runGuarded("a BodyWriter abort callback", keep->onAbort);
+    }
+  }
+  current_.reset();
+  stream_.reset();
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosed);
+}
+
+void Connection::onClosed(uv_handle_t* h) noexcept {
+  auto* self = static_cast<Connection*>(h->data);
+  self->server_.remove(self);
+  auto last = std::move(self->self_);
+  // `last` may be the final owner: the connection is destroyed here.
+}
+
+void Connection::abort() noexcept { closeNow(); }
+
+void Connection::beginShutdown() noexcept {
+  if (closing_) return;
+  shutdownRequested_ = true;
+  if (mode_ == Mode::kWebSocket) {
+    failWebSocket(kCloseGoingAway, "server shutting down");
+    return;
+  }
+  currentKeepAlive_ = false;
+  if (!current_ && (parser_ == nullptr || parser_->idle())) {
+    closeAfterFlush();
+  }
+}
+
+void Connection::sweep(std::uint64_t t) noexcept {
+  if (closing_) return;
+  if (mode_ == Mode::kHttp) {
+    if (!deadline_ || t < deadline_) return;
+    if (lingering_ || phase_ == Phase::kIdle || closeWhenFlushed_) {
+      closeNow();
+    } else if (phase_ == Phase::kHeaders || phase_ == Phase::kBody) {
+      ++cork_;
+      sendHttpError(408, "request timeout");
+      --cork_;
+      flush();
+    }
+    return;
+  }
+  const auto& o = *wsOptions_;
+  if (session_->closeSent()) {
+    if (t >= closeDeadline_) closeNow();
+    return;
+  }
+  std::uint64_t quiet = t - lastReceived_;
+  if (awaitingPong_ && t >= pongDeadline_) {
+    closeNow();  // a dead peer: no Close can get through
+    return;
+  }
+  if (ms(o.idleTimeout) && quiet >= ms(o.idleTimeout)) {
+    failWebSocket(kCloseGoingAway, "idle timeout");
+    return;
+  }
+  if (ms(o.pingInterval) && !awaitingPong_ && quiet >= ms(o.pingInterval)) {
+    session_->sendPing({});
+    awaitingPong_ = true;
+    pongDeadline_ = t + ms(o.pongTimeout);
+    flush();
+  }
+  if (quiet >= server_.sweepIntervalMs()) session_->releaseIfIdle();
+}
+
+}  // namespace spry::detail

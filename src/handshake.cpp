@@ -1,1 +1,142 @@
 #include "handshake.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+
+namespace spry::detail {
+
+namespace {
+
+constexpr std::string_view kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+constexpr bool isOws(char c) noexcept {
+  return c == ' ' || c == '\t';
+}
+
+std::string_view trimOws(std::string_view s) noexcept {
+  while (!s.empty() && isOws(s.front())) s.remove_prefix(1);
+  while (!s.empty() && isOws(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+constexpr bool equalsNoCase(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const char x = (a[i] >= 'A' && a[i] <= 'Z') ? char(a[i] + 32) : a[i];
+    const char y = (b[i] >= 'A' && b[i] <= 'Z') ? char(b[i] + 32) : b[i];
+    if (x != y) return false;
+  }
+  return true;
+}
+
+// Calls `f` on each trimmed, non-empty element of a comma list, stopping when it returns true.
+template <typename F>
+bool anyElement(std::string_view list, F&& f) {
+  while (true) {
+    const std::size_t comma = list.find(',');
+    const std::string_view element = trimOws(list.substr(0, comma));
+    if (!element.empty() && f(element)) return true;
+    if (comma == std::string_view::npos) return false;
+    list.remove_prefix(comma + 1);
+  }
+}
+
+bool anyFieldHasToken(const Headers& headers, std::string_view name, std::string_view token) {
+  for (std::string_view value : headers.getAll(name)) {
+    if (hasToken(value, token)) return true;
+  }
+  return false;
+}
+
+constexpr bool isBase64Char(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+         c == '/';
+}
+
+// 16 bytes encode to exactly 22 significant characters plus "==", so checking
+// the shape is the same as decoding and counting, without a decoder that
+// might forgive whitespace or missing padding.
+bool isNonce(std::string_view key) noexcept {
+  return key.size() == 24 && key.substr(22) == "==" &&
+         std::all_of(key.begin(), key.begin() + 22, isBase64Char);
+}
+
+}  // namespace
+
+bool hasToken(std::string_view list, std::string_view token) noexcept {
+  return anyElement(list, [token](std::string_view e) { return equalsNoCase(e, token); });
+}
+
+std::string computeAccept(std::string_view key) {
+  std::string input;
+  input.reserve(key.size() + kGuid.size());
+  input.append(key).append(kGuid);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digestSize = 0;
+  EVP_Digest(input.data(), input.size(), digest, &digestSize, EVP_sha1(), nullptr);
+  // EVP_EncodeBlock writes 4 characters per 3 bytes plus a NUL.
+  unsigned char encoded[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
+  const int encodedSize = EVP_EncodeBlock(encoded, digest, int(digestSize));
+  return std::string(reinterpret_cast<const char*>(encoded), std::size_t(encodedSize));
+}
+
+HandshakeResult checkHandshake(const Headers& headers,
+                               std::span<const std::string> supportedProtocols) {
+  HandshakeResult result;
+  if (!anyFieldHasToken(headers, "Upgrade", "websocket") ||
+      !anyFieldHasToken(headers, "Connection", "upgrade")) {
+    result.kind = HandshakeResult::Kind::kNotUpgrade;
+    return result;
+  }
+
+  const std::vector<std::string_view> versions = headers.getAll("Sec-WebSocket-Version");
+  if (versions.size() != 1 || trimOws(versions.front()) != "13") {
+    result.kind = HandshakeResult::Kind::kBadVersion;
+    return result;
+  }
+
+  const std::vector<std::string_view> keys = headers.getAll("Sec-WebSocket-Key");
+  if (keys.size() != 1 || !isNonce(trimOws(keys.front()))) {
+    result.kind = HandshakeResult::Kind::kBadKey;
+    return result;
+  }
+
+  result.kind = HandshakeResult::Kind::kAccept;
+  result.accept = computeAccept(trimOws(keys.front()));
+
+  // Exact comparison: the client checks the echoed name byte for byte.
+  const std::vector<std::string_view> offers = headers.getAll("Sec-WebSocket-Protocol");
+  for (const std::string& supported : supportedProtocols) {
+    const bool offered = std::any_of(offers.begin(), offers.end(), [&](std::string_view field) {
+      return anyElement(field, [&](std::string_view e) { return e == supported; });
+    });
+    if (offered) {
+      result.protocol = supported;
+      break;
+    }
+  }
+  return result;
+}
+
+bool originAllowed(std::string_view origin, std::span<const std::string> allowList) noexcept {
+  if (allowList.empty()) return true;
+  return std::any_of(allowList.begin(), allowList.end(), [origin](const std::string& allowed) {
+    return allowed == "*" || equalsNoCase(allowed, origin);
+  });
+}
+
+void writeHandshakeResponse(std::string& out, const HandshakeResult& result) {
+  out.append(
+      "HTTP/1.1 101 Switching Protocols\r\n"
+      "Upgrade: websocket\r\n"
+      "Connection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: ");
+  out.append(result.accept).append("\r\n");
+  if (!result.protocol.empty()) {
+    out.append("Sec-WebSocket-Protocol: ").append(result.protocol).append("\r\n");
+  }
+  out.append("\r\n");
+}
+
+}  // namespace spry::detail

@@ -1,1 +1,469 @@
 #include "http_parser.h"
+
+#include <llhttp.h>
+
+#include <cstring>
+#include <utility>
+
+namespace spry::detail {
+
+namespace {
+
+// RFC 9110 token characters; field names and method names are tokens.
+constexpr bool isTchar(unsigned char c) noexcept {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+constexpr bool isOws(char c) noexcept { return c == ' ' || c == '\t'; }
+
+std::string_view trimOws(std::string_view v) noexcept {
+  while (!v.empty() && isOws(v.front())) v.remove_prefix(1);
+  while (!v.empty() && isOws(v.back())) v.remove_suffix(1);
+  return v;
+}
+
+bool isToken(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!isTchar(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+// Field values allow VCHAR, obs-text, SP and HTAB; any other control byte
+// would let a value smuggle line breaks into logs or reflected responses.
+bool isFieldValue(std::string_view s) noexcept {
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+struct HttpParser::Impl {
+  enum class Phase { kIdle, kHeaders, kBody, kComplete, kFailed };
+  // Why a callback paused llhttp; each pause hands control back to feed().
+  enum class Pause { kNone, kHeadersComplete, kChunkComplete, kMessageComplete };
+
+  explicit Impl(const HttpLimits& l) noexcept : limits(l) {
+    llhttp_init(&parser, HTTP_REQUEST, &settings());
+    parser.data = this;
+  }
+
+  Step feed(std::string_view data);
+  void startNext() noexcept;
+  Step fail(int status, const char* reason, std::size_t consumed) noexcept;
+  int reject(int status, const char* reason) noexcept;
+  int statusFor(llhttp_errno_t err, const char* at, const char* end) const noexcept;
+  bool sawObsFold(const char* at, std::size_t len) noexcept;
+  void rememberTail(const char* at, std::size_t len) noexcept;
+
+  int onMessageBegin();
+  int onUrl(std::string_view s);
+  int onVersionComplete();
+  int onHeaderField(std::string_view s);
+  int onHeaderFieldComplete();
+  int onHeaderValue(std::string_view s);
+  int onHeaderValueComplete();
+  int onHeadersComplete();
+  int onBody(std::string_view s);
+  int onChunkHeader();
+  int onChunkExtension(std::string_view s);
+  int onChunkComplete();
+  int onMessageComplete();
+  int checkTransferEncoding() noexcept;
+
+  // llhttp is C: an exception must never unwind through it, so every
+  // callback goes through one of these two barriers.
+  template <int (Impl::*Fn)()>
+  static int barrier(llhttp_t* p) noexcept {
+    auto* self = static_cast<Impl*>(p->data);
+    try {
+      return (self->*Fn)();
+    } catch (...) {
+      return self->reject(500, "out of memory");
+    }
+  }
+  template <int (Impl::*Fn)(std::string_view)>
+  static int barrier(llhttp_t* p, const char* at, std::size_t len) noexcept {
+    auto* self = static_cast<Impl*>(p->data);
+    try {
+      return (self->*Fn)(std::string_view(at, len));
+    } catch (...) {
+      return self->reject(500, "out of memory");
+    }
+  }
+
+  static const llhttp_settings_t& settings() noexcept {
+    static const llhttp_settings_t s = [] {
+      llhttp_settings_t t;
+      llhttp_settings_init(&t);
+      t.on_message_begin = &barrier<&Impl::onMessageBegin>;
+      t.on_url = &barrier<&Impl::onUrl>;
+      t.on_version_complete = &barrier<&Impl::onVersionComplete>;
+      t.on_header_field = &barrier<&Impl::onHeaderField>;
+      t.on_header_field_complete = &barrier<&Impl::onHeaderFieldComplete>;
+      t.on_header_value = &barrier<&Impl::onHeaderValue>;
+      t.on_header_value_complete = &barrier<&Impl::onHeaderValueComplete>;
+      t.on_headers_complete = &barrier<&Impl::onHeadersComplete>;
+      t.on_body = &barrier<&Impl::onBody>;
+      t.on_chunk_header = &barrier<&Impl::onChunkHeader>;
+      t.on_chunk_extension_name = &barrier<&Impl::onChunkExtension>;
+      t.on_chunk_extension_value = &barrier<&Impl::onChunkExtension>;
+      t.on_chunk_complete = &barrier<&Impl::onChunkComplete>;
+      t.on_message_complete = &barrier<&Impl::onMessageComplete>;
+      return t;
+    }();
+    return s;
+  }
+
+  HttpLimits limits;
+  llhttp_t parser{};
+  Phase phase = Phase::kIdle;
+  Pause pause = Pause::kNone;
+  ParsedRequest request;
+  std::string field;
+  std::string value;
+  // Bytes fed while the head was incomplete, blank lines before it included,
+  // so that neither a slow head nor endless CRLFs escape maxHeaderBytes.
+  std::size_t headerBytes = 0;
+  std::size_t trailerBytes = 0;
+  std::size_t extensionBytes = 0;
+  std::size_t fieldCount = 0;
+  bool expectContinue = false;
+  bool afterLf = false;
+  // The last two bytes llhttp consumed, possibly from an earlier feed.
+  char tail[2] = {0, 0};
+  int errorStatus = 0;
+  const char* errorReason = "";
+};
+
+void HttpParser::Impl::startNext() noexcept {
+  request = ParsedRequest{};
+  field.clear();
+  value.clear();
+  headerBytes = trailerBytes = extensionBytes = fieldCount = 0;
+  expectContinue = false;
+  afterLf = false;
+  phase = Phase::kIdle;
+}
+
+HttpParser::Step HttpParser::Impl::fail(int status, const char* reason,
+                                        std::size_t consumed) noexcept {
+  if (errorStatus == 0) {
+    errorStatus = status;
+    errorReason = reason;
+  }
+  phase = Phase::kFailed;
+  return {Status::kError, consumed};
+}
+
+int HttpParser::Impl::reject(int status, const char* reason) noexcept {
+  if (errorStatus == 0) {
+    errorStatus = status;
+    errorReason = reason;
+  }
+  return -1;
+}
+
+int HttpParser::Impl::statusFor(llhttp_errno_t err, const char* at,
+                                const char* end) const noexcept {
+  switch (err) {
+    case HPE_INVALID_METHOD:
+      // llhttp stops at the first byte that fits no method it knows. If that
+      // byte is still a token character, the client sent a well-formed method
+      // we do not implement rather than garbage (TLS, binary).
+      return at < end && isTchar(static_cast<unsigned char>(*at)) ? 501 : 400;
+    case HPE_INVALID_CONSTANT:
+      // RTSP-only methods (DESCRIBE, PLAY, ...) fail here on an HTTP request line.
+      return parser.method > HTTP_SOURCE ? 501 : 400;
+    case HPE_INVALID_VERSION: {
+      // Only this reason means "well-formed but unsupported"; the others are syntax.
+      const char* reason = llhttp_get_error_reason(&parser);
+      return reason != nullptr && std::strcmp(reason, "Invalid HTTP version") == 0 ? 505 : 400;
+    }
+    case HPE_PAUSED_H2_UPGRADE:
+      return 505;
+    default:
+      return 400;
+  }
+}
+
+bool HttpParser::Impl::sawObsFold(const char* at, std::size_t len) noexcept {
+  // llhttp (even in strict mode) joins obs-fold continuation lines; RFC 9112
+  // lets a server reject them, which rules out a proxy reading them differently.
+  for (std::size_t i = 0; i < len; ++i) {
+    if (afterLf && isOws(at[i])) return true;
+    afterLf = at[i] == '\n';
+  }
+  return false;
+}
+
+void HttpParser::Impl::rememberTail(const char* at, std::size_t len) noexcept {
+  if (len >= 2) {
+    tail[0] = at[len - 2];
+    tail[1] = at[len - 1];
+  } else if (len == 1) {
+    tail[0] = tail[1];
+    tail[1] = at[0];
+  }
+}
+
+HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
+  if (phase == Phase::kFailed) return {Status::kError, 0};
+  if (phase == Phase::kComplete) startNext();
+
+  std::size_t pos = 0;
+  for (;;) {
+    const bool inHead = phase == Phase::kIdle || phase == Phase::kHeaders;
+    std::size_t len = data.size() - pos;
+    if (inHead) {
+      // Never hand llhttp more head bytes than the limit allows: it pauses at
+      // the end of the head, so whatever it consumed here was all head.
+      const std::size_t budget = limits.maxHeaderBytes - headerBytes;
+      if (len > budget) {
+        if (budget == 0) return fail(431, "request header section too large", pos);
+        len = budget;
+      }
+    }
+    const char* at = data.data() + pos;
+    const llhttp_errno_t err = llhttp_execute(&parser, at, len);
+    std::size_t used = len;
+    if (err != HPE_OK) {
+      const char* stop = llhttp_get_error_pos(&parser);
+      used = (stop != nullptr && stop >= at && stop <= at + len) ? std::size_t(stop - at) : 0;
+    }
+    if (inHead) {
+      headerBytes += used;
+      if (sawObsFold(at, used)) return fail(400, "obsolete line folding", pos + used);
+    }
+    rememberTail(at, used);
+    pos += used;
+
+    switch (err) {
+      case HPE_OK:
+        if (pos < data.size()) continue;  // stopped by the head budget
+        return {Status::kNeedMore, pos};
+      case HPE_PAUSED: {
+        llhttp_resume(&parser);
+        switch (std::exchange(pause, Pause::kNone)) {
+          case Pause::kHeadersComplete:
+            if (expectContinue) return {Status::kExpectContinue, pos};
+            continue;
+          case Pause::kChunkComplete:
+            // llhttp 8 in loose mode skips any two bytes after chunk data;
+            // accepting them would let a request smuggle bytes past a proxy.
+            if (tail[0] != '\r' || tail[1] != '\n') {
+              return fail(400, "chunk data not followed by CRLF", pos);
+            }
+            continue;
+          case Pause::kMessageComplete:
+            return {Status::kRequestComplete, pos};
+          case Pause::kNone:
+            return fail(500, "unexpected parser pause", pos);
+        }
+        return fail(500, "unexpected parser pause", pos);
+      }
+      case HPE_PAUSED_UPGRADE:
+        // The owner may decline the upgrade and keep speaking HTTP/1.1.
+        llhttp_resume_after_upgrade(&parser);
+        return {Status::kRequestComplete, pos};
+      default: {
+        const char* reason = llhttp_get_error_reason(&parser);
+        return fail(statusFor(err, at + used, at + len), reason != nullptr ? reason : "bad request",
+                    pos);
+      }
+    }
+  }
+}
+
+int HttpParser::Impl::onMessageBegin() {
+  phase = Phase::kHeaders;
+  return 0;
+}
+
+int HttpParser::Impl::onUrl(std::string_view s) {
+  if (s.size() > limits.maxUrlBytes - request.target.size()) {
+    return reject(414, "request target too long");
+  }
+  request.target.append(s);
+  return 0;
+}
+
+int HttpParser::Impl::onVersionComplete() {
+  // llhttp also accepts HTTP/0.9 and HTTP/2.0 request lines.
+  if (parser.http_major != 1 || parser.http_minor > 1) {
+    return reject(505, "unsupported HTTP version");
+  }
+  return 0;
+}
+
+int HttpParser::Impl::onHeaderField(std::string_view s) {
+  if (phase == Phase::kBody) {
+    trailerBytes += s.size();
+    if (trailerBytes > limits.maxHeaderBytes) return reject(431, "trailer section too large");
+  }
+  field.append(s);
+  return 0;
+}
+
+int HttpParser::Impl::onHeaderFieldComplete() {
+  // llhttp accepts an empty name and a space before the colon.
+  if (!isToken(field)) return reject(400, "invalid header name");
+  if (++fieldCount > limits.maxHeaderCount) return reject(431, "too many header fields");
+  return 0;
+}
+
+int HttpParser::Impl::onHeaderValue(std::string_view s) {
+  if (phase == Phase::kBody) {
+    trailerBytes += s.size();
+    if (trailerBytes > limits.maxHeaderBytes) return reject(431, "trailer section too large");
+  }
+  value.append(s);
+  return 0;
+}
+
+int HttpParser::Impl::onHeaderValueComplete() {
+  if (!isFieldValue(value)) return reject(400, "invalid header value");
+  // Trailer fields are dropped: RFC 9110 forbids merging them into the header
+  // section unless each field is known to allow it.
+  if (phase == Phase::kHeaders) request.headers.add(std::move(field), std::string(trimOws(value)));
+  field.clear();
+  value.clear();
+  return 0;
+}
+
+int HttpParser::Impl::checkTransferEncoding() noexcept {
+  if (parser.http_minor == 0) {
+    // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    return reject(400, "Transfer-Encoding in an HTTP/1.0 request");
+  }
+  // llhttp only insists that chunked come last; "gzip, chunked" would hand the
+  // application a body still gzip-coded.
+  int chunked = 0;
+  for (const auto& [name, v] : request.headers) {
+    if (!equalsIgnoreCase(name, "transfer-encoding")) continue;
+    std::string_view rest = v;
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      const auto coding = trimOws(rest.substr(0, comma));
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+      if (coding.empty()) continue;
+      if (!equalsIgnoreCase(coding, "chunked")) return reject(501, "unsupported transfer coding");
+      ++chunked;
+    }
+  }
+  if (chunked != 1) return reject(400, "invalid Transfer-Encoding");
+  return 0;
+}
+
+int HttpParser::Impl::onHeadersComplete() {
+  if (parser.http_major != 1 || parser.http_minor > 1) {
+    return reject(505, "unsupported HTTP version");
+  }
+  if (parser.method == HTTP_CONNECT) return reject(501, "CONNECT is not supported");
+
+  std::size_t hosts = 0;
+  for (const auto& f : request.headers) {
+    if (equalsIgnoreCase(f.first, "host")) ++hosts;
+  }
+  if (hosts > 1) return reject(400, "more than one Host header");
+  if (hosts == 0 && parser.http_minor == 1) return reject(400, "missing Host header");
+
+  if ((parser.flags & F_TRANSFER_ENCODING) != 0 && checkTransferEncoding() != 0) return -1;
+  const bool chunked = (parser.flags & F_CHUNKED) != 0;
+  const bool hasLength = !chunked && (parser.flags & F_CONTENT_LENGTH) != 0;
+  if (hasLength && parser.content_length > limits.maxBodyBytes) {
+    return reject(413, "request body too large");
+  }
+
+  request.method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
+  request.versionMajor = parser.http_major;
+  request.versionMinor = parser.http_minor;
+  const bool bodyFollows = chunked || (hasLength && parser.content_length > 0);
+  expectContinue = bodyFollows && parser.http_minor == 1 &&
+                   equalsIgnoreCase(request.headers.get("expect"), "100-continue");
+  if (hasLength) request.body.reserve(static_cast<std::size_t>(parser.content_length));
+
+  phase = Phase::kBody;
+  pause = Pause::kHeadersComplete;
+  return HPE_PAUSED;
+}
+
+int HttpParser::Impl::onBody(std::string_view s) {
+  if (s.size() > limits.maxBodyBytes - request.body.size()) {
+    return reject(413, "request body too large");
+  }
+  request.body.append(s);
+  return 0;
+}
+
+int HttpParser::Impl::onChunkHeader() {
+  // Refuse an oversized chunk before any of its data arrives.
+  if (parser.content_length > limits.maxBodyBytes - request.body.size()) {
+    return reject(413, "request body too large");
+  }
+  return 0;
+}
+
+int HttpParser::Impl::onChunkExtension(std::string_view s) {
+  // Extensions are discarded, but unbounded ones would be free bandwidth.
+  extensionBytes += s.size();
+  if (extensionBytes > limits.maxHeaderBytes) return reject(413, "chunk extensions too large");
+  return 0;
+}
+
+int HttpParser::Impl::onChunkComplete() {
+  pause = Pause::kChunkComplete;
+  return HPE_PAUSED;
+}
+
+int HttpParser::Impl::onMessageComplete() {
+  // Read before llhttp clears its flags after this callback.
+  request.keepAlive = llhttp_should_keep_alive(&parser) != 0;
+  request.upgrade = parser.upgrade != 0;
+  phase = Phase::kComplete;
+  if (request.upgrade) return 0;  // llhttp itself stops with HPE_PAUSED_UPGRADE
+  pause = Pause::kMessageComplete;
+  return HPE_PAUSED;
+}
+
+HttpParser::HttpParser(const HttpLimits& limits) : impl_(std::make_unique<Impl>(limits)) {}
+
+HttpParser::~HttpParser() = default;
+
+HttpParser::Step HttpParser::feed(std::string_view data) noexcept {
+  try {
+    return impl_->feed(data);
+  } catch (...) {
+    return impl_->fail(500, "out of memory", 0);
+  }
+}
+
+ParsedRequest HttpParser::takeRequest() {
+  if (impl_->phase != Impl::Phase::kComplete) return {};
+  ParsedRequest out = std::move(impl_->request);
+  impl_->startNext();
+  return out;
+}
+
+bool HttpParser::inHeaders() const noexcept { return impl_->phase == Impl::Phase::kHeaders; }
+
+bool HttpParser::idle() const noexcept {
+  return impl_->phase == Impl::Phase::kIdle || impl_->phase == Impl::Phase::kComplete;
+}
+
+int HttpParser::errorStatus() const noexcept { return impl_->errorStatus; }
+
+std::string_view HttpParser::errorReason() const noexcept { return impl_->errorReason; }
+
+}  // namespace spry::detail

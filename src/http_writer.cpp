@@ -1,1 +1,217 @@
 #include "http_writer.h"
+
+#include <charconv>
+
+namespace spry::detail {
+
+namespace {
+
+constexpr bool isTchar(unsigned char c) noexcept {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A name outside the token grammar (empty, ':', spaces, CR/LF/NUL) or a value
+// with CR, LF or NUL could split the response or inject fields.
+bool isSafeField(std::string_view name, std::string_view value) noexcept {
+  if (name.empty()) return false;
+  for (char c : name) {
+    if (!isTchar(static_cast<unsigned char>(c))) return false;
+  }
+  return value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
+
+void appendNumber(std::string& out, std::uint64_t n) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, n);
+  out.append(buf, r.ptr);
+}
+
+void appendField(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+void twoDigits(char* p, int v) noexcept {
+  p[0] = char('0' + v / 10);
+  p[1] = char('0' + v % 10);
+}
+
+}  // namespace
+
+std::string_view reasonPhrase(int status) noexcept {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 102: return "Processing";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 207: return "Multi-Status";
+    case 208: return "Already Reported";
+    case 226: return "IM Used";
+    case 300: return "Multiple Choices";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 305: return "Use Proxy";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 407: return "Proxy Authentication Required";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 418: return "I'm a teapot";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
+    case 423: return "Locked";
+    case 424: return "Failed Dependency";
+    case 425: return "Too Early";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 506: return "Variant Also Negotiates";
+    case 507: return "Insufficient Storage";
+    case 508: return "Loop Detected";
+    case 510: return "Not Extended";
+    case 511: return "Network Authentication Required";
+    default: return "Unknown";
+  }
+}
+
+std::string_view DateCache::now() { return at(std::time(nullptr)); }
+
+std::string_view DateCache::at(std::time_t t) {
+  if (t == cached_) return {value_, size_};
+  std::tm tm{};
+  if (gmtime_r(&t, &tm) == nullptr || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) {
+    return {value_, size_};
+  }
+  // Fixed English names: strftime's %a/%b would follow the process locale.
+  static constexpr char kDays[] = "SunMonTueWedThuFriSat";
+  static constexpr char kMonths[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  char* p = value_;
+  p[0] = kDays[tm.tm_wday * 3];
+  p[1] = kDays[tm.tm_wday * 3 + 1];
+  p[2] = kDays[tm.tm_wday * 3 + 2];
+  p[3] = ',';
+  p[4] = ' ';
+  twoDigits(p + 5, tm.tm_mday);
+  p[7] = ' ';
+  p[8] = kMonths[tm.tm_mon * 3];
+  p[9] = kMonths[tm.tm_mon * 3 + 1];
+  p[10] = kMonths[tm.tm_mon * 3 + 2];
+  p[11] = ' ';
+  const int year = tm.tm_year + 1900;
+  twoDigits(p + 12, year / 100);
+  twoDigits(p + 14, year % 100);
+  p[16] = ' ';
+  twoDigits(p + 17, tm.tm_hour);
+  p[19] = ':';
+  twoDigits(p + 20, tm.tm_min);
+  p[22] = ':';
+  twoDigits(p + 23, tm.tm_sec);
+  p[25] = ' ';
+  p[26] = 'G';
+  p[27] = 'M';
+  p[28] = 'T';
+  size_ = 29;
+  cached_ = t;
+  return {value_, size_};
+}
+
+void writeHead(std::string& out, int status, const Headers& headers, BodyFraming framing,
+               std::uint64_t bodySize, bool keepAlive, bool http10, std::string_view date) {
+  // 1xx, 204 and 304 never carry a body, so a framing header would lie.
+  const bool bodyless = (status >= 100 && status < 200) || status == 204 || status == 304;
+  // Connection management belongs to the final response; on a 101 the user's
+  // "Connection: Upgrade" must survive.
+  const bool interim = status >= 100 && status < 200;
+  std::string_view connection;
+  if (!interim) {
+    if (!keepAlive) {
+      connection = "close";
+    } else if (http10) {
+      connection = "keep-alive";
+    }
+  }
+
+  out.append("HTTP/1.1 ");
+  appendNumber(out, static_cast<std::uint64_t>(status < 0 ? 0 : status));
+  out.push_back(' ');
+  out.append(reasonPhrase(status));
+  out.append("\r\n");
+
+  for (const auto& [name, value] : headers) {
+    if (!isSafeField(name, value)) continue;
+    if (equalsIgnoreCase(name, "content-length") || equalsIgnoreCase(name, "transfer-encoding")) {
+      continue;
+    }
+    if (!date.empty() && equalsIgnoreCase(name, "date")) continue;
+    if (!connection.empty() && equalsIgnoreCase(name, "connection")) continue;
+    appendField(out, name, value);
+  }
+
+  if (!date.empty()) appendField(out, "Date", date);
+  if (!bodyless) {
+    if (framing == BodyFraming::kContentLength) {
+      out.append("Content-Length: ");
+      appendNumber(out, bodySize);
+      out.append("\r\n");
+    } else if (framing == BodyFraming::kChunked) {
+      appendField(out, "Transfer-Encoding", "chunked");
+    }
+  }
+  if (!connection.empty()) appendField(out, "Connection", connection);
+  out.append("\r\n");
+}
+
+void writeChunk(std::string& out, std::string_view data) {
+  if (data.empty()) return;
+  char buf[20];
+  const auto r = std::to_chars(buf, buf + sizeof buf, data.size(), 16);
+  out.append(buf, r.ptr);
+  out.append("\r\n");
+  out.append(data);
+  out.append("\r\n");
+}
+
+void writeLastChunk(std::string& out) { out.append("0\r\n\r\n"); }
+
+}  // namespace spry::detail

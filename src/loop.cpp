@@ -1,1 +1,176 @@
-// placeholder
+#include "loop_context.h"
+
+#include <exception>
+
+#include "spry/log.h"
+
+namespace spry::detail {
+
+namespace {
+constexpr std::size_t kReadBufferBytes = 64 * 1024;
+
+struct WorkRequest {
+  uv_work_t req;
+  std::function<void()> work;
+  std::function<void()> done;
+};
+}  // namespace
+
+void LoopContext::runGuarded(const char* what, const std::function<void()>& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    log(LogLevel::kError, std::string("spry: ") + what + " threw: " + e.what());
+  } catch (...) {
+    log(LogLevel::kError, std::string("spry: ") + what + " threw a non-standard exception");
+  }
+}
+
+std::shared_ptr<LoopContext> LoopContext::create(uv_loop_t* loop) {
+  auto ctx = std::shared_ptr<LoopContext>(new LoopContext(loop));
+  ctx->async_ = new uv_async_t;
+  ctx->async_->data = ctx.get();
+  uv_async_init(loop, ctx->async_, [](uv_async_t* a) {
+    auto* self = static_cast<LoopContext*>(a->data);
+    std::vector<std::function<void()>> batch;
+    {
+      std::lock_guard lock(self->mutex_);
+      batch.swap(self->posted_);
+    }
+    for (auto& fn : batch) runGuarded("a posted function", fn);
+  });
+  return ctx;
+}
+
+LoopContext::LoopContext(uv_loop_t* loop) : loop_(loop), thread_(std::this_thread::get_id()) {
+  readBuffer_.resize(kReadBufferBytes);
+}
+
+LoopContext::~LoopContext() = default;
+
+bool LoopContext::post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(mutex_);
+    if (shutDown_.load()) return false;
+    posted_.push_back(std::move(fn));
+    // uv_async_send under the lock: shutdown() closes the handle under it too.
+    uv_async_send(async_);
+  }
+  return true;
+}
+
+void LoopContext::shutdown() {
+  std::vector<std::function<void()>> leftover;
+  {
+    std::lock_guard lock(mutex_);
+    if (shutDown_.exchange(true)) return;
+    leftover.swap(posted_);
+    uv_close(reinterpret_cast<uv_handle_t*>(async_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+    async_ = nullptr;
+  }
+  // Work posted before the stop still runs: it may be a send that should be flushed.
+  for (auto& fn : leftover) runGuarded("a posted function", fn);
+  auto timers = std::move(timers_);
+  for (const auto& [raw, t] : timers) t->close();
+}
+
+void TimerState::close() noexcept {
+  if (!handle) return;
+  uv_timer_stop(handle);
+  uv_close(reinterpret_cast<uv_handle_t*>(handle),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  handle = nullptr;
+}
+
+Timer LoopContext::startTimer(std::chrono::milliseconds delay, std::chrono::milliseconds repeat,
+                              std::function<void()> fn) {
+  auto state = std::make_shared<TimerState>();
+  if (shutDown_.load()) return Timer(state);
+  state->ctx = this;
+  state->fn = std::move(fn);
+  state->repeat = repeat.count() > 0;
+  state->handle = new uv_timer_t;
+  uv_timer_init(loop_, state->handle);
+  state->handle->data = state.get();
+  timers_.emplace(state.get(), state);
+  uv_timer_start(
+      state->handle,
+      [](uv_timer_t* h) {
+        auto* raw = static_cast<TimerState*>(h->data);
+        // Keep the state alive through the callback, which may cancel it.
+        auto it = raw->ctx->timers_.find(raw);
+        if (it == raw->ctx->timers_.end()) return;
+        std::shared_ptr<TimerState> keep = it->second;
+        if (!keep->repeat) {
+          keep->close();
+          raw->ctx->timers_.erase(it);
+        }
+        keep->running = true;
+        runGuarded("a timer callback", keep->fn);
+        keep->running = false;
+        if (!keep->handle) keep->fn = nullptr;
+      },
+      static_cast<std::uint64_t>(delay.count()), static_cast<std::uint64_t>(repeat.count()));
+  return Timer(state);
+}
+
+void LoopContext::queueWork(std::function<void()> work, std::function<void()> done) {
+  auto* w = new WorkRequest{{}, std::move(work), std::move(done)};
+  w->req.data = w;
+  int rc = uv_queue_work(
+      loop_, &w->req, [](uv_work_t* r) { runGuarded("queued work", static_cast<WorkRequest*>(r->data)->work); },
+      [](uv_work_t* r, int) {
+        std::unique_ptr<WorkRequest> owned(static_cast<WorkRequest*>(r->data));
+        if (owned->done) runGuarded("a work completion", owned->done);
+      });
+  if (rc != 0) {
+    delete w;
+    throw std::runtime_error(std::string("spry: queueWork failed: ") + uv_strerror(rc));
+  }
+}
+
+void LoopContext::cancelTimer(TimerState* timer) noexcept {
+  auto it = timers_.find(timer);
+  if (it == timers_.end()) return;
+  auto keep = std::move(it->second);
+  timers_.erase(it);
+  keep->close();
+  // A timer cancelled from its own callback drops it after the call returns.
+  if (!keep->running) keep->fn = nullptr;
+}
+
+}  // namespace spry::detail
+
+namespace spry {
+
+bool Loop::post(std::function<void()> fn) const { return ctx_ && ctx_->post(std::move(fn)); }
+
+Timer Loop::setTimeout(std::chrono::milliseconds delay, std::function<void()> fn) const {
+  if (!ctx_) return Timer();
+  return ctx_->startTimer(delay, std::chrono::milliseconds(0), std::move(fn));
+}
+
+Timer Loop::setInterval(std::chrono::milliseconds period, std::function<void()> fn) const {
+  if (!ctx_) return Timer();
+  if (period.count() <= 0) throw std::invalid_argument("spry: setInterval period must be > 0");
+  return ctx_->startTimer(period, period, std::move(fn));
+}
+
+void Loop::queueWork(std::function<void()> work, std::function<void()> done) const {
+  if (!ctx_) throw std::logic_error("spry: queueWork on an empty Loop handle");
+  ctx_->queueWork(std::move(work), std::move(done));
+}
+
+bool Loop::isCurrentThread() const noexcept { return ctx_ && ctx_->isCurrentThread(); }
+
+uv_loop_s* Loop::raw() const noexcept { return ctx_ ? ctx_->loop() : nullptr; }
+
+void Timer::cancel() {
+  if (!state_ || !state_->handle) return;
+  state_->ctx->cancelTimer(state_.get());
+}
+
+bool Timer::isActive() const noexcept { return state_ && state_->handle != nullptr; }
+
+}  // namespace spry

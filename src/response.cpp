@@ -1,1 +1,127 @@
-// placeholder
+#include <nlohmann/json.hpp>
+
+#include "app_state.h"
+#include "connection.h"
+#include "spry/response.h"
+
+namespace spry {
+
+namespace {
+Response withBody(std::string body, std::string contentType, int status) {
+  Response r(status);
+  r.headers().set("Content-Type", std::move(contentType));
+  r.setBody(std::move(body));
+  return r;
+}
+}  // namespace
+
+Response& Response::setStatus(int status) {
+  if (status < 100 || status > 599) {
+    throw std::invalid_argument("spry: Response status must be 100..599, got " +
+                                std::to_string(status));
+  }
+  status_ = status;
+  return *this;
+}
+
+Response& Response::header(std::string name, std::string value) {
+  headers_.set(std::move(name), std::move(value));
+  return *this;
+}
+
+Response& Response::setBody(std::string body) {
+  body_ = std::move(body);
+  return *this;
+}
+
+Response Response::text(std::string body, int status) {
+  return withBody(std::move(body), "text/plain; charset=utf-8", status);
+}
+
+Response Response::html(std::string body, int status) {
+  return withBody(std::move(body), "text/html; charset=utf-8", status);
+}
+
+Response Response::json(const nlohmann::json& body, int status) {
+  return withBody(body.dump(), "application/json", status);
+}
+
+Response Response::bytes(std::string body, std::string contentType, int status) {
+  return withBody(std::move(body), std::move(contentType), status);
+}
+
+Response Response::bytes(std::span<const std::byte> body, std::string contentType, int status) {
+  return withBody(std::string(reinterpret_cast<const char*>(body.data()), body.size()),
+                  std::move(contentType), status);
+}
+
+Response Response::redirect(std::string location, int status) {
+  if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308) {
+    throw std::invalid_argument("spry: Response::redirect status must be 301, 302, 303, 307 or 308, got " +
+                                std::to_string(status));
+  }
+  Response r(status);
+  r.headers().set("Location", std::move(location));
+  return r;
+}
+
+Response Response::stream(StreamProducer producer, std::string contentType, int status) {
+  if (!producer) throw std::invalid_argument("spry: Response::stream needs a producer");
+  Response r(status);
+  r.headers().set("Content-Type", std::move(contentType));
+  r.producer_ = std::move(producer);
+  return r;
+}
+
+// ---------------------------------------------------------------- BodyWriter
+
+bool BodyWriter::write(std::string_view data) const {
+  auto conn = state_ ? state_->conn.lock() : nullptr;
+  return conn && conn->streamWrite(*state_, data);
+}
+
+void BodyWriter::end() const {
+  if (auto conn = state_ ? state_->conn.lock() : nullptr) conn->streamEnd(*state_);
+}
+
+void BodyWriter::onDrain(std::function<void()> fn) const {
+  if (state_) state_->onDrain = std::move(fn);
+}
+
+void BodyWriter::onAbort(std::function<void()> fn) const {
+  if (state_) state_->onAbort = std::move(fn);
+}
+
+bool BodyWriter::isOpen() const noexcept {
+  if (!state_ || state_->ended || state_->aborted) return false;
+  auto conn = state_->conn.lock();
+  return conn && !conn->isClosed();
+}
+
+std::size_t BodyWriter::bufferedAmount() const noexcept {
+  auto conn = state_ ? state_->conn.lock() : nullptr;
+  return conn ? conn->bufferedAmount() : 0;
+}
+
+// ---------------------------------------------------------------- Deferred
+
+bool Deferred::send(Response response) const {
+  if (!state_ || state_->sent) return false;
+  auto conn = state_->conn.lock();
+  if (!conn) return false;
+  return conn->sendDeferred(*state_, std::move(response));
+}
+
+bool Deferred::isPending() const noexcept {
+  if (!state_ || state_->sent) return false;
+  auto conn = state_->conn.lock();
+  return conn && !conn->isClosed();
+}
+
+Deferred::operator Response() const {
+  Response r(200);
+  r.deferred_ = true;
+  return r;
+}
+
+}  // namespace spry

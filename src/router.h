@@ -23,8 +23,9 @@ struct RouterOptions {
 // of `path` is kept: joinPaths("a", "b/") == "/a/b/").
 std::string joinPaths(std::string_view prefix, std::string_view path);
 
-// Percent-decodes one path segment or query component. Returns false on a bad
-// escape (`%zz`, `%4`) or a decoded NUL. `plusIsSpace` is for query strings.
+// Percent-decodes one path segment or query component into `out`, replacing
+// its contents. Returns false on a bad escape (`%zz`, `%4`) or a NUL, raw or
+// decoded; `out` is then unspecified. `plusIsSpace` is for query strings.
 bool percentDecode(std::string_view in, std::string& out, bool plusIsSpace = false);
 
 struct RouteMatch {
@@ -46,17 +47,24 @@ struct RouteMatch {
 class Router {
  public:
   explicit Router(RouterOptions options = {});
+  ~Router();
+  Router(Router&&) noexcept;
+  Router& operator=(Router&&) noexcept;
 
   // Registers `pattern` for `method` ("GET", "POST", ...; "*" means every
   // method) under `routeId`. Throws std::invalid_argument whose message names
-  // the pattern when the pattern is malformed (`**` not last, empty parameter
-  // name, a parameter name repeated, a segment mixing ':' or '*' with other
-  // text) or when the same method and pattern shape (parameter names ignored)
-  // is already registered.
+  // the pattern when the pattern is malformed (no leading '/', an empty
+  // segment other than a trailing slash, `**` not last, empty parameter name,
+  // a parameter name repeated, a segment mixing ':' or '*' with other text, a
+  // bad percent-escape) or when the same method and pattern shape (parameter
+  // names ignored) is already registered. Constants are percent-decoded, so
+  // "%3A" spells a literal ':'. Parameters and `*` never match an empty
+  // segment.
   void add(std::string_view method, std::string_view pattern, std::size_t routeId);
 
   // Matches a raw (still percent-encoded) path without query string. Splits on
-  // '/' before decoding, so "%2F" stays inside its segment. Priority per
+  // '/' before decoding, so "%2F" stays inside its segment. A path that does
+  // not start with '/' or holds a bad escape is kBadPath. Priority per
   // segment: constant, then parameter, then `*`, then `**`, with backtracking.
   // A HEAD request falls back to the GET route; a route registered for "*"
   // matches any method, after method-specific routes of the same pattern.
@@ -66,8 +74,13 @@ class Router {
 
  private:
   struct Node;
+  struct Route;
+  struct MatchState;
+
+  bool walk(const Node& node, std::size_t depth, MatchState& state) const;
+
   RouterOptions options_;
-  std::shared_ptr<Node> root_;
+  std::unique_ptr<Node> root_;
 };
 
 }  // namespace spry::detail

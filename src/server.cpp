@@ -1,1 +1,172 @@
-// placeholder
+#include "server.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "connection.h"
+#include "spry/log.h"
+
+namespace spry::detail {
+
+namespace {
+template <class H>
+void closeHandle(H*& h) noexcept {
+  if (!h) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* p) { delete reinterpret_cast<H*>(p); });
+  h = nullptr;
+}
+
+std::uint64_t msOf(std::chrono::milliseconds d) noexcept {
+  return d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0;
+}
+
+// Deadlines are checked by one timer per loop rather than one per connection
+// (a uv_timer_t per socket would cost memory and heap churn): its period is a
+// quarter of the shortest timeout, so each fires at most 25% late.
+std::uint64_t sweepPeriod(const AppState& app) {
+  std::uint64_t shortest = 1000 * 4;
+  auto consider = [&](std::chrono::milliseconds d) {
+    if (auto v = msOf(d); v && v < shortest) shortest = v;
+  };
+  consider(app.http.headerTimeout);
+  consider(app.http.bodyTimeout);
+  consider(app.http.keepAliveTimeout);
+  consider(app.http.lingerTimeout);
+  for (const auto& r : app.routes) {
+    if (!r.isWebSocket) continue;
+    consider(r.wsOptions.idleTimeout);
+    consider(r.wsOptions.pingInterval);
+    consider(r.wsOptions.pongTimeout);
+    consider(r.wsOptions.closeTimeout);
+  }
+  return std::clamp<std::uint64_t>(shortest / 4, 10, 1000);
+}
+}  // namespace
+
+Server::Server(AppState& app, std::shared_ptr<LoopContext> loop)
+    : app_(app), loop_(std::move(loop)), sweepMs_(sweepPeriod(app)) {}
+
+Server::~Server() = default;
+
+std::uint16_t Server::bind(const std::string& host, std::uint16_t port) {
+  sockaddr_storage addr{};
+  std::string h = host == "localhost" ? "127.0.0.1" : host;
+  if (uv_ip4_addr(h.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
+      uv_ip6_addr(h.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
+    throw std::runtime_error("spry: invalid listen address '" + host +
+                             "' (expected an IPv4 or IPv6 address, or localhost)");
+  }
+  listener_ = new uv_tcp_t;
+  uv_tcp_init(loop_->loop(), listener_);
+  listener_->data = this;
+  int rc = uv_tcp_bind(listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 511, onConnection);
+  if (rc != 0) {
+    closeListener();
+    throw std::runtime_error("spry: cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                             uv_strerror(rc));
+  }
+  sockaddr_storage bound{};
+  int len = sizeof(bound);
+  uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&bound), &len);
+  std::uint16_t actual = bound.ss_family == AF_INET6
+                             ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+                             : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+
+  sweep_ = new uv_timer_t;
+  uv_timer_init(loop_->loop(), sweep_);
+  sweep_->data = this;
+  uv_timer_start(
+      sweep_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Server*>(t->data);
+        std::uint64_t now = uv_now(t->loop);
+        // Closing only schedules removal (onClosed), so indices stay valid.
+        for (std::size_t i = 0; i < self->conns_.size(); ++i) self->conns_[i]->sweep(now);
+      },
+      sweepMs_, sweepMs_);
+  // The sweep timer alone must not keep an otherwise idle embedded loop alive.
+  uv_unref(reinterpret_cast<uv_handle_t*>(sweep_));
+  return actual;
+}
+
+void Server::onConnection(uv_stream_t* listener, int status) noexcept {
+  auto* self = static_cast<Server*>(listener->data);
+  if (status < 0) {
+    // libuv already sheds the pending connection on EMFILE (its reserve-fd
+    // trick), so this cannot spin; log the first and then every 1000th.
+    if (self->acceptErrors_++ % 1000 == 0) {
+      log(LogLevel::kWarn, std::string("spry: accept failed: ") + uv_strerror(status));
+    }
+    return;
+  }
+  if (self->stopping_) return;
+  try {
+    auto conn = std::make_shared<Connection>(*self, self->app_);
+    uv_tcp_init(self->loop_->loop(), conn->tcp());
+    int rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn->tcp()));
+    conn->start(conn, rc);
+  } catch (const std::exception& e) {
+    log(LogLevel::kError, std::string("spry: cannot set up a connection: ") + e.what());
+  }
+}
+
+void Server::add(Connection* c) {
+  c->serverIndex = conns_.size();
+  conns_.push_back(c);
+}
+
+void Server::remove(Connection* c) noexcept {
+  std::size_t i = c->serverIndex;
+  if (i < conns_.size() && conns_[i] == c) {
+    conns_[i] = conns_.back();
+    conns_[i]->serverIndex = i;
+    conns_.pop_back();
+  }
+  if (stopping_) maybeFinishStop();
+}
+
+void Server::closeListener() noexcept { closeHandle(listener_); }
+
+void Server::stop(std::chrono::milliseconds deadline) {
+  if (stopping_) return;
+  stopping_ = true;
+  closeListener();
+  // Copy: beginShutdown may close (and so remove) connections synchronously.
+  auto conns = conns_;
+  for (auto* c : conns) c->beginShutdown();
+  stopTimer_ = new uv_timer_t;
+  uv_timer_init(loop_->loop(), stopTimer_);
+  stopTimer_->data = this;
+  uv_timer_start(
+      stopTimer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Server*>(t->data);
+        auto rest = self->conns_;
+        if (!rest.empty()) {
+          std::size_t pending = 0;
+          for (auto* c : rest) pending += c->bufferedAmount();
+          log(LogLevel::kWarn, "spry: shutdown deadline passed: dropping " +
+                                   std::to_string(rest.size()) + " connection(s) with " +
+                                   std::to_string(pending) + " byte(s) unsent");
+        }
+        for (auto* c : rest) c->abort();
+        self->maybeFinishStop();
+      },
+      msOf(deadline), 0);
+  maybeFinishStop();
+}
+
+void Server::maybeFinishStop() noexcept {
+  if (stopped_ || !conns_.empty()) return;
+  stopped_ = true;
+  closeHandle(sweep_);
+  closeHandle(stopTimer_);
+  loop_->shutdown();
+  if (onStopped_) {
+    auto fn = std::move(onStopped_);
+    LoopContext::runGuarded("the stop callback", fn);
+  }
+}
+
+}  // namespace spry::detail

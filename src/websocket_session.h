@@ -100,14 +100,75 @@ class WebSocketSession {
   static std::size_t liveContexts() noexcept;
 
  private:
-  struct Guard;  // frame-header checks that wslay lacks, tracked across splits
+  // Frame-header checks that wslay lacks or answers wrongly, tracked across
+  // splits. It runs over every received byte before wslay sees it, and it
+  // keeps the peer's Close to itself (wslay would reject 1012-1014 and accept
+  // a 1-byte Close), so wslay never receives a Close frame.
+  struct Guard {
+    struct Result {
+      std::size_t wslayBytes = 0;  // leading bytes of the chunk that wslay may read
+      std::uint16_t failCode = 0;
+      bool closeReady = false;  // the peer's Close is complete in closePayload
+    };
+    Result scan(const std::uint8_t* p, std::size_t n, std::uint64_t maxMessageBytes) noexcept;
+    // At a frame boundary with no fragmented message and no Close begun.
+    bool idle() const noexcept {
+      return headerHave == 0 && payloadLeft == 0 && !fragmented && !closeFrame;
+    }
+
+    std::uint64_t payloadLeft = 0;
+    std::uint64_t messageBytes = 0;  // of the fragmented message so far
+    std::uint8_t header[14] = {};
+    std::uint8_t headerHave = 0;
+    std::uint8_t headerNeed = 2;
+    bool fragmented = false;
+    bool closeFrame = false;  // a Close header began; the rest is the guard's
+    bool closePayloadPending = false;
+    std::uint8_t closeLength = 0;
+    std::uint8_t closeHave = 0;
+    std::uint8_t closePayload[125] = {};
+  };
+  struct WslayCallbacks;  // the C callbacks, defined next to the wslay code
+  friend struct WslayCallbacks;
+
+  bool isStopped() const noexcept { return failCode_ != 0 || closeReceived_; }
+  void runWslay(const std::uint8_t* p, std::size_t n) noexcept;
+  bool createContext() noexcept;
+  void destroyContext() noexcept;
+  void dropUnusedContext() noexcept;
+  void fail(std::uint16_t code) noexcept;
+  void handlePeerClose() noexcept;
+  void onWslayOutput(const std::uint8_t* data, std::size_t len, bool more) noexcept;
+  void emitWslayFrame(const std::uint8_t* data, std::size_t len) noexcept;
+
   SessionHandler& handler_;
   SessionLimits limits_;
   wslay_event_context* ctx_ = nullptr;
   bool closeSent_ = false;
   bool closeReceived_ = false;
   std::uint16_t failCode_ = 0;
-  // The implementation may add members here (frame-guard state, input cursor).
+  bool inWslay_ = false;
+  bool internalError_ = false;
+  bool wslayClosed_ = false;  // wslay tried to send its own Close (intercepted)
+  std::uint16_t wslayCloseCode_ = 0;
+  Guard guard_;
+  // The chunk wslay is reading, served by the recv callback.
+  const std::uint8_t* in_ = nullptr;
+  const std::uint8_t* inEnd_ = nullptr;
+  // Frame being received by wslay, as its start callback reported it.
+  std::uint64_t frameLength_ = 0;
+  std::uint64_t frameOffset_ = 0;
+  std::uint8_t frameOpcode_ = 0;
+  bool frameFin_ = false;
+  // A message that arrived in one piece is delivered straight from wslay's
+  // buffer (whole_); anything else is reassembled in message_.
+  bool haveWhole_ = false;
+  std::string_view whole_;
+  std::string message_;
+  // wslay writes a frame header and its payload in two calls; they are joined
+  // so the owner gets each control frame in one piece.
+  std::uint8_t stash_[2 + 125] = {};
+  std::uint8_t stashLength_ = 0;
 };
 
 }  // namespace spry::detail

@@ -1,1 +1,717 @@
+#include "http_parser.h"
+
 #include <doctest/doctest.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+using spry::detail::HttpLimits;
+using spry::detail::HttpParser;
+using spry::detail::ParsedRequest;
+using Status = HttpParser::Status;
+using namespace std::string_literals;
+
+namespace {
+
+// What an owner sees when it feeds `input` in reads of `chunk` bytes and
+// answers each step the way a connection would.
+struct Outcome {
+  std::vector<ParsedRequest> requests;
+  int expectContinues = 0;
+  int error = 0;
+  std::string rest;  // bytes after an upgrade request
+};
+
+Outcome run(std::string_view input, std::size_t chunk, const HttpLimits& limits = {}) {
+  HttpParser parser(limits);
+  Outcome out;
+  bool stop = false;
+  for (std::size_t off = 0; off < input.size() && !stop; off += chunk) {
+    std::string_view piece = input.substr(off, chunk);
+    while (!stop) {
+      const auto step = parser.feed(piece);
+      REQUIRE(step.consumed <= piece.size());
+      piece.remove_prefix(step.consumed);
+      if (step.status == Status::kNeedMore) {
+        CHECK(piece.empty());
+        break;
+      }
+      if (step.status == Status::kError) {
+        out.error = parser.errorStatus();
+        CHECK(out.error >= 400);
+        CHECK(!parser.errorReason().empty());
+        stop = true;
+      } else if (step.status == Status::kExpectContinue) {
+        ++out.expectContinues;
+      } else {
+        out.requests.push_back(parser.takeRequest());
+        if (out.requests.back().upgrade) {
+          out.rest = std::string(piece);
+          if (off + chunk < input.size()) out.rest += input.substr(off + chunk);
+          stop = true;
+        }
+      }
+      if (piece.empty()) break;
+    }
+  }
+  return out;
+}
+
+bool sameRequest(const ParsedRequest& a, const ParsedRequest& b) {
+  if (a.method != b.method || a.target != b.target || a.versionMajor != b.versionMajor ||
+      a.versionMinor != b.versionMinor || a.body != b.body || a.keepAlive != b.keepAlive ||
+      a.upgrade != b.upgrade || a.headers.size() != b.headers.size()) {
+    return false;
+  }
+  auto ia = a.headers.begin();
+  for (auto ib = b.headers.begin(); ib != b.headers.end(); ++ia, ++ib) {
+    if (*ia != *ib) return false;
+  }
+  return true;
+}
+
+// Parses `input` whole and split at every size from byte-by-byte upwards; all
+// splits must agree. Returns the whole-buffer outcome.
+Outcome parse(std::string_view input, const HttpLimits& limits = {}) {
+  const Outcome whole = run(input, input.size() == 0 ? 1 : input.size(), limits);
+  for (std::size_t chunk : {1, 2, 3, 5, 7, 16, 64}) {
+    CAPTURE(chunk);
+    const Outcome split = run(input, chunk, limits);
+    CHECK(split.error == whole.error);
+    CHECK(split.expectContinues == whole.expectContinues);
+    CHECK(split.rest == whole.rest);
+    REQUIRE(split.requests.size() == whole.requests.size());
+    for (std::size_t i = 0; i < whole.requests.size(); ++i) {
+      CHECK(sameRequest(split.requests[i], whole.requests[i]));
+    }
+  }
+  return whole;
+}
+
+int errorOf(std::string_view input, const HttpLimits& limits = {}) {
+  const Outcome o = parse(input, limits);
+  CHECK(o.requests.empty());
+  return o.error;
+}
+
+const std::string kGet = "GET /a/b?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n";
+
+}  // namespace
+
+TEST_CASE("simple GET") {
+  HttpParser p({});
+  const auto step = p.feed(kGet);
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(step.consumed == kGet.size());
+  const auto r = p.takeRequest();
+  CHECK(r.method == "GET");
+  CHECK(r.target == "/a/b?x=1");
+  CHECK(r.versionMajor == 1);
+  CHECK(r.versionMinor == 1);
+  CHECK(r.headers.size() == 2);
+  CHECK(r.headers.get("host") == "example.com");
+  CHECK(r.headers.get("Accept") == "*/*");
+  CHECK(r.body.empty());
+  CHECK(r.keepAlive);
+  CHECK_FALSE(r.upgrade);
+  CHECK(p.errorStatus() == 0);
+
+  const auto o = parse(kGet);
+  REQUIRE(o.requests.size() == 1);
+  CHECK(o.error == 0);
+  CHECK(o.expectContinues == 0);
+}
+
+TEST_CASE("methods llhttp knows come back by name") {
+  for (const char* m : {"HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "M-SEARCH", "PURGE"}) {
+    CAPTURE(m);
+    const auto o = parse(std::string(m) + " / HTTP/1.1\r\nHost: a\r\n\r\n");
+    REQUIRE(o.requests.size() == 1);
+    CHECK(o.requests[0].method == m);
+  }
+  const auto star = parse("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+  REQUIRE(star.requests.size() == 1);
+  CHECK(star.requests[0].target == "*");
+  const auto absolute = parse("GET http://a.example/p?q HTTP/1.1\r\nHost: a.example\r\n\r\n");
+  REQUIRE(absolute.requests.size() == 1);
+  CHECK(absolute.requests[0].target == "http://a.example/p?q");
+}
+
+TEST_CASE("POST with Content-Length body") {
+  const std::string req =
+      "POST /submit HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\n"
+      "hello world";
+  const auto o = parse(req);
+  REQUIRE(o.requests.size() == 1);
+  CHECK(o.requests[0].method == "POST");
+  CHECK(o.requests[0].body == "hello world");
+  CHECK(o.requests[0].headers.get("content-length") == "11");
+
+  HttpParser p({});
+  const auto step = p.feed(req);
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(step.consumed == req.size());
+}
+
+TEST_CASE("body bytes may contain anything, including what looks like a request") {
+  const std::string body = "GET / HTTP/1.1\r\n\r\n\0\x01\xff"s;
+  const auto o = parse("PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: " +
+                       std::to_string(body.size()) + "\r\n\r\n" + body);
+  REQUIRE(o.requests.size() == 1);
+  CHECK(o.requests[0].body == body);
+}
+
+TEST_CASE("chunked body with extensions and trailers") {
+  const std::string req =
+      "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5;name=value\r\nhello\r\n"
+      "1;flag\r\n \r\n"
+      "A\r\n0123456789\r\n"
+      "0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n";
+  const auto o = parse(req);
+  REQUIRE(o.requests.size() == 1);
+  const auto& r = o.requests[0];
+  CHECK(r.body == "hello 0123456789");
+  // Trailer fields are not merged into the header section.
+  CHECK_FALSE(r.headers.has("X-Checksum"));
+  CHECK(r.headers.get("transfer-encoding") == "chunked");
+  CHECK(r.keepAlive);
+
+  HttpParser p({});
+  const auto step = p.feed(req + "GET");
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(step.consumed == req.size());
+}
+
+TEST_CASE("chunked body: uppercase hex, empty body, chunk-size case") {
+  const auto o = parse(
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
+      "1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n");
+  REQUIRE(o.requests.size() == 1);
+  CHECK(o.requests[0].body == "abcdefghijklmnopqrstuvwxyz");
+
+  const auto empty =
+      parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+  REQUIRE(empty.requests.size() == 1);
+  CHECK(empty.requests[0].body.empty());
+}
+
+TEST_CASE("pipelined requests stop one at a time with exact offsets") {
+  const std::string a = kGet;
+  const std::string b = "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz";
+  const std::string c =
+      "PUT /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+  const std::string all = a + b + c;
+
+  HttpParser p({});
+  std::string_view rest = all;
+  auto step = p.feed(rest);
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(step.consumed == a.size());
+  CHECK(p.takeRequest().target == "/a/b?x=1");
+  rest.remove_prefix(step.consumed);
+
+  step = p.feed(rest);
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(step.consumed == b.size());
+  CHECK(p.takeRequest().body == "xyz");
+  rest.remove_prefix(step.consumed);
+
+  step = p.feed(rest);
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(step.consumed == c.size());
+  CHECK(p.takeRequest().body == "ok");
+
+  const auto o = parse(all);
+  REQUIRE(o.requests.size() == 3);
+  CHECK(o.requests[0].method == "GET");
+  CHECK(o.requests[1].target == "/b");
+  CHECK(o.requests[2].method == "PUT");
+
+  const auto two = parse(a + a);
+  CHECK(two.requests.size() == 2);
+}
+
+TEST_CASE("blank lines between pipelined requests are skipped") {
+  const auto o = parse(kGet + "\r\n\r\n" + kGet);
+  CHECK(o.requests.size() == 2);
+  CHECK(o.error == 0);
+}
+
+TEST_CASE("byte-by-byte feeding yields the same request") {
+  const std::string req =
+      "POST /byte HTTP/1.1\r\nHost: a\r\nX-Long: " + std::string(300, 'v') +
+      "\r\nContent-Length: 4\r\n\r\nbody";
+  HttpParser p({});
+  for (std::size_t i = 0; i + 1 < req.size(); ++i) {
+    const auto step = p.feed(std::string_view(&req[i], 1));
+    REQUIRE(step.status == Status::kNeedMore);
+    CHECK(step.consumed == 1);
+  }
+  const auto last = p.feed(std::string_view(&req.back(), 1));
+  CHECK(last.status == Status::kRequestComplete);
+  CHECK(last.consumed == 1);
+  const auto r = p.takeRequest();
+  CHECK(r.headers.get("x-long") == std::string(300, 'v'));
+  CHECK(r.body == "body");
+}
+
+TEST_CASE("an empty feed consumes nothing") {
+  HttpParser p({});
+  auto step = p.feed({});
+  CHECK(step.status == Status::kNeedMore);
+  CHECK(step.consumed == 0);
+  CHECK(p.idle());
+  step = p.feed("GET / HT");
+  CHECK(step.status == Status::kNeedMore);
+  step = p.feed("");
+  CHECK(step.status == Status::kNeedMore);
+  CHECK(step.consumed == 0);
+}
+
+TEST_CASE("header values are trimmed, names kept as received") {
+  const auto o = parse(
+      "GET / HTTP/1.1\r\nHost:example\r\nX-Pad: \t  spaced  value \t \r\nx-CASE: Mixed\r\n"
+      "X-Empty:\r\nX-Blank:   \r\nX-Dup: 1\r\nX-Dup: 2\r\nX-Obs: caf\xc3\xa9\r\n\r\n");
+  REQUIRE(o.requests.size() == 1);
+  const auto& h = o.requests[0].headers;
+  CHECK(h.get("host") == "example");
+  CHECK(h.get("x-pad") == "spaced  value");
+  const auto first = *h.begin();
+  CHECK(first.first == "Host");
+  bool sawCase = false;
+  for (const auto& [name, value] : h) {
+    if (value == "Mixed") {
+      sawCase = true;
+      CHECK(name == "x-CASE");
+    }
+  }
+  CHECK(sawCase);
+  CHECK(h.has("X-Empty"));
+  CHECK(h.get("X-Empty").empty());
+  CHECK(h.has("X-Blank"));
+  CHECK(h.get("X-Blank").empty());
+  CHECK(h.getAll("x-dup") == std::vector<std::string_view>{"1", "2"});
+  CHECK(h.get("x-obs") == "caf\xc3\xa9");
+}
+
+TEST_CASE("keep-alive follows the version and the Connection header") {
+  auto keep = [](const std::string& req) {
+    const auto o = parse(req);
+    REQUIRE(o.requests.size() == 1);
+    return o.requests[0].keepAlive;
+  };
+  CHECK(keep("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+  CHECK_FALSE(keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+  CHECK_FALSE(keep("GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n"));
+  CHECK_FALSE(keep("GET / HTTP/1.0\r\n\r\n"));
+  CHECK(keep("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  CHECK(keep("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+
+  const auto o = parse("GET / HTTP/1.0\r\n\r\n");
+  REQUIRE(o.requests.size() == 1);
+  CHECK(o.requests[0].versionMinor == 0);
+}
+
+TEST_CASE("bytes after a Connection: close request are refused") {
+  const std::string first = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+  HttpParser p({});
+  const std::string all = first + kGet;
+  auto step = p.feed(all);
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(step.consumed == first.size());
+  CHECK_FALSE(p.takeRequest().keepAlive);
+  step = p.feed(std::string_view(all).substr(step.consumed));
+  CHECK(step.status == Status::kError);
+  CHECK(p.errorStatus() == 400);
+}
+
+TEST_CASE("upgrade stops at the end of the request and leaves the frame bytes") {
+  const std::string head =
+      "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  const std::string frame = "\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58";
+
+  HttpParser p({});
+  const auto step = p.feed(head + frame);
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(step.consumed == head.size());
+  const auto r = p.takeRequest();
+  CHECK(r.upgrade);
+  CHECK(r.keepAlive);
+  CHECK(r.headers.get("upgrade") == "websocket");
+
+  const auto o = parse(head + frame);
+  REQUIRE(o.requests.size() == 1);
+  CHECK(o.requests[0].upgrade);
+  CHECK(o.rest == frame);
+
+  const auto exact = parse(head);
+  REQUIRE(exact.requests.size() == 1);
+  CHECK(exact.requests[0].upgrade);
+  CHECK(exact.rest.empty());
+}
+
+TEST_CASE("upgrade with a body ends after the body") {
+  const std::string req =
+      "POST /u HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nConnection: upgrade\r\n"
+      "Content-Length: 2\r\n\r\nhi";
+  const auto o = parse(req + "NEWPROTO");
+  REQUIRE(o.requests.size() == 1);
+  CHECK(o.requests[0].upgrade);
+  CHECK(o.requests[0].body == "hi");
+  CHECK(o.rest == "NEWPROTO");
+}
+
+TEST_CASE("Upgrade without Connection: upgrade is an ordinary request") {
+  const auto o = parse("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n" + kGet);
+  REQUIRE(o.requests.size() == 2);
+  CHECK_FALSE(o.requests[0].upgrade);
+}
+
+TEST_CASE("an owner that declines the upgrade can keep parsing HTTP") {
+  const std::string head = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+  HttpParser p({});
+  const std::string all = head + kGet;
+  auto step = p.feed(all);
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(p.takeRequest().upgrade);
+  step = p.feed(std::string_view(all).substr(step.consumed));
+  CHECK(step.status == Status::kRequestComplete);
+  const auto next = p.takeRequest();
+  CHECK(next.target == "/a/b?x=1");
+  CHECK_FALSE(next.upgrade);
+}
+
+TEST_CASE("Expect: 100-continue pauses once after the headers") {
+  const std::string head =
+      "PUT /file HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+  SUBCASE("headers alone, then the body") {
+    HttpParser p({});
+    auto step = p.feed(head);
+    CHECK(step.status == Status::kExpectContinue);
+    CHECK(step.consumed == head.size());
+    CHECK_FALSE(p.inHeaders());
+    CHECK_FALSE(p.idle());
+    step = p.feed("he");
+    CHECK(step.status == Status::kNeedMore);
+    step = p.feed("llo");
+    CHECK(step.status == Status::kRequestComplete);
+    CHECK(p.takeRequest().body == "hello");
+  }
+  SUBCASE("client did not wait for 100 Continue") {
+    HttpParser p({});
+    const std::string all = head + "hello";
+    auto step = p.feed(all);
+    CHECK(step.status == Status::kExpectContinue);
+    CHECK(step.consumed == head.size());
+    step = p.feed(std::string_view(all).substr(step.consumed));
+    CHECK(step.status == Status::kRequestComplete);
+    CHECK(step.consumed == 5);
+    CHECK(p.takeRequest().body == "hello");
+  }
+  SUBCASE("every split reports it exactly once") {
+    const auto o = parse(head + "hello");
+    CHECK(o.expectContinues == 1);
+    REQUIRE(o.requests.size() == 1);
+    CHECK(o.requests[0].body == "hello");
+  }
+  SUBCASE("chunked body and case-insensitive value") {
+    const auto o = parse(
+        "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "3\r\nabc\r\n0\r\n\r\n");
+    CHECK(o.expectContinues == 1);
+    REQUIRE(o.requests.size() == 1);
+    CHECK(o.requests[0].body == "abc");
+  }
+  SUBCASE("not without a body, not on HTTP/1.0") {
+    CHECK(parse("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n")
+              .expectContinues == 0);
+    CHECK(parse("GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n").expectContinues == 0);
+    CHECK(parse("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx")
+              .expectContinues == 0);
+  }
+  SUBCASE("a body over the limit is refused instead") {
+    HttpLimits limits;
+    limits.maxBodyBytes = 4;
+    HttpParser p(limits);
+    const auto step = p.feed(head);
+    CHECK(step.status == Status::kError);
+    CHECK(p.errorStatus() == 413);
+  }
+}
+
+TEST_CASE("inHeaders and idle track where the request is") {
+  HttpParser p({});
+  CHECK(p.idle());
+  CHECK_FALSE(p.inHeaders());
+  p.feed("\r\n");  // stray blank line between requests
+  CHECK(p.idle());
+  CHECK_FALSE(p.inHeaders());
+  p.feed("P");
+  CHECK_FALSE(p.idle());
+  CHECK(p.inHeaders());
+  p.feed("OST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n");
+  CHECK_FALSE(p.idle());
+  CHECK_FALSE(p.inHeaders());
+  const auto step = p.feed("ok");
+  CHECK(step.status == Status::kRequestComplete);
+  CHECK(p.idle());
+  CHECK_FALSE(p.inHeaders());
+  CHECK(p.takeRequest().body == "ok");
+  CHECK(p.idle());
+}
+
+TEST_CASE("takeRequest resets; a second take or an early take returns nothing") {
+  HttpParser p({});
+  CHECK(p.takeRequest().method.empty());
+  p.feed("GET /x HTTP/1.1\r\n");
+  CHECK(p.takeRequest().target.empty());  // request not complete: left alone
+  CHECK(p.feed("Host: a\r\n\r\n").status == Status::kRequestComplete);
+  CHECK(p.takeRequest().target == "/x");
+  CHECK(p.takeRequest().target.empty());
+  CHECK(p.feed(kGet).status == Status::kRequestComplete);
+  // Feeding on without taking drops the finished request.
+  CHECK(p.feed(kGet).status == Status::kRequestComplete);
+  CHECK(p.takeRequest().target == "/a/b?x=1");
+}
+
+TEST_CASE("head size limit → 431, counted across feeds") {
+  const std::string head = "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(200, 'b') + "\r\n\r\n";
+  HttpLimits limits;
+  limits.maxHeaderBytes = head.size();
+  CHECK(parse(head, limits).requests.size() == 1);
+  limits.maxHeaderBytes = head.size() - 1;
+  CHECK(errorOf(head, limits) == 431);
+
+  SUBCASE("refused as soon as the limit is passed, without waiting for the end") {
+    limits.maxHeaderBytes = 64;
+    HttpParser p(limits);
+    CHECK(p.feed("GET / HTTP/1.1\r\nHost: a\r\nX: ").status == Status::kNeedMore);
+    const auto step = p.feed(std::string(100, 'x'));
+    CHECK(step.status == Status::kError);
+    CHECK(p.errorStatus() == 431);
+  }
+  SUBCASE("the limit is per request") {
+    limits.maxHeaderBytes = head.size();
+    const auto o = parse(head + head + head, limits);
+    CHECK(o.requests.size() == 3);
+    CHECK(o.error == 0);
+  }
+  SUBCASE("the body does not count") {
+    limits.maxHeaderBytes = 64;
+    const auto o = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 200\r\n\r\n" +
+                             std::string(200, 'z'),
+                         limits);
+    REQUIRE(o.requests.size() == 1);
+    CHECK(o.requests[0].body.size() == 200);
+  }
+  SUBCASE("endless blank lines count too") {
+    limits.maxHeaderBytes = 64;
+    CHECK(errorOf(std::string(200, '\n'), limits) == 431);
+  }
+}
+
+TEST_CASE("target limit → 414") {
+  HttpLimits limits;
+  limits.maxUrlBytes = 10;
+  CHECK(parse("GET /123456789 HTTP/1.1\r\nHost: a\r\n\r\n", limits).requests.size() == 1);
+  CHECK(errorOf("GET /1234567890 HTTP/1.1\r\nHost: a\r\n\r\n", limits) == 414);
+  CHECK(errorOf("GET /" + std::string(20000, 'u') + " HTTP/1.1\r\nHost: a\r\n\r\n") == 414);
+}
+
+TEST_CASE("header count limit → 431") {
+  HttpLimits limits;
+  limits.maxHeaderCount = 3;
+  CHECK(parse("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n", limits).requests.size() == 1);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", limits) == 431);
+  std::string many = "GET / HTTP/1.1\r\nHost: a\r\n";
+  for (int i = 0; i < 101; ++i) many += "X-" + std::to_string(i) + ": v\r\n";
+  CHECK(errorOf(many + "\r\n") == 431);
+}
+
+TEST_CASE("body limit → 413") {
+  HttpLimits limits;
+  limits.maxBodyBytes = 10;
+  SUBCASE("Content-Length at the limit is fine") {
+    const auto o =
+        parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789", limits);
+    REQUIRE(o.requests.size() == 1);
+    CHECK(o.requests[0].body == "0123456789");
+  }
+  SUBCASE("Content-Length over the limit fails before any body byte") {
+    HttpParser p(limits);
+    const auto step = p.feed("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n");
+    CHECK(step.status == Status::kError);
+    CHECK(p.errorStatus() == 413);
+  }
+  SUBCASE("a huge Content-Length") {
+    CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n") ==
+          413);
+  }
+  SUBCASE("chunked total") {
+    CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "6\r\n012345\r\n5\r\n67890\r\n0\r\n\r\n",
+                  limits) == 413);
+    const auto ok = parse(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "6\r\n012345\r\n4\r\n6789\r\n0\r\n\r\n",
+        limits);
+    REQUIRE(ok.requests.size() == 1);
+    CHECK(ok.requests[0].body == "0123456789");
+  }
+  SUBCASE("an oversized chunk fails at its size line") {
+    HttpParser p(limits);
+    const auto step = p.feed(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffff\r\n");
+    CHECK(step.status == Status::kError);
+    CHECK(p.errorStatus() == 413);
+  }
+  SUBCASE("chunk extensions are bounded") {
+    limits.maxHeaderBytes = 100;
+    CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "1;x=" + std::string(200, 'e') + "\r\na\r\n0\r\n\r\n",
+                  limits) == 413);
+  }
+  SUBCASE("trailers are bounded") {
+    limits.maxHeaderBytes = 100;
+    CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "0\r\nX-T: " + std::string(200, 't') + "\r\n\r\n",
+                  limits) == 431);
+  }
+}
+
+TEST_CASE("malformed requests → 400") {
+  CHECK(errorOf("this is not http\r\n\r\n") == 400);
+  CHECK(errorOf("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"s) == 400);
+  CHECK(errorOf("\0\0\0\0"s) == 400);
+  CHECK(errorOf(" GET / HTTP/1.1\r\nHost: a\r\n\r\n") == 400);
+  CHECK(errorOf("GET / XTTP/1.1\r\nHost: a\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.x\r\nHost: a\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1 \r\nHost: a\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\n Host: a\r\n\r\n") == 400);
+}
+
+TEST_CASE("NUL and control bytes → 400") {
+  CHECK(errorOf("GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n"s) == 400);
+  CHECK(errorOf("GET /a\x01 HTTP/1.1\r\nHost: a\r\n\r\n"s) == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n"s) == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01z\r\n\r\n"s) == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fz\r\n\r\n"s) == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX\0Y: z\r\n\r\n"s) == 400);
+}
+
+TEST_CASE("header name syntax → 400") {
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost : a\r\n\r\n") == 400);     // space before colon
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost\t: a\r\n\r\n") == 400);    // tab before colon
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX(y): z\r\n\r\n") == 400);
+}
+
+TEST_CASE("obs-fold → 400") {
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX: first\r\n second\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX: first\r\n\tsecond\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX:\r\n folded\r\n\r\n") == 400);
+  // A body may start with a space; only the head is checked.
+  const auto o = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n a\n");
+  REQUIRE(o.requests.size() == 1);
+  CHECK(o.requests[0].body == " a\n");
+}
+
+TEST_CASE("framing conflicts → 400") {
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n") == 400);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                "Content-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n") == 400);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd") ==
+        400);
+  // llhttp refuses even a repeated identical Content-Length.
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc") ==
+        400);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc") == 400);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n") == 400);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\nx") == 400);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n") ==
+        400);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n") == 400);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 400);
+  CHECK(errorOf("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 400);
+}
+
+TEST_CASE("unsupported transfer codings → 501") {
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n") == 501);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                "0\r\n\r\n") == 501);
+  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 501);
+}
+
+TEST_CASE("bad chunked framing → 400") {
+  const std::string head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  CHECK(errorOf(head + "5\r\nhelloXX0\r\n\r\n") == 400);  // llhttp 8 alone accepts this
+  CHECK(errorOf(head + "5\r\nhello\n0\r\n\r\n") == 400);
+  CHECK(errorOf(head + "zz\r\nhello\r\n0\r\n\r\n") == 400);
+  CHECK(errorOf(head + "5 \r\nhello\r\n0\r\n\r\n") == 400);
+  CHECK(errorOf(head + "-5\r\nhello\r\n0\r\n\r\n") == 400);
+  CHECK(errorOf(head + "ffffffffffffffffff\r\n") == 400);
+  CHECK(errorOf(head + "0\r\nBad Trailer: x\r\n\r\n") == 400);
+}
+
+TEST_CASE("Host rules → 400") {
+  CHECK(errorOf("GET / HTTP/1.1\r\nAccept: */*\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n") == 400);
+  // HTTP/1.0 does not require Host; an empty Host is allowed.
+  CHECK(parse("GET / HTTP/1.0\r\n\r\n").requests.size() == 1);
+  CHECK(parse("GET / HTTP/1.1\r\nHost:\r\n\r\n").requests.size() == 1);
+}
+
+TEST_CASE("unsupported versions → 505") {
+  CHECK(errorOf("GET / HTTP/1.2\r\nHost: a\r\n\r\n") == 505);
+  CHECK(errorOf("GET / HTTP/2.0\r\nHost: a\r\n\r\n") == 505);
+  CHECK(errorOf("GET / HTTP/3.0\r\nHost: a\r\n\r\n") == 505);
+  CHECK(errorOf("GET / HTTP/0.9\r\n\r\n") == 505);
+  CHECK(errorOf("GET /\r\n\r\n") == 505);
+  CHECK(errorOf("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") == 505);
+}
+
+TEST_CASE("unknown or unsupported methods → 501") {
+  CHECK(errorOf("FOO / HTTP/1.1\r\nHost: a\r\n\r\n") == 501);
+  CHECK(errorOf("get / HTTP/1.1\r\nHost: a\r\n\r\n") == 501);
+  CHECK(errorOf("GETS / HTTP/1.1\r\nHost: a\r\n\r\n") == 501);
+  CHECK(errorOf("DESCRIBE / HTTP/1.1\r\nHost: a\r\n\r\n") == 501);
+  CHECK(errorOf("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n") == 501);
+}
+
+TEST_CASE("errors are sticky") {
+  HttpParser p({});
+  auto step = p.feed("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+  CHECK(step.status == Status::kError);
+  CHECK(p.errorStatus() == 400);
+  const std::string reason(p.errorReason());
+  CHECK_FALSE(reason.empty());
+  step = p.feed(kGet);
+  CHECK(step.status == Status::kError);
+  CHECK(step.consumed == 0);
+  CHECK(p.errorStatus() == 400);
+  CHECK(p.errorReason() == reason);
+  CHECK_FALSE(p.idle());
+  CHECK_FALSE(p.inHeaders());
+  CHECK(p.takeRequest().method.empty());
+}
+
+TEST_CASE("the error stops consumption at the offending request") {
+  HttpParser p({});
+  const std::string all = kGet + "BAD\x01 / HTTP/1.1\r\n\r\n";
+  auto step = p.feed(all);
+  CHECK(step.status == Status::kRequestComplete);
+  p.takeRequest();
+  step = p.feed(std::string_view(all).substr(step.consumed));
+  CHECK(step.status == Status::kError);
+  CHECK(p.errorStatus() == 400);
+}

@@ -1,0 +1,197 @@
+#pragma once
+/// The application: routes, groups, middleware, exception filters, listen.
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "spry/error.h"
+#include "spry/loop.h"
+#include "spry/options.h"
+#include "spry/request.h"
+#include "spry/response.h"
+#include "spry/websocket.h"
+
+struct uv_loop_s;
+
+namespace spry {
+
+namespace detail {
+struct AppState;
+struct GroupNode;
+struct Chain;
+}  // namespace detail
+
+/// Continues the middleware onion: calls the next middleware or the handler
+/// and returns its response, which the caller may change before returning it.
+class Next {
+ public:
+  Response operator()() const;
+
+ private:
+  friend struct detail::Chain;
+  Next(const detail::Chain* chain, std::size_t index) noexcept : chain_(chain), index_(index) {}
+  const detail::Chain* chain_;
+  std::size_t index_;
+};
+
+/// A request handler after its return value has been turned into a Response.
+using Handler = std::function<Response(Request&)>;
+/// Middleware: return next() (possibly changed) to go on, or a Response (or
+/// throw) to short-circuit.
+using Middleware = std::function<Response(Request&, const Next&)>;
+/// A ws route handler: set up listeners on `ws`; `req` is valid during the call.
+using WebSocketHandler = std::function<void(WebSocket ws, Request& req)>;
+
+namespace detail {
+template <class T>
+inline constexpr bool kAlwaysFalse = false;
+
+// Turns what a handler returned into a Response: text, bytes, JSON, a
+// Response, a Deferred, or nothing (204 No Content).
+template <class R>
+Response toResponse(R&& value) {
+  using T = std::remove_cvref_t<R>;
+  if constexpr (std::is_same_v<T, Response>) {
+    return std::forward<R>(value);
+  } else if constexpr (std::is_same_v<T, Deferred>) {
+    return static_cast<Response>(value);
+  } else if constexpr (std::is_same_v<T, nlohmann::json>) {
+    return Response::json(value);
+  } else if constexpr (std::is_convertible_v<R, std::string_view>) {
+    return Response::text(std::string(std::string_view(value)));
+  } else if constexpr (std::is_same_v<T, std::vector<std::byte>>) {
+    return Response::bytes(std::span<const std::byte>(value));
+  } else if constexpr (std::is_same_v<T, std::vector<std::uint8_t>>) {
+    return Response::bytes(std::string(value.begin(), value.end()));
+  } else {
+    static_assert(kAlwaysFalse<T>,
+                  "spry: a handler must return Response, Deferred, a string, bytes "
+                  "(std::vector<std::byte>), nlohmann::json or void");
+  }
+}
+
+template <class F>
+Handler wrapHandler(F&& fn) {
+  return [fn = std::forward<F>(fn)](Request& req) mutable -> Response {
+    using R = std::invoke_result_t<F&, Request&>;
+    if constexpr (std::is_void_v<R>) {
+      fn(req);
+      return Response(204);
+    } else {
+      return toResponse(fn(req));
+    }
+  };
+}
+}  // namespace detail
+
+class Group;
+
+/// Route registration shared by App and Group. Registration happens before
+/// listen(); it throws std::invalid_argument for a bad pattern or a duplicate
+/// route, and std::logic_error once the app is listening.
+class Routes {
+ public:
+  template <class F> Routes& get(std::string_view path, F&& h) { return on("GET", path, std::forward<F>(h)); }
+  template <class F> Routes& post(std::string_view path, F&& h) { return on("POST", path, std::forward<F>(h)); }
+  template <class F> Routes& put(std::string_view path, F&& h) { return on("PUT", path, std::forward<F>(h)); }
+  template <class F> Routes& patch(std::string_view path, F&& h) { return on("PATCH", path, std::forward<F>(h)); }
+  template <class F> Routes& del(std::string_view path, F&& h) { return on("DELETE", path, std::forward<F>(h)); }
+  template <class F> Routes& head(std::string_view path, F&& h) { return on("HEAD", path, std::forward<F>(h)); }
+  template <class F> Routes& options(std::string_view path, F&& h) { return on("OPTIONS", path, std::forward<F>(h)); }
+  /// Every method.
+  template <class F> Routes& all(std::string_view path, F&& h) { return on("*", path, std::forward<F>(h)); }
+  /// Any method token ("PROPFIND"...). HEAD falls back to the GET route.
+  template <class F>
+  Routes& on(std::string_view method, std::string_view path, F&& h) {
+    return add(method, path, detail::wrapHandler(std::forward<F>(h)));
+  }
+
+  /// A WebSocket route: a GET route whose middleware runs before the upgrade
+  /// (and may refuse it with an HTTP error); `handler` runs once the socket is open.
+  Routes& ws(std::string_view path, WebSocketHandler handler, WebSocketOptions options = {});
+
+  /// Adds middleware to this group (or, on the App, globally). It applies to
+  /// every route of the group, also those registered before.
+  Routes& use(Middleware middleware);
+  /// A sub-group: `prefix` is joined to this group's path; its middleware runs
+  /// inside this group's.
+  Group group(std::string_view prefix, std::vector<Middleware> middleware = {});
+
+ protected:
+  Routes(detail::AppState* app, detail::GroupNode* node) noexcept : app_(app), node_(node) {}
+  Routes& add(std::string_view method, std::string_view path, Handler handler);
+
+  detail::AppState* app_;
+  detail::GroupNode* node_;
+};
+
+/// Routes under a common prefix and middleware. Valid while its App lives.
+class Group : public Routes {
+ private:
+  friend class Routes;
+  using Routes::Routes;
+};
+
+/// A spry application. Not copyable. Registration happens before listen.
+class App : public Routes {
+ public:
+  explicit App(RouterOptions routing = {}, HttpOptions http = {});
+  ~App();
+  App(const App&) = delete;
+  App& operator=(const App&) = delete;
+
+  /// Registers an exception filter for exceptions of type E (or derived):
+  /// `fn(const E&, Request&) -> std::optional<Response>`. Filters run in
+  /// registration order; the first that returns a Response wins; nullopt
+  /// passes the error on. Unfiltered HttpError → its status and message;
+  /// anything else → 500 with a generic body and a log line.
+  template <class E, class F>
+  App& filter(F fn) {
+    addFilter([fn = std::move(fn)](std::exception_ptr ep, Request& req) -> std::optional<Response> {
+      try {
+        std::rethrow_exception(ep);
+      } catch (const E& e) {
+        return fn(e, req);
+      } catch (...) {
+        return std::nullopt;
+      }
+    });
+    return *this;
+  }
+
+  /// Binds, then runs the event loop(s) on this thread until stop() (or a
+  /// signal, see ListenOptions). Throws std::runtime_error naming the cause
+  /// when the address is invalid or the port is taken.
+  void listen(const ListenOptions& options = {});
+  /// Embeds the server in a libuv loop the caller owns and runs: binds and
+  /// returns the port; the caller keeps running `loop`. Call stop() and keep
+  /// running the loop until stopped to release every handle.
+  std::uint16_t attach(uv_loop_s* loop, const ListenOptions& options = {});
+  /// Graceful stop: stop accepting, finish in-flight responses, close every
+  /// WebSocket with 1001, flush until `deadline`, then close everything; listen()
+  /// returns. Thread-safe; a no-op when not listening.
+  void stop(std::chrono::milliseconds deadline = std::chrono::milliseconds(5000));
+  /// The bound port (after listen's onListening or attach), else 0. Thread-safe.
+  std::uint16_t port() const noexcept;
+  /// True between binding and the end of stop(). Thread-safe.
+  bool isListening() const noexcept;
+  /// The loops serving this app (empty when not listening).
+  std::vector<Loop> loops() const;
+
+ private:
+  void addFilter(std::function<std::optional<Response>(std::exception_ptr, Request&)> filter);
+  std::unique_ptr<detail::AppState> state_;
+};
+
+}  // namespace spry

@@ -1,0 +1,118 @@
+#pragma once
+/// HTTP responses: what a handler or middleware returns.
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "spry/headers.h"
+
+namespace spry {
+
+namespace detail {
+struct StreamState;
+struct DeferredState;
+}  // namespace detail
+
+/// Writes a streamed (chunked) response body. Copyable; every copy refers to
+/// the same stream. Loop thread only. After end(), or once the client is gone,
+/// writes are ignored and return false.
+class BodyWriter {
+ public:
+  /// Queues `data`. Returns false when the connection's buffer is over the
+  /// high-water mark (wait for onDrain before writing more) or the stream is closed.
+  bool write(std::string_view data) const;
+  /// Ends the body (sends the last chunk).
+  void end() const;
+  /// Called once each time the buffer drains below the high-water mark after a
+  /// write returned false. Replaces the previous callback.
+  void onDrain(std::function<void()> fn) const;
+  /// Called once if the client goes away before end().
+  void onAbort(std::function<void()> fn) const;
+  /// True while writes can still reach the client.
+  bool isOpen() const noexcept;
+  /// Bytes queued and not yet written to the socket.
+  std::size_t bufferedAmount() const noexcept;
+
+ private:
+  friend struct detail::StreamState;
+  explicit BodyWriter(std::shared_ptr<detail::StreamState> s) : state_(std::move(s)) {}
+  std::shared_ptr<detail::StreamState> state_;
+};
+
+/// Status, headers and a body (bytes, a stream, or "later" for deferred answers).
+class Response {
+ public:
+  /// Called once, after the head is sent, with the writer of a streamed body.
+  using StreamProducer = std::function<void(BodyWriter)>;
+
+  /// An empty response with `status` (200 by default).
+  explicit Response(int status = 200) : status_(status) {}
+
+  /// text/plain; charset=utf-8
+  static Response text(std::string body, int status = 200);
+  /// text/html; charset=utf-8
+  static Response html(std::string body, int status = 200);
+  /// application/json (nlohmann::json)
+  static Response json(const nlohmann::json& body, int status = 200);
+  /// application/octet-stream unless `contentType` says otherwise.
+  static Response bytes(std::string body, std::string contentType = "application/octet-stream",
+                        int status = 200);
+  static Response bytes(std::span<const std::byte> body,
+                        std::string contentType = "application/octet-stream", int status = 200);
+  /// A redirect to `location` (302 by default; 301, 303, 307 and 308 also valid).
+  static Response redirect(std::string location, int status = 302);
+  /// A chunked body written by `producer` with backpressure (see BodyWriter).
+  static Response stream(StreamProducer producer,
+                         std::string contentType = "application/octet-stream", int status = 200);
+
+  int status() const noexcept { return status_; }
+  /// Throws std::invalid_argument outside 100..599.
+  Response& setStatus(int status);
+  Headers& headers() noexcept { return headers_; }
+  const Headers& headers() const noexcept { return headers_; }
+  /// Sets (replaces) one header.
+  Response& header(std::string name, std::string value);
+  const std::string& body() const noexcept { return body_; }
+  Response& setBody(std::string body);
+
+  bool isStream() const noexcept { return producer_ != nullptr; }
+  bool isDeferred() const noexcept { return deferred_; }
+
+ private:
+  friend class Deferred;
+  friend struct ResponseAccess;
+  int status_;
+  Headers headers_;
+  std::string body_;
+  StreamProducer producer_;
+  bool deferred_ = false;
+};
+
+/// A response that will be sent later: from req.defer(). Return it from the
+/// handler, then call send() once (from a timer, a thread-pool completion,
+/// another socket's callback...). Headers that middleware set on the returned
+/// placeholder are added to the final response unless it sets them itself.
+/// The request stays valid until send(). Copyable.
+class Deferred {
+ public:
+  /// Sends the response. Loop thread only. Returns false when already sent or
+  /// the client has gone away (nothing is sent then).
+  bool send(Response response) const;
+  /// True until send() or the client goes away.
+  bool isPending() const noexcept;
+  /// A placeholder Response meaning "answered later".
+  operator Response() const;  // NOLINT(google-explicit-constructor): handlers return it
+
+ private:
+  friend class Request;
+  explicit Deferred(std::shared_ptr<detail::DeferredState> s) : state_(std::move(s)) {}
+  std::shared_ptr<detail::DeferredState> state_;
+};
+
+}  // namespace spry

@@ -1,0 +1,119 @@
+#pragma once
+/// The WebSocket handle given to ws route handlers.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+
+#include "spry/loop.h"
+#include "spry/message.h"
+
+namespace spry {
+
+namespace detail {
+class Connection;
+}
+
+/// RFC 6455 socket states, as in the browser API.
+enum class ReadyState { kConnecting, kOpen, kClosing, kClosed };
+
+/// A small copyable handle to one WebSocket. Safe to keep anywhere (callbacks,
+/// timers, room tables): it never keeps a closed connection alive, and after
+/// close every call is a no-op that returns false (or an empty value).
+/// Loop thread only (see loop()) unless marked thread-safe.
+/// An exception thrown by any callback set here closes this socket with 1011.
+class WebSocket {
+ public:
+  /// An empty handle: every call is a no-op.
+  WebSocket() = default;
+
+  /// Receives every message, in order. The message views the socket's buffer:
+  /// valid during the call; use Message::owned() to keep one.
+  bool listen(std::function<void(const Message&)> onMessage) const;
+  /// Called exactly once when the socket closes: the peer's close code and
+  /// reason; the code we sent when we failed the connection (1002, 1007, 1008,
+  /// 1009, 1011); 1006 when TCP ended without a close handshake.
+  bool onClose(std::function<void(std::uint16_t code, std::string_view reason)> fn) const;
+  /// Called when the send buffer has drained after bufferedAmount() passed
+  /// maxBackpressureBytes or add() returned false.
+  bool onDrain(std::function<void()> fn) const;
+
+  /// Sends a message (text or binary, as `message` says). Returns false when
+  /// the socket is not open, or when the message was dropped (kDrop policy).
+  bool add(const Message& message) const;
+  /// Sends a text message (must be UTF-8, else std::invalid_argument).
+  bool add(std::string_view text) const;
+  bool add(const char* text) const { return add(std::string_view(text)); }
+  /// Sends a binary message.
+  bool add(std::span<const std::byte> bytes) const;
+  /// Sends every message `next` yields, in order, pulling only while the send
+  /// buffer is below maxBackpressureBytes / 2; `next` returns nullopt at the
+  /// end, then `done` runs. Stops when the socket closes. One stream at a
+  /// time: a second call before the first ends throws std::logic_error.
+  bool addStream(std::function<std::optional<Message>()> next,
+                 std::function<void()> done = {}) const;
+  /// Starts the close handshake. Throws std::invalid_argument for a code that
+  /// may not be sent (1004-1006, 1015, <1000, 1016-2999, >4999) or a reason
+  /// over 123 bytes or not UTF-8. Returns false when already closing or closed.
+  bool close(std::uint16_t code = 1000, std::string_view reason = {}) const;
+  /// Sends a Ping (payload of at most 125 bytes, else std::invalid_argument).
+  bool ping(std::string_view payload = {}) const;
+
+  ReadyState readyState() const noexcept;
+  bool isOpen() const noexcept { return readyState() == ReadyState::kOpen; }
+  /// The code reported to onClose, once closed.
+  std::optional<std::uint16_t> closeCode() const noexcept;
+  /// The reason reported to onClose, once closed.
+  std::string closeReason() const;
+  /// The subprotocol agreed in the handshake, empty when none.
+  std::string protocol() const;
+  /// Bytes queued and not yet written to the socket.
+  std::size_t bufferedAmount() const noexcept;
+  /// The peer's address.
+  std::string remoteAddress() const;
+  /// The loop this socket lives on. Thread-safe.
+  Loop loop() const;
+  /// A per-process unique id (0 for an empty handle). Thread-safe.
+  std::uint64_t id() const noexcept { return id_; }
+
+  /// Per-socket user data: one value of any type, set by the handler.
+  template <class T>
+  T& setData(T value) const {
+    auto holder = std::make_shared<T>(std::move(value));
+    T& ref = *holder;
+    putData(typeid(T), std::move(holder));
+    return ref;
+  }
+  /// The user data if it has type T, else nullptr (also after close).
+  template <class T>
+  T* data() const noexcept {
+    return static_cast<T*>(getData(typeid(T)));
+  }
+
+  bool operator==(const WebSocket& other) const noexcept { return id_ == other.id_; }
+
+ private:
+  friend class detail::Connection;
+  WebSocket(std::weak_ptr<detail::Connection> conn, std::uint64_t id) noexcept
+      : conn_(std::move(conn)), id_(id) {}
+  void putData(const std::type_info& type, std::shared_ptr<void> value) const;
+  void* getData(const std::type_info& type) const noexcept;
+
+  std::weak_ptr<detail::Connection> conn_;
+  std::uint64_t id_ = 0;
+};
+
+}  // namespace spry
+
+template <>
+struct std::hash<spry::WebSocket> {
+  std::size_t operator()(const spry::WebSocket& ws) const noexcept {
+    return std::hash<std::uint64_t>{}(ws.id());
+  }
+};

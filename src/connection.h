@@ -1,0 +1,179 @@
+#pragma once
+// One accepted TCP connection: HTTP/1.1 until an upgrade, then a WebSocket.
+// It owns its libuv handle, parser and session; protocol work is delegated to
+// HttpParser and WebSocketSession, which never see the socket.
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <typeinfo>
+
+#include "app_state.h"
+#include "http_parser.h"
+#include "spry/message.h"
+#include "spry/websocket.h"
+#include "websocket_session.h"
+
+namespace spry::detail {
+
+class Server;
+
+class Connection final : public std::enable_shared_from_this<Connection>, private SessionHandler {
+ public:
+  Connection(Server& server, AppState& app);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  uv_tcp_t* tcp() noexcept { return &tcp_; }
+  // Starts reading once accepted; `self` becomes the connection's own reference
+  // until libuv's close callback.
+  void start(std::shared_ptr<Connection> self, int acceptStatus);
+  // Called by the server's sweep timer with uv_now().
+  void sweep(std::uint64_t now) noexcept;
+  // Graceful stop: close idle HTTP, finish the response in flight, close
+  // WebSockets with 1001.
+  void beginShutdown() noexcept;
+  // Drops the TCP connection now (deadline passed); reports what is unsent.
+  void abort() noexcept;
+  bool isClosed() const noexcept { return closing_; }
+  std::size_t bufferedAmount() const noexcept { return out_.size() + inFlightBytes_; }
+
+  // Server-side index in the server's connection list.
+  std::size_t serverIndex = 0;
+
+  // --- HTTP, for Deferred and BodyWriter ---
+  bool sendDeferred(DeferredState& state, Response response);
+  bool streamWrite(StreamState& state, std::string_view data);
+  void streamEnd(StreamState& state);
+
+  // --- WebSocket, for the WebSocket handle ---
+  bool wsListen(std::function<void(const Message&)> fn);
+  bool wsOnClose(std::function<void(std::uint16_t, std::string_view)> fn);
+  bool wsOnDrain(std::function<void()> fn);
+  // Throws std::invalid_argument for a text message that is not UTF-8.
+  bool wsSend(const Message& message);
+  bool wsAddStream(std::function<std::optional<Message>()> next, std::function<void()> done);
+  bool wsClose(std::uint16_t code, std::string_view reason);
+  bool wsPing(std::string_view payload);
+  ReadyState wsReadyState() const noexcept;
+  std::optional<std::uint16_t> wsCloseCode() const noexcept;
+  std::string wsCloseReason() const { return closeReason_; }
+  std::string wsProtocol() const { return protocol_; }
+  std::string wsRemoteAddress() const { return remoteAddress_; }
+  Loop loop() const;
+  void wsPutData(const std::type_info& type, std::shared_ptr<void> value);
+  void* wsGetData(const std::type_info& type) const noexcept;
+  std::uint64_t wsId() const noexcept { return wsId_; }
+
+ private:
+  enum class Mode { kHttp, kWebSocket };
+  enum class Phase { kIdle, kHeaders, kBody, kWaiting };
+
+  // libuv callbacks (noexcept barriers)
+  static void onAlloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf) noexcept;
+  static void onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) noexcept;
+  static void onWriteDone(uv_write_t* req, int status) noexcept;
+  static void onClosed(uv_handle_t* h) noexcept;
+
+  // SessionHandler
+  void onWsMessage(bool binary, std::string_view payload) noexcept override;
+  void onWsPong(std::string_view payload) noexcept override;
+  void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept override;
+  void onWsOutput(std::string_view bytes) noexcept override;
+
+  std::uint64_t now() const noexcept;
+  void onPeerEnd(int status) noexcept;
+  void handleInput(std::string_view data);
+  void stopReading() noexcept;
+  void resumeReading() noexcept;
+  void pauseForBackpressure() noexcept;
+
+  void setPhase(Phase phase) noexcept;
+  void processHttp();
+  void dispatch(ParsedRequest parsed);
+  void sendResponse(Response& response, Request& req);
+  void finishResponse();
+  void sendHttpError(int status, std::string_view reason);
+  void startLinger() noexcept;
+
+  void upgrade(std::unique_ptr<Request> req, const RouteEntry& route, Response& handshake);
+  void processWebSocket(std::string_view data);
+  void applyPending() noexcept;
+  void failWebSocket(std::uint16_t code, std::string_view why) noexcept;
+  void startClose(std::uint16_t code, std::string_view reason) noexcept;
+  void pullStream();
+  void callUser(const char* what, const std::function<void()>& fn) noexcept;
+  void fireWsClose() noexcept;
+
+  void flush() noexcept;
+  void onDrained() noexcept;
+  void closeAfterFlush() noexcept;
+  void closeNow() noexcept;
+
+  Server& server_;
+  AppState& app_;
+  uv_tcp_t tcp_;
+  std::shared_ptr<Connection> self_;  // released in onClosed
+  Mode mode_ = Mode::kHttp;
+  Phase phase_ = Phase::kIdle;
+  bool closing_ = false;
+  bool reading_ = false;
+  bool readPaused_ = false;
+  bool peerEnded_ = false;
+  bool lingering_ = false;
+  bool shutdownSent_ = false;
+  bool shutdownRequested_ = false;
+  bool closeWhenFlushed_ = false;
+  bool writeInFlight_ = false;
+  int cork_ = 0;                 // >0: sends only queue; flushed when it drops to 0
+  std::string out_;              // not yet handed to the kernel
+  std::size_t inFlightBytes_ = 0;
+  std::string in_;               // HTTP bytes received, not yet parsed
+  std::uint64_t deadline_ = 0;   // uv_now() ms; 0 = none
+  std::string remoteAddress_;
+  std::uint16_t remotePort_ = 0;
+
+  // HTTP
+  std::unique_ptr<HttpParser> parser_;
+  std::unique_ptr<Request> current_;     // its response is pending (deferred or streaming)
+  std::shared_ptr<StreamState> stream_;  // body stream in progress
+  bool currentKeepAlive_ = true;
+  bool currentHead_ = false;
+  bool currentHttp10_ = false;
+  bool dispatching_ = false;
+  bool inProcess_ = false;
+  std::uint64_t serial_ = 0;
+
+  // WebSocket
+  std::unique_ptr<WebSocketSession> session_;
+  const WebSocketOptions* wsOptions_ = nullptr;
+  std::uint64_t wsId_ = 0;
+  std::function<void(const Message&)> onMessage_;
+  std::function<void(std::uint16_t, std::string_view)> onClose_;
+  std::function<void()> onDrain_;
+  std::function<std::optional<Message>()> streamNext_;
+  std::function<void()> streamDone_;
+  std::shared_ptr<void> userData_;
+  const std::type_info* userDataType_ = nullptr;
+  std::string protocol_;
+  std::string closeReason_;
+  std::optional<std::pair<std::uint16_t, std::string>> pendingClose_;  // asked during feed()
+  std::uint16_t closeCode_ = 0;      // reported to onClose
+  std::uint16_t peerCloseCode_ = 0;  // from the peer's Close
+  std::uint16_t failCode_ = 0;       // we failed the connection with it
+  bool closeFired_ = false;
+  bool feeding_ = false;
+  bool pulling_ = false;
+  bool wantDrain_ = false;
+  bool awaitingPong_ = false;
+  std::uint64_t lastReceived_ = 0;
+  std::uint64_t closeDeadline_ = 0;
+  std::uint64_t pongDeadline_ = 0;
+};
+
+}  // namespace spry::detail

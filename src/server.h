@@ -1,0 +1,66 @@
+#pragma once
+// One loop's listening socket and the connections it accepted, with the
+// sweep timer that enforces every connection's deadlines.
+
+#include <uv.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "app_state.h"
+#include "loop_context.h"
+
+namespace spry::detail {
+
+class Connection;
+
+class Server : public std::enable_shared_from_this<Server> {
+ public:
+  Server(AppState& app, std::shared_ptr<LoopContext> loop);
+  ~Server();
+
+  // Binds and listens on the loop's thread; returns the bound port. Throws
+  // std::runtime_error naming the address and the cause.
+  std::uint16_t bind(const std::string& host, std::uint16_t port);
+  // Graceful stop (loop thread). `onStopped` runs once every handle of this
+  // server is closed, including the loop context's.
+  void stop(std::chrono::milliseconds deadline);
+  void setOnStopped(std::function<void()> fn) { onStopped_ = std::move(fn); }
+
+  LoopContext& loopContext() noexcept { return *loop_; }
+  std::uint64_t sweepIntervalMs() const noexcept { return sweepMs_; }
+
+  void add(Connection* c);
+  void remove(Connection* c) noexcept;
+  void countWebSocket(int delta) noexcept { webSockets_ += delta; }
+  void reportUnsent(std::size_t bytes) noexcept { unsentBytes_ += bytes; }
+
+  std::size_t connectionCount() const noexcept { return conns_.size(); }
+  std::size_t webSocketCount() const noexcept { return static_cast<std::size_t>(webSockets_); }
+
+ private:
+  static void onConnection(uv_stream_t* listener, int status) noexcept;
+  void closeListener() noexcept;
+  void maybeFinishStop() noexcept;
+
+  AppState& app_;
+  std::shared_ptr<LoopContext> loop_;
+  uv_tcp_t* listener_ = nullptr;
+  uv_timer_t* sweep_ = nullptr;
+  uv_timer_t* stopTimer_ = nullptr;
+  std::vector<Connection*> conns_;
+  std::uint64_t sweepMs_ = 250;
+  long webSockets_ = 0;
+  std::size_t unsentBytes_ = 0;
+  std::uint64_t acceptErrors_ = 0;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  std::function<void()> onStopped_;
+};
+
+}  // namespace spry::detail

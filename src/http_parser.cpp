@@ -53,6 +53,9 @@ struct HttpParser::Impl {
   enum class Phase { kIdle, kHeaders, kBody, kComplete, kFailed };
   // Why a callback paused llhttp; each pause hands control back to feed().
   enum class Pause { kNone, kHeadersComplete, kChunkComplete, kMessageComplete };
+  // After llhttp rejects a method it does not know, the rest of the request
+  // line is checked here to tell an unknown method (501) from garbage (400).
+  enum class Probe { kOff, kMethod, kTargetStart, kTarget, kVersion, kCr, kLf };
 
   explicit Impl(const HttpLimits& l) noexcept : limits(l) {
     llhttp_init(&parser, HTTP_REQUEST, &settings());
@@ -62,8 +65,9 @@ struct HttpParser::Impl {
   Step feed(std::string_view data);
   void startNext() noexcept;
   Step fail(int status, const char* reason, std::size_t consumed) noexcept;
+  Step probeRequestLine(std::string_view data, std::size_t from) noexcept;
   int reject(int status, const char* reason) noexcept;
-  int statusFor(llhttp_errno_t err, const char* at, const char* end) const noexcept;
+  int statusFor(llhttp_errno_t err) const noexcept;
   bool sawObsFold(const char* at, std::size_t len) noexcept;
   void rememberTail(const char* at, std::size_t len) noexcept;
 
@@ -141,6 +145,11 @@ struct HttpParser::Impl {
   std::size_t fieldCount = 0;
   bool expectContinue = false;
   bool afterLf = false;
+  // A request without keep-alive ends the connection's HTTP: RFC 9112 9.6 says
+  // not to process what follows, whichever way llhttp was compiled.
+  bool closed = false;
+  Probe probe = Probe::kOff;
+  std::size_t versionIndex = 0;
   // The last two bytes llhttp consumed, possibly from an earlier feed.
   char tail[2] = {0, 0};
   int errorStatus = 0;
@@ -154,6 +163,7 @@ void HttpParser::Impl::startNext() noexcept {
   headerBytes = trailerBytes = extensionBytes = fieldCount = 0;
   expectContinue = false;
   afterLf = false;
+  tail[0] = tail[1] = 0;
   phase = Phase::kIdle;
 }
 
@@ -175,14 +185,8 @@ int HttpParser::Impl::reject(int status, const char* reason) noexcept {
   return -1;
 }
 
-int HttpParser::Impl::statusFor(llhttp_errno_t err, const char* at,
-                                const char* end) const noexcept {
+int HttpParser::Impl::statusFor(llhttp_errno_t err) const noexcept {
   switch (err) {
-    case HPE_INVALID_METHOD:
-      // llhttp stops at the first byte that fits no method it knows. If that
-      // byte is still a token character, the client sent a well-formed method
-      // we do not implement rather than garbage (TLS, binary).
-      return at < end && isTchar(static_cast<unsigned char>(*at)) ? 501 : 400;
     case HPE_INVALID_CONSTANT:
       // RTSP-only methods (DESCRIBE, PLAY, ...) fail here on an HTTP request line.
       return parser.method > HTTP_SOURCE ? 501 : 400;
@@ -221,6 +225,8 @@ void HttpParser::Impl::rememberTail(const char* at, std::size_t len) noexcept {
 HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
   if (phase == Phase::kFailed) return {Status::kError, 0};
   if (phase == Phase::kComplete) startNext();
+  if (closed) return {Status::kNeedMore, data.size()};
+  if (probe != Probe::kOff) return probeRequestLine(data, 0);
 
   std::size_t pos = 0;
   for (;;) {
@@ -278,12 +284,63 @@ HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
         llhttp_resume_after_upgrade(&parser);
         return {Status::kRequestComplete, pos};
       default: {
+        // llhttp stops at the first byte that fits no method it knows: a token
+        // character, or a space after a token (the tail is cleared per request).
+        if (err == HPE_INVALID_METHOD && used < len) {
+          const auto c = static_cast<unsigned char>(at[used]);
+          if (isTchar(c) || (c == ' ' && isTchar(static_cast<unsigned char>(tail[1])))) {
+            probe = Probe::kMethod;
+            return probeRequestLine(data, pos);
+          }
+        }
         const char* reason = llhttp_get_error_reason(&parser);
-        return fail(statusFor(err, at + used, at + len), reason != nullptr ? reason : "bad request",
-                    pos);
+        return fail(statusFor(err), reason != nullptr ? reason : "bad request", pos);
       }
     }
   }
+}
+
+HttpParser::Step HttpParser::Impl::probeRequestLine(std::string_view data,
+                                                    std::size_t from) noexcept {
+  static constexpr std::string_view kVersionShape = "HTTP/#.#";
+  for (std::size_t i = from; i < data.size(); ++i) {
+    if (++headerBytes > limits.maxHeaderBytes) return fail(400, "Invalid method encountered", i);
+    const auto c = static_cast<unsigned char>(data[i]);
+    const bool targetChar = c > ' ' && c != 0x7f;
+    bool ok = false;
+    switch (probe) {
+      case Probe::kMethod:
+        ok = isTchar(c) || c == ' ';
+        if (c == ' ') probe = Probe::kTargetStart;
+        break;
+      case Probe::kTargetStart:
+        ok = targetChar;
+        probe = Probe::kTarget;
+        break;
+      case Probe::kTarget:
+        ok = targetChar || c == ' ';
+        if (c == ' ') probe = Probe::kVersion;
+        break;
+      case Probe::kVersion: {
+        const char want = kVersionShape[versionIndex];
+        ok = want == '#' ? (c >= '0' && c <= '9') : c == static_cast<unsigned char>(want);
+        if (++versionIndex == kVersionShape.size()) probe = Probe::kCr;
+        break;
+      }
+      case Probe::kCr:
+        if (c == '\n') return fail(501, "unknown method", i + 1);
+        ok = c == '\r';
+        probe = Probe::kLf;
+        break;
+      case Probe::kLf:
+        if (c == '\n') return fail(501, "unknown method", i + 1);
+        break;
+      case Probe::kOff:
+        break;
+    }
+    if (!ok) return fail(400, "Invalid method encountered", i);
+  }
+  return {Status::kNeedMore, data.size()};
 }
 
 int HttpParser::Impl::onMessageBegin() {
@@ -431,6 +488,7 @@ int HttpParser::Impl::onMessageComplete() {
   // Read before llhttp clears its flags after this callback.
   request.keepAlive = llhttp_should_keep_alive(&parser) != 0;
   request.upgrade = parser.upgrade != 0;
+  closed = !request.keepAlive;
   phase = Phase::kComplete;
   if (request.upgrade) return 0;  // llhttp itself stops with HPE_PAUSED_UPGRADE
   pause = Pause::kMessageComplete;

@@ -97,17 +97,74 @@ void appendFrameHeader(std::string& out, WsOpcode opcode, std::uint64_t payloadS
 // Every check fires at the first byte that reveals the violation, which is
 // never later than where wslay would notice it, so wslay is never handed a
 // byte it would answer on its own.
+std::uint16_t WebSocketSession::Guard::checkFirstByte(std::uint8_t b0) noexcept {
+  if ((b0 & kRsvBits) != 0) return kCloseProtocolError;
+  const std::uint8_t opcode = b0 & 0x0F;
+  if (opcode >= 0x8) {
+    if (opcode > 0xA || (b0 & kFin) == 0) return kCloseProtocolError;
+    closeFrame = opcode == 0x8;
+    return 0;
+  }
+  if (opcode == 0x0) return fragmented ? 0 : kCloseProtocolError;
+  if (opcode <= 0x2) return fragmented ? kCloseProtocolError : 0;
+  return kCloseProtocolError;
+}
+
+std::uint16_t WebSocketSession::Guard::checkSecondByte(std::uint8_t b0, std::uint8_t b1) noexcept {
+  if ((b1 & kMaskBit) == 0) return kCloseProtocolError;
+  const std::uint8_t opcode = b0 & 0x0F;
+  const std::uint8_t length7 = b1 & 0x7F;
+  if (opcode >= 0x8 && (length7 > kMaxControlPayload || (opcode == 0x8 && length7 == 1))) {
+    return kCloseProtocolError;
+  }
+  headerNeed = static_cast<std::uint8_t>(6 + (length7 == 126 ? 2 : length7 == 127 ? 8 : 0));
+  return 0;
+}
+
+std::uint16_t WebSocketSession::Guard::finishHeader(const std::uint8_t* h,
+                                                    std::uint64_t maxMessageBytes) noexcept {
+  const std::uint8_t opcode = h[0] & 0x0F;
+  const std::uint8_t length7 = h[1] & 0x7F;
+  std::uint64_t length = length7;
+  if (length7 == 126) {
+    length = readBigEndian(h + 2, 2);
+    if (length < 126) return kCloseProtocolError;
+  } else if (length7 == 127) {
+    length = readBigEndian(h + 2, 8);
+    if ((length >> 63) != 0 || length <= 0xFFFF) return kCloseProtocolError;
+  }
+  if (opcode == 0x8) {
+    closeLength = static_cast<std::uint8_t>(length);
+    closeHave = 0;
+    std::memcpy(closeKey, h + headerNeed - 4, 4);
+    closePayloadPending = closeLength != 0;
+  } else {
+    if (opcode < 0x8) {
+      // messageBytes never exceeds the limit, so the subtraction cannot wrap.
+      const bool fin = (h[0] & kFin) != 0;
+      if (opcode == 0x0) {
+        if (length > maxMessageBytes - messageBytes) return kCloseMessageTooBig;
+        messageBytes = fin ? 0 : messageBytes + length;
+      } else {
+        if (length > maxMessageBytes) return kCloseMessageTooBig;
+        messageBytes = fin ? 0 : length;
+      }
+      fragmented = !fin;
+    }
+    payloadLeft = length;
+  }
+  headerHave = 0;
+  headerNeed = 2;
+  return 0;
+}
+
 WebSocketSession::Guard::Result WebSocketSession::Guard::scan(
     const std::uint8_t* p, std::size_t n, std::uint64_t maxMessageBytes) noexcept {
   Result r;
   std::size_t i = 0;
   // A header begun in an earlier chunk has its start "before" this one.
   std::size_t frameStart = 0;
-  const auto violation = [&](std::uint16_t code) {
-    r.wslayBytes = frameStart;
-    r.failCode = code;
-    return r;
-  };
+  std::uint16_t code = 0;
   while (i < n) {
     if (payloadLeft != 0) {
       const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(payloadLeft, n - i));
@@ -116,9 +173,8 @@ WebSocketSession::Guard::Result WebSocketSession::Guard::scan(
       continue;
     }
     if (closePayloadPending) {
-      const std::uint8_t* key = header + headerNeed - 4;
       while (i < n && closeHave < closeLength) {
-        closePayload[closeHave] = p[i++] ^ key[closeHave % 4];
+        closePayload[closeHave] = static_cast<std::uint8_t>(p[i++] ^ closeKey[closeHave % 4]);
         ++closeHave;
       }
       if (closeHave == closeLength) {
@@ -128,75 +184,46 @@ WebSocketSession::Guard::Result WebSocketSession::Guard::scan(
       break;  // nothing after a Close is read
     }
 
-    if (headerHave == 0) frameStart = i;
+    if (headerHave == 0) {
+      frameStart = i;
+      // Fast path: the whole header is in this chunk.
+      if (n - i >= 2) {
+        if ((code = checkFirstByte(p[i])) != 0) break;
+        if ((code = checkSecondByte(p[i], p[i + 1])) != 0) break;
+        const std::uint8_t need = headerNeed;
+        if (n - i >= need) {
+          if ((code = finishHeader(p + i, maxMessageBytes)) != 0) break;
+          i += need;
+          if (closeFrame && !closePayloadPending) {
+            r.closeReady = true;
+            break;
+          }
+          continue;
+        }
+      }
+    }
+
     const std::size_t take = std::min<std::size_t>(headerNeed - headerHave, n - i);
     std::memcpy(header + headerHave, p + i, take);
     const std::uint8_t had = headerHave;
     headerHave = static_cast<std::uint8_t>(headerHave + take);
     i += take;
-
-    const std::uint8_t opcode = header[0] & 0x0F;
-    const bool fin = (header[0] & kFin) != 0;
-    const bool control = opcode >= 0x8;
-    if (had == 0) {
-      if ((header[0] & kRsvBits) != 0) return violation(kCloseProtocolError);
-      if (control) {
-        if (opcode > 0xA || !fin) return violation(kCloseProtocolError);
-        closeFrame = opcode == 0x8;
-      } else if (opcode == 0x0) {
-        if (!fragmented) return violation(kCloseProtocolError);
-      } else if (opcode <= 0x2) {
-        if (fragmented) return violation(kCloseProtocolError);
-      } else {
-        return violation(kCloseProtocolError);
-      }
-    }
+    if (had == 0 && (code = checkFirstByte(header[0])) != 0) break;
     if (headerHave < 2) continue;
-    const std::uint8_t length7 = header[1] & 0x7F;
-    if (had < 2) {
-      if ((header[1] & kMaskBit) == 0) return violation(kCloseProtocolError);
-      if (control && length7 > kMaxControlPayload) return violation(kCloseProtocolError);
-      if (opcode == 0x8 && length7 == 1) return violation(kCloseProtocolError);
-      headerNeed = static_cast<std::uint8_t>(6 + (length7 == 126 ? 2 : length7 == 127 ? 8 : 0));
-    }
+    if (had < 2 && (code = checkSecondByte(header[0], header[1])) != 0) break;
     if (headerHave < headerNeed) continue;
-
-    std::uint64_t length = length7;
-    if (length7 == 126) {
-      length = readBigEndian(header + 2, 2);
-      if (length < 126) return violation(kCloseProtocolError);
-    } else if (length7 == 127) {
-      length = readBigEndian(header + 2, 8);
-      if ((length >> 63) != 0 || length <= 0xFFFF) return violation(kCloseProtocolError);
+    if ((code = finishHeader(header, maxMessageBytes)) != 0) break;
+    if (closeFrame && !closePayloadPending) {
+      r.closeReady = true;
+      break;
     }
-
-    if (opcode == 0x8) {
-      closeLength = static_cast<std::uint8_t>(length);
-      closeHave = 0;
-      closePayloadPending = closeLength != 0;
-      if (!closePayloadPending) {
-        r.closeReady = true;
-        break;
-      }
-      continue;
-    }
-    if (!control) {
-      // messageBytes never exceeds the limit, so the subtraction cannot wrap.
-      if (opcode == 0x0) {
-        if (length > maxMessageBytes - messageBytes) return violation(kCloseMessageTooBig);
-        messageBytes += length;
-      } else {
-        if (length > maxMessageBytes) return violation(kCloseMessageTooBig);
-        messageBytes = length;
-      }
-      fragmented = !fin;
-      if (fin) messageBytes = 0;
-    }
-    payloadLeft = length;
-    headerHave = 0;
-    headerNeed = 2;
   }
-  r.wslayBytes = closeFrame ? frameStart : n;
+  if (code != 0) {
+    r.failCode = code;
+    r.wslayBytes = frameStart;
+  } else {
+    r.wslayBytes = closeFrame ? frameStart : n;
+  }
   return r;
 }
 
@@ -284,6 +311,8 @@ struct WebSocketSession::WslayCallbacks {
         } else {
           s.message_.clear();
         }
+      } else if (arg->opcode == WSLAY_PING) {
+        s.pingReceived_ = true;  // wslay has just queued the pong
       } else if (arg->opcode == WSLAY_PONG && !s.closeSent_) {
         s.handler_.onWsPong(
             std::string_view(reinterpret_cast<const char*>(arg->msg), arg->msg_length));
@@ -363,8 +392,13 @@ void WebSocketSession::runWslay(const std::uint8_t* p, std::size_t n) noexcept {
   inEnd_ = p + n;
   inWslay_ = true;
   const int received = wslay_event_recv(ctx_);
-  // Pongs go out now, after the messages of this chunk.
-  wslay_event_send(ctx_);
+  const bool readable = received == 0 && wslay_event_get_read_enabled(ctx_) != 0;
+  // wslay queues a frame only to answer a ping or to close, so the common
+  // case skips the send call. Pongs go out after the messages of this chunk.
+  if (pingReceived_ || !readable) {
+    pingReceived_ = false;
+    wslay_event_send(ctx_);
+  }
   inWslay_ = false;
   in_ = inEnd_ = nullptr;
   if (internalError_ || received == WSLAY_ERR_NOMEM) {
@@ -372,7 +406,7 @@ void WebSocketSession::runWslay(const std::uint8_t* p, std::size_t n) noexcept {
   } else if (wslayClosed_) {
     // wslay closes with an empty payload on a frame-level error.
     fail(wslayCloseCode_ != 0 ? wslayCloseCode_ : kCloseProtocolError);
-  } else if (received != 0 || !wslay_event_get_read_enabled(ctx_)) {
+  } else if (!readable) {
     fail(kCloseProtocolError);
   }
 }

@@ -115,10 +115,14 @@ class WebSocketSession {
     bool idle() const noexcept {
       return headerHave == 0 && payloadLeft == 0 && !fragmented && !closeFrame;
     }
+    // Each returns 0 or the close code of the violation.
+    std::uint16_t checkFirstByte(std::uint8_t b0) noexcept;
+    std::uint16_t checkSecondByte(std::uint8_t b0, std::uint8_t b1) noexcept;
+    std::uint16_t finishHeader(const std::uint8_t* h, std::uint64_t maxMessageBytes) noexcept;
 
     std::uint64_t payloadLeft = 0;
     std::uint64_t messageBytes = 0;  // of the fragmented message so far
-    std::uint8_t header[14] = {};
+    std::uint8_t header[14] = {};    // a header split across chunks
     std::uint8_t headerHave = 0;
     std::uint8_t headerNeed = 2;
     bool fragmented = false;
@@ -126,6 +130,7 @@ class WebSocketSession {
     bool closePayloadPending = false;
     std::uint8_t closeLength = 0;
     std::uint8_t closeHave = 0;
+    std::uint8_t closeKey[4] = {};
     std::uint8_t closePayload[125] = {};
   };
   struct WslayCallbacks;  // the C callbacks, defined next to the wslay code
@@ -149,6 +154,7 @@ class WebSocketSession {
   std::uint16_t failCode_ = 0;
   bool inWslay_ = false;
   bool internalError_ = false;
+  bool pingReceived_ = false;  // wslay has a pong to send
   bool wslayClosed_ = false;  // wslay tried to send its own Close (intercepted)
   std::uint16_t wslayCloseCode_ = 0;
   Guard guard_;

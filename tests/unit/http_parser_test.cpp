@@ -315,17 +315,23 @@ TEST_CASE("keep-alive follows the version and the Connection header") {
   CHECK(o.requests[0].versionMinor == 0);
 }
 
-TEST_CASE("bytes after a Connection: close request are refused") {
-  const std::string first = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
-  HttpParser p({});
-  const std::string all = first + kGet;
-  auto step = p.feed(all);
-  CHECK(step.status == Status::kRequestComplete);
-  CHECK(step.consumed == first.size());
-  CHECK_FALSE(p.takeRequest().keepAlive);
-  step = p.feed(std::string_view(all).substr(step.consumed));
-  CHECK(step.status == Status::kError);
-  CHECK(p.errorStatus() == 400);
+TEST_CASE("bytes after a request without keep-alive are ignored") {
+  for (const std::string& first : {"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"s,
+                                  "GET / HTTP/1.0\r\n\r\n"s}) {
+    HttpParser p({});
+    const std::string all = first + kGet;
+    auto step = p.feed(all);
+    CHECK(step.status == Status::kRequestComplete);
+    CHECK(step.consumed == first.size());
+    CHECK_FALSE(p.takeRequest().keepAlive);
+    step = p.feed(std::string_view(all).substr(step.consumed));
+    CHECK(step.status == Status::kNeedMore);
+    CHECK(step.consumed == kGet.size());
+    CHECK(p.idle());
+    CHECK_FALSE(p.inHeaders());
+    CHECK(p.feed(std::string(100000, 'x')).status == Status::kNeedMore);
+    CHECK(p.errorStatus() == 0);
+  }
 }
 
 TEST_CASE("upgrade stops at the end of the request and leaves the frame bytes") {
@@ -686,6 +692,27 @@ TEST_CASE("unknown or unsupported methods → 501") {
   CHECK(errorOf("GETS / HTTP/1.1\r\nHost: a\r\n\r\n") == 501);
   CHECK(errorOf("DESCRIBE / HTTP/1.1\r\nHost: a\r\n\r\n") == 501);
   CHECK(errorOf("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n") == 501);
+  CHECK(errorOf("G / HTTP/1.1\r\nHost: a\r\n\r\n") == 501);
+  CHECK(errorOf("FOO /x?y HTTP/1.1\nHost: a\n\n") == 501);
+  // A token where the method goes is not enough: the whole line must fit.
+  CHECK(errorOf("this is not http\r\n\r\n") == 400);
+  CHECK(errorOf("FOO  / HTTP/1.1\r\n\r\n") == 400);
+  CHECK(errorOf("FOO / HTTP/1.1 \r\n\r\n") == 400);
+  CHECK(errorOf("FOO / HTTP/1.1\r\r\n") == 400);
+  CHECK(errorOf("FOO / HTTQ/1.1\r\n") == 400);
+  CHECK(errorOf("FOO /\x01 HTTP/1.1\r\n") == 400);
+  HttpLimits small;
+  small.maxHeaderBytes = 32;
+  CHECK(errorOf("FOO /" + std::string(100, 'x') + " HTTP/1.1\r\n", small) == 400);
+  // The byte before the space belongs to the previous request, not to a method.
+  HttpParser p({});
+  const std::string first = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+  const std::string all = first + " / HTTP/1.1\r\n\r\n";
+  const auto step = p.feed(all);
+  CHECK(step.status == Status::kRequestComplete);
+  p.takeRequest();
+  CHECK(p.feed(std::string_view(all).substr(step.consumed)).status == Status::kError);
+  CHECK(p.errorStatus() == 400);
 }
 
 TEST_CASE("errors are sticky") {

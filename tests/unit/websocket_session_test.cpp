@@ -301,7 +301,7 @@ TEST_CASE("text and binary messages of boundary sizes arrive intact under any sp
       // Byte by byte through a MiB would only test patience.
       if (split == Split::kBytes && n > 65536) continue;
       for (bool isBinary : {false, true}) {
-        INFO("split: ", splitName(split));
+        INFO("split: ", std::string(splitName(split)));
         CAPTURE(n);
         CAPTURE(isBinary);
         Peer p({.maxMessageBytes = 2u << 20});
@@ -321,7 +321,7 @@ TEST_CASE("text and binary messages of boundary sizes arrive intact under any sp
 
 TEST_CASE("many messages in one chunk are delivered in order") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p;
     std::string wire;
     for (int i = 0; i < 100; ++i) {
@@ -339,7 +339,7 @@ TEST_CASE("many messages in one chunk are delivered in order") {
 
 TEST_CASE("fragmented messages are reassembled, with a ping answered in between") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p;
     p.feed(text("Hel", false) + ping("are you there") + cont("lo, ", false) + pong("late") +
                cont("w\xC3\xB6rld", true),
@@ -384,7 +384,7 @@ TEST_CASE("an empty message made of empty fragments") {
 TEST_CASE("a ping is answered by one pong with the same payload") {
   for (Split split : kAllSplits) {
     for (std::size_t n : {0, 1, 3, 125}) {
-      INFO("split: ", splitName(split));
+      INFO("split: ", std::string(splitName(split)));
       CAPTURE(n);
       Peer p;
       const std::string payload = makeBinary(n);
@@ -414,7 +414,7 @@ TEST_CASE("pings in one chunk get pongs in order, after the chunk's messages") {
 
 TEST_CASE("an unsolicited pong reaches onWsPong and sends nothing") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p;
     p.feed(pong("heartbeat") + pong(""), split);
     REQUIRE(p.rec.pongs.size() == 2);
@@ -487,8 +487,8 @@ TEST_CASE("each protocol violation closes with 1002, keeping what came before") 
   }
   for (Split split : kAllSplits) {
     for (const Case& c : cases) {
-      INFO("split: ", splitName(split));
-      INFO("case: ", c.name);
+      INFO("split: ", std::string(splitName(split)));
+      INFO("case: ", std::string(c.name));
       Peer p;
       p.feed(text("before") + c.bytes + text("after") + ping("ignored"), split);
       REQUIRE(p.rec.messages.size() == 1);
@@ -530,7 +530,7 @@ TEST_CASE("invalid UTF-8 in a text message closes with 1007") {
   };
   for (Split split : kAllSplits) {
     for (const std::string& s : bad) {
-      INFO("split: ", splitName(split));
+      INFO("split: ", std::string(splitName(split)));
       CAPTURE(s);
       Peer p;
       p.feed(text("ok") + text(s) + text("after"), split);
@@ -543,7 +543,7 @@ TEST_CASE("invalid UTF-8 in a text message closes with 1007") {
 
 TEST_CASE("invalid UTF-8 fails fast, before the final fragment arrives") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p;
     p.feed(text("valid so far ", false), split);
     CHECK_FALSE(p.session.failed());
@@ -557,7 +557,7 @@ TEST_CASE("invalid UTF-8 fails fast, before the final fragment arrives") {
 
 TEST_CASE("a code point split across fragments is valid") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p;
     p.feed(text("\xE2", false) + cont("\x82", false) + cont("\xAC!", true), split);
     REQUIRE(p.rec.messages.size() == 1);
@@ -576,7 +576,7 @@ TEST_CASE("binary messages are not checked for UTF-8") {
 TEST_CASE("a Close with an invalid UTF-8 reason closes with 1007") {
   for (Split split : kAllSplits) {
     for (std::string reason : {"\xFF", "ok\xC0\xAF", "\xE2\x82", "\xED\xA0\x80"}) {
-      INFO("split: ", splitName(split));
+      INFO("split: ", std::string(splitName(split)));
       Peer p;
       p.feed(closeFrame(kCloseNormal, reason), split);
       CHECK(p.rec.closes.empty());
@@ -591,7 +591,7 @@ TEST_CASE("a Close with an invalid UTF-8 reason closes with 1007") {
 TEST_CASE("a frame header claiming more than maxMessageBytes closes with 1009 at once") {
   for (Split split : kAllSplits) {
     for (std::uint8_t op : {kText, kBinary}) {
-      INFO("split: ", splitName(split));
+      INFO("split: ", std::string(splitName(split)));
       Peer p({.maxMessageBytes = 1u << 20});
       const std::string header =
           clientFrame(op, "", {.claimedLength = 1ull << 30, .headerOnly = true});
@@ -609,7 +609,7 @@ TEST_CASE("a frame header claiming more than maxMessageBytes closes with 1009 at
 
 TEST_CASE("fragments summing over maxMessageBytes close with 1009 at the offending header") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p({.maxMessageBytes = 1000});
     p.feed(binary(makeBinary(600), false), split);
     CHECK_FALSE(p.session.failed());
@@ -627,7 +627,7 @@ TEST_CASE("fragments summing over maxMessageBytes close with 1009 at the offendi
 
 TEST_CASE("a message exactly at maxMessageBytes is accepted; control frames do not count") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p({.maxMessageBytes = 1000});
     p.feed(text(makeText(1000)), split);
     p.feed(binary(makeBinary(400), false) + ping(std::string(125, 'p')) +
@@ -653,7 +653,7 @@ TEST_CASE("pings stay answerable under a tiny message limit") {
 
 TEST_CASE("peer closes first: reported once, one echo, then TCP may close") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p;
     p.feed(text("last words") + closeFrame(kCloseGoingAway, "bye") + text("too late") +
                closeFrame(kCloseNormal),
@@ -680,7 +680,7 @@ TEST_CASE("peer closes first: reported once, one echo, then TCP may close") {
 
 TEST_CASE("a Close without payload is reported as 1005 and answered with an empty Close") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p;
     p.feed(clientFrame(kClose, ""), split);
     REQUIRE(p.rec.closes.size() == 1);
@@ -714,7 +714,7 @@ TEST_CASE("a Close reason of the maximum 123 bytes is reported whole") {
 
 TEST_CASE("server closes first: one Close, input drained until the peer's Close") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p;
     p.feed(text("early"), split);
     p.session.sendClose(kCloseGoingAway, "shutting down");
@@ -782,7 +782,7 @@ TEST_CASE("sendClose trims a long reason to 123 bytes without splitting a code p
 
 TEST_CASE("a Close sent from inside onWsMessage stops delivery of the rest") {
   for (Split split : kAllSplits) {
-    INFO("split: ", splitName(split));
+    INFO("split: ", std::string(splitName(split)));
     Peer p;
     p.rec.closeOnMessage = true;
     p.feed(text("one") + text("two") + ping("p") + text("three"), split);

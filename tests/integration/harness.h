@@ -1,0 +1,288 @@
+#pragma once
+// Loopback test harness: an App served on a libuv loop of the test's own (on
+// a background thread), and blocking raw-socket clients with timeouts.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <future>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <doctest/doctest.h>
+#include <spry/spry.h>
+
+namespace spry::test {
+
+using namespace std::chrono_literals;
+
+// Runs `app` on a loop owned by the test, attached with App::attach. The
+// destructor stops the app, joins the thread and checks that the loop closes
+// cleanly (every handle released: each test is also a leak check).
+class TestServer {
+ public:
+  explicit TestServer(App& app, ListenOptions options = {.port = 0}) : app_(app) {
+    std::promise<std::uint16_t> bound;
+    auto ready = bound.get_future();
+    thread_ = std::thread([this, options, &bound] {
+      uv_loop_init(&loop_);
+      try {
+        bound.set_value(app_.attach(&loop_, options));
+      } catch (...) {
+        bound.set_exception(std::current_exception());
+        uv_run(&loop_, UV_RUN_DEFAULT);
+        loopClosed_ = uv_loop_close(&loop_);
+        return;
+      }
+      uv_run(&loop_, UV_RUN_DEFAULT);
+      loopClosed_ = uv_loop_close(&loop_);
+    });
+    try {
+      port_ = ready.get();
+    } catch (...) {
+      thread_.join();
+      throw;
+    }
+  }
+  ~TestServer() { stop(); }
+
+  std::uint16_t port() const noexcept { return port_; }
+  Loop loop() const { return app_.loops().at(0); }
+
+  // Runs fn on the server's loop and waits for it.
+  template <class F>
+  auto onLoop(F fn) -> decltype(fn()) {
+    std::packaged_task<decltype(fn())()> task(std::move(fn));
+    auto result = task.get_future();
+    REQUIRE(loop().post([&task] { task(); }));
+    return result.get();
+  }
+
+  void stop(std::chrono::milliseconds deadline = 2000ms) {
+    if (!thread_.joinable()) return;
+    app_.stop(deadline);
+    thread_.join();
+    CHECK_MESSAGE(loopClosed_ == 0, "the loop still had open handles after stop()");
+  }
+
+ private:
+  App& app_;
+  uv_loop_t loop_{};
+  std::thread thread_;
+  std::uint16_t port_ = 0;
+  int loopClosed_ = -1;
+};
+
+// A blocking TCP client for raw protocol bytes; every read has a timeout.
+class RawClient {
+ public:
+  explicit RawClient(std::uint16_t port, const char* host = "127.0.0.1") {
+    bool v6 = std::strchr(host, ':') != nullptr;
+    fd_ = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int rc;
+    if (v6) {
+      sockaddr_in6 a{};
+      a.sin6_family = AF_INET6;
+      a.sin6_port = htons(port);
+      ::inet_pton(AF_INET6, host, &a.sin6_addr);
+      rc = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    } else {
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(port);
+      ::inet_pton(AF_INET, host, &a.sin_addr);
+      rc = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    }
+    REQUIRE_MESSAGE(rc == 0, "connect failed: " << std::strerror(errno));
+  }
+  ~RawClient() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+
+  int fd() const noexcept { return fd_; }
+
+  // Sends everything; false when the peer has gone (EPIPE/ECONNRESET).
+  bool send(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+
+  // Sends one byte at a time (split packets).
+  bool sendSlowly(std::string_view data, std::chrono::microseconds gap = 0us) {
+    for (char c : data) {
+      if (!send(std::string_view(&c, 1))) return false;
+      if (gap.count()) std::this_thread::sleep_for(gap);
+    }
+    return true;
+  }
+
+  // Closes our sending side (FIN), keeps reading.
+  void shutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+  // Closes abortively (RST).
+  void reset() {
+    linger l{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    ::close(fd_);
+    fd_ = -1;
+  }
+
+  // Reads what is available within `timeout`: empty on timeout; sets closed()
+  // when the peer closed (EOF or reset).
+  std::string readSome(std::chrono::milliseconds timeout = 2000ms) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return {};
+    char buf[65536];
+    ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+    if (n <= 0) {
+      closed_ = true;
+      return {};
+    }
+    return std::string(buf, static_cast<std::size_t>(n));
+  }
+
+  // Reads until `buffer_` holds at least n bytes; false on timeout or close.
+  bool fill(std::size_t n, std::chrono::milliseconds timeout = 2000ms) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (buffer_.size() < n) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      std::string got = readSome(left);
+      if (got.empty() && closed_) return false;
+      buffer_ += got;
+    }
+    return true;
+  }
+
+  // Reads until `delim` is buffered; returns everything up to and including it.
+  std::optional<std::string> readUntil(std::string_view delim,
+                                       std::chrono::milliseconds timeout = 2000ms) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto pos = buffer_.find(delim);
+      if (pos != std::string::npos) {
+        std::string out = buffer_.substr(0, pos + delim.size());
+        buffer_.erase(0, pos + delim.size());
+        return out;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      std::string got = readSome(left);
+      if (got.empty() && closed_) return std::nullopt;
+      buffer_ += got;
+    }
+  }
+
+  // Takes n buffered bytes (after fill(n)).
+  std::string take(std::size_t n) {
+    std::string out = buffer_.substr(0, n);
+    buffer_.erase(0, n);
+    return out;
+  }
+
+  // True once the peer has closed: waits up to `timeout` for EOF, discarding data.
+  bool waitClosed(std::chrono::milliseconds timeout = 2000ms) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (!closed_) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      buffer_ += readSome(left);
+    }
+    return true;
+  }
+
+  bool closed() const noexcept { return closed_; }
+  std::string& buffer() noexcept { return buffer_; }
+
+ private:
+  int fd_ = -1;
+  bool closed_ = false;
+  std::string buffer_;
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::string head;  // status line and headers
+  Headers headers;
+  std::string body;
+};
+
+// Reads one response (Content-Length, chunked, or close-delimited body).
+// `headRequest`: the response to a HEAD has no body whatever it says.
+inline std::optional<HttpResponse> readResponse(RawClient& c, bool headRequest = false,
+                                                std::chrono::milliseconds timeout = 2000ms) {
+  auto head = c.readUntil("\r\n\r\n", timeout);
+  if (!head) return std::nullopt;
+  HttpResponse r;
+  r.head = *head;
+  if (r.head.size() < 12 || r.head.compare(0, 5, "HTTP/") != 0) return std::nullopt;
+  r.status = std::stoi(r.head.substr(9, 3));
+  std::size_t pos = r.head.find("\r\n") + 2;
+  while (pos < r.head.size() - 2) {
+    auto end = r.head.find("\r\n", pos);
+    std::string line = r.head.substr(pos, end - pos);
+    auto colon = line.find(':');
+    std::string value = line.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.erase(0, 1);
+    r.headers.add(line.substr(0, colon), value);
+    pos = end + 2;
+  }
+  if (headRequest || r.status < 200 || r.status == 204 || r.status == 304) return r;
+  if (auto cl = r.headers.get("Content-Length"); !cl.empty()) {
+    std::size_t n = std::stoul(std::string(cl));
+    if (!c.fill(n, timeout)) return std::nullopt;
+    r.body = c.take(n);
+  } else if (equalsIgnoreCase(r.headers.get("Transfer-Encoding"), "chunked")) {
+    for (;;) {
+      auto sizeLine = c.readUntil("\r\n", timeout);
+      if (!sizeLine) return std::nullopt;
+      std::size_t n = std::stoul(*sizeLine, nullptr, 16);
+      if (n == 0) {
+        if (!c.readUntil("\r\n", timeout)) return std::nullopt;
+        break;
+      }
+      if (!c.fill(n + 2, timeout)) return std::nullopt;
+      r.body += c.take(n);
+      c.take(2);
+    }
+  } else {
+    c.waitClosed(timeout);
+    r.body = std::move(c.buffer());
+    c.buffer().clear();
+  }
+  return r;
+}
+
+// One request on a fresh connection.
+inline std::optional<HttpResponse> request(std::uint16_t port, const std::string& raw) {
+  RawClient c(port);
+  c.send(raw);
+  return readResponse(c, raw.rfind("HEAD ", 0) == 0);
+}
+
+inline std::string get(std::string_view path, std::string_view extraHeaders = {}) {
+  return "GET " + std::string(path) + " HTTP/1.1\r\nHost: t\r\n" + std::string(extraHeaders) +
+         "\r\n";
+}
+
+}  // namespace spry::test

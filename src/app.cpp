@@ -69,9 +69,7 @@ Handler upgradeTerminal(const RouteEntry* route) {
 }  // namespace
 
 AppState::AppState(spry::RouterOptions r, HttpOptions h)
-    : routing(r), http(h), limits(limitsOf(h)), router(routerOptionsOf(r)) {
-  root.path = "/";
-}
+    : routing(r), http(h), limits(limitsOf(h)), router(routerOptionsOf(r)), root{nullptr, "/", {}} {}
 
 void AppState::checkNotFrozen() const {
   if (frozen) {

@@ -158,10 +158,36 @@ std::uint16_t WebSocketSession::Guard::finishHeader(const std::uint8_t* h,
   return 0;
 }
 
+// The hot path, kept small enough to stay in registers: whole, small,
+// masked text or binary frames with no message in progress cannot be a
+// violation nor a Close, so they are skipped without further bookkeeping.
 WebSocketSession::Guard::Result WebSocketSession::Guard::scan(
     const std::uint8_t* p, std::size_t n, std::uint64_t maxMessageBytes) noexcept {
-  Result r;
   std::size_t i = 0;
+  if (payloadLeft == 0 && headerHave == 0 && !fragmented && !closePayloadPending) {
+    while (n - i >= 6) {
+      const std::uint8_t b0 = p[i];
+      const std::uint8_t b1 = p[i + 1];
+      const std::uint8_t length = b1 & 0x7F;
+      if ((b0 != (kFin | WSLAY_TEXT_FRAME) && b0 != (kFin | WSLAY_BINARY_FRAME)) ||
+          (b1 & kMaskBit) == 0 || length > 125 || length > maxMessageBytes) {
+        break;
+      }
+      const std::size_t end = i + 6 + length;
+      if (end > n) {
+        payloadLeft = end - n;
+        return {n, 0, false};
+      }
+      i = end;
+    }
+    if (i == n) return {n, 0, false};
+  }
+  return scanSlow(p, n, i, maxMessageBytes);
+}
+
+WebSocketSession::Guard::Result WebSocketSession::Guard::scanSlow(
+    const std::uint8_t* p, std::size_t n, std::size_t i, std::uint64_t maxMessageBytes) noexcept {
+  Result r;
   // A header begun in an earlier chunk has its start "before" this one.
   std::size_t frameStart = 0;
   std::uint16_t code = 0;
@@ -186,7 +212,7 @@ WebSocketSession::Guard::Result WebSocketSession::Guard::scan(
 
     if (headerHave == 0) {
       frameStart = i;
-      // Fast path: the whole header is in this chunk.
+      // The whole header is in this chunk: check it in place.
       if (n - i >= 2) {
         if ((code = checkFirstByte(p[i])) != 0) break;
         if ((code = checkSecondByte(p[i], p[i + 1])) != 0) break;
@@ -248,8 +274,8 @@ struct WebSocketSession::WslayCallbacks {
     return static_cast<ssize_t>(n);
   }
 
-  static ssize_t send(wslay_event_context_ptr, const std::uint8_t* data, std::size_t len,
-                      int flags, void* user) noexcept {
+  static ssize_t send(wslay_event_context_ptr, const std::uint8_t* data, std::size_t len, int flags,
+                      void* user) noexcept {
     try {
       self(user).onWslayOutput(data, len, (flags & WSLAY_MSG_MORE) != 0);
     } catch (...) {
@@ -330,7 +356,9 @@ struct WebSocketSession::WslayCallbacks {
 WebSocketSession::WebSocketSession(SessionHandler& handler, const SessionLimits& limits)
     : handler_(handler), limits_(limits) {}
 
-WebSocketSession::~WebSocketSession() { destroyContext(); }
+WebSocketSession::~WebSocketSession() {
+  destroyContext();
+}
 
 std::size_t WebSocketSession::liveContexts() noexcept {
   return g_liveContexts.load(std::memory_order_relaxed);
@@ -373,14 +401,14 @@ void WebSocketSession::feed(std::string_view data) noexcept {
   const auto* p = reinterpret_cast<const std::uint8_t*>(data.data());
   const Guard::Result r = guard_.scan(p, data.size(), limits_.maxMessageBytes);
   if (r.wslayBytes != 0 && !closeSent_) runWslay(p, r.wslayBytes);
-  if (!isStopped()) {
+  if ((r.failCode != 0 || r.closeReady) && !isStopped()) {
     if (r.failCode != 0) {
       fail(r.failCode);
-    } else if (r.closeReady) {
+    } else {
       handlePeerClose();
     }
   }
-  dropUnusedContext();
+  if (closeSent_) dropUnusedContext();
 }
 
 void WebSocketSession::runWslay(const std::uint8_t* p, std::size_t n) noexcept {
@@ -425,8 +453,7 @@ void WebSocketSession::onWslayOutput(const std::uint8_t* data, std::size_t len,
   // wslay only sends control frames here, which always fit the stash; pass
   // anything else through unchanged rather than lose it.
   if (!closeSent_) {
-    handler_.onWsOutput(
-        std::string_view(reinterpret_cast<const char*>(stash_), stashLength_));
+    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(stash_), stashLength_));
     handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(data), len));
   }
   stashLength_ = 0;

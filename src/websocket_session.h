@@ -111,6 +111,8 @@ class WebSocketSession {
       bool closeReady = false;  // the peer's Close is complete in closePayload
     };
     Result scan(const std::uint8_t* p, std::size_t n, std::uint64_t maxMessageBytes) noexcept;
+    Result scanSlow(const std::uint8_t* p, std::size_t n, std::size_t i,
+                    std::uint64_t maxMessageBytes) noexcept;
     // At a frame boundary with no fragmented message and no Close begun.
     bool idle() const noexcept {
       return headerHave == 0 && payloadLeft == 0 && !fragmented && !closeFrame;
@@ -155,7 +157,7 @@ class WebSocketSession {
   bool inWslay_ = false;
   bool internalError_ = false;
   bool pingReceived_ = false;  // wslay has a pong to send
-  bool wslayClosed_ = false;  // wslay tried to send its own Close (intercepted)
+  bool wslayClosed_ = false;   // wslay tried to send its own Close (intercepted)
   std::uint16_t wslayCloseCode_ = 0;
   Guard guard_;
   // The chunk wslay is reading, served by the recv callback.

@@ -68,9 +68,15 @@ std::string text(std::string_view s, bool fin = true) {
 std::string binary(std::string_view s, bool fin = true) {
   return clientFrame(kBinary, s, {.fin = fin});
 }
-std::string cont(std::string_view s, bool fin) { return clientFrame(kCont, s, {.fin = fin}); }
-std::string ping(std::string_view s) { return clientFrame(kPing, s); }
-std::string pong(std::string_view s) { return clientFrame(kPong, s); }
+std::string cont(std::string_view s, bool fin) {
+  return clientFrame(kCont, s, {.fin = fin});
+}
+std::string ping(std::string_view s) {
+  return clientFrame(kPing, s);
+}
+std::string pong(std::string_view s) {
+  return clientFrame(kPong, s);
+}
 std::string closePayload(std::uint16_t code, std::string_view reason = {}) {
   std::string p;
   p += static_cast<char>(code >> 8);
@@ -462,8 +468,8 @@ TEST_CASE("each protocol violation closes with 1002, keeping what came before") 
       {"unmasked ping", clientFrame(kPing, "x", {.masked = false})},
       {"unmasked close", clientFrame(kClose, closePayload(1000), {.masked = false})},
       {"64-bit length with MSB set",
-       clientFrame(kBinary, "", {.lengthBits = 64, .claimedLength = (1ull << 63) | 5,
-                                 .headerOnly = true})},
+       clientFrame(kBinary, "",
+                   {.lengthBits = 64, .claimedLength = (1ull << 63) | 5, .headerOnly = true})},
       {"16-bit length for 0", clientFrame(kText, "", {.lengthBits = 16})},
       {"16-bit length for 125", clientFrame(kText, std::string(125, 'a'), {.lengthBits = 16})},
       {"64-bit length for 126", clientFrame(kBinary, std::string(126, 'a'), {.lengthBits = 64})},
@@ -481,8 +487,8 @@ TEST_CASE("each protocol violation closes with 1002, keeping what came before") 
     cases.push_back({"reserved opcode", clientFrame(op, "x")});
     cases.push_back({"reserved opcode, empty", clientFrame(op, "")});
   }
-  for (std::uint16_t code : {0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000,
-                             65535}) {
+  for (std::uint16_t code :
+       {0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535}) {
     cases.push_back({"invalid close code", closeFrame(code, "why")});
   }
   for (Split split : kAllSplits) {
@@ -630,9 +636,9 @@ TEST_CASE("a message exactly at maxMessageBytes is accepted; control frames do n
     INFO("split: ", std::string(splitName(split)));
     Peer p({.maxMessageBytes = 1000});
     p.feed(text(makeText(1000)), split);
-    p.feed(binary(makeBinary(400), false) + ping(std::string(125, 'p')) +
-               cont(makeBinary(600), true),
-           split);
+    p.feed(
+        binary(makeBinary(400), false) + ping(std::string(125, 'p')) + cont(makeBinary(600), true),
+        split);
     REQUIRE(p.rec.messages.size() == 2);
     CHECK(p.rec.messages[0].payload.size() == 1000);
     CHECK(p.rec.messages[1].payload.size() == 1000);
@@ -692,8 +698,8 @@ TEST_CASE("a Close without payload is reported as 1005 and answered with an empt
 }
 
 TEST_CASE("every valid close code is accepted and echoed, including ones wslay refuses") {
-  for (std::uint16_t code : {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
-                             1014, 3000, 4999}) {
+  for (std::uint16_t code :
+       {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999}) {
     CAPTURE(code);
     Peer p;
     p.feed(closeFrame(code, "r"));

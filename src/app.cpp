@@ -1,6 +1,8 @@
 #include <uv.h>
 
+#include <algorithm>
 #include <csignal>
+#include <thread>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -275,38 +277,72 @@ struct SignalWatch {
   std::chrono::milliseconds deadline;
   bool stopping = false;
 };
+
+// One event loop of listen(): its own libuv loop, listening socket and thread.
+struct LoopSlot {
+  uv_loop_t loop{};
+  std::shared_ptr<detail::LoopContext> ctx;
+  std::shared_ptr<detail::Server> server;
+  std::thread thread;
+};
+
+void closeLoop(uv_loop_t* loop) {
+  if (uv_loop_close(loop) == 0) return;
+  // A user handle (from Loop::raw) is still open: close it so we can return.
+  uv_walk(
+      loop,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_loop_close(loop);
+}
 }  // namespace
 
 void App::listen(const ListenOptions& options) {
-  if (options.threads != 1) {
-    throw std::invalid_argument("spry: ListenOptions.threads = " + std::to_string(options.threads) +
-                                ": only 1 loop is supported so far");
+  unsigned n = options.threads == 0 ? std::max(1u, uv_available_parallelism()) : options.threads;
+  if (n > 1024) {
+    throw std::invalid_argument("spry: ListenOptions.threads = " + std::to_string(n) +
+                                " is more loops than any machine needs");
   }
   if (state_->listening.load()) throw std::logic_error("spry: App::listen called twice");
   state_->freeze();
   detail::ignoreSigpipe();
   detail::raiseFileLimit();
+  detail::Server::probe(options.host, options.port);
 
-  uv_loop_t loop;
-  if (int rc = uv_loop_init(&loop); rc != 0) {
-    throw std::runtime_error(std::string("spry: cannot create an event loop: ") + uv_strerror(rc));
-  }
-  auto ctx = detail::LoopContext::create(&loop);
-  auto server = std::make_shared<detail::Server>(*state_, ctx);
-  std::uint16_t port = 0;
+  std::vector<std::unique_ptr<LoopSlot>> slots;
+  std::uint16_t port = options.port;
   try {
-    port = server->bind(options.host, options.port);
+    for (unsigned i = 0; i < n; ++i) {
+      auto slot = std::make_unique<LoopSlot>();
+      if (int rc = uv_loop_init(&slot->loop); rc != 0) {
+        throw std::runtime_error(std::string("spry: cannot create an event loop: ") +
+                                 uv_strerror(rc));
+      }
+      slots.push_back(std::move(slot));
+      auto& s = *slots.back();
+      s.ctx = detail::LoopContext::create(&s.loop);
+      s.server = std::make_shared<detail::Server>(*state_, s.ctx);
+      // Port 0: the first bind picks the port, the other loops share it.
+      port = s.server->bind(options.host, port, n > 1);
+    }
   } catch (...) {
-    ctx->shutdown();
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
+    for (auto& s : slots) {
+      if (s->server) s->server->stop(std::chrono::milliseconds(0));
+      else if (s->ctx) s->ctx->shutdown();
+      uv_run(&s->loop, UV_RUN_DEFAULT);
+      closeLoop(&s->loop);
+    }
     throw;
   }
 
+  auto& main = *slots.front();
   SignalWatch watch{{}, {}, this, options.shutdownTimeout};
   if (options.handleSignals) {
-    uv_signal_init(&loop, &watch.sigint);
-    uv_signal_init(&loop, &watch.sigterm);
+    uv_signal_init(&main.loop, &watch.sigint);
+    uv_signal_init(&main.loop, &watch.sigterm);
     watch.sigint.data = watch.sigterm.data = &watch;
     auto onSignal = [](uv_signal_t* h, int signum) {
       auto* w = static_cast<SignalWatch*>(h->data);
@@ -318,46 +354,43 @@ void App::listen(const ListenOptions& options) {
     };
     uv_signal_start(&watch.sigint, onSignal, SIGINT);
     uv_signal_start(&watch.sigterm, onSignal, SIGTERM);
-  }
-  server->setOnStopped([&watch, &options] {
-    if (options.handleSignals) {
+    main.server->setOnStopped([&watch] {
       uv_close(reinterpret_cast<uv_handle_t*>(&watch.sigint), nullptr);
       uv_close(reinterpret_cast<uv_handle_t*>(&watch.sigterm), nullptr);
-    }
-  });
+    });
+  }
   {
     std::lock_guard lock(state_->serveMutex);
-    state_->servers.push_back(server);
+    for (auto& s : slots) state_->servers.push_back(s->server);
   }
   state_->port = port;
   state_->listening = true;
+  for (std::size_t i = 1; i < slots.size(); ++i) {
+    auto* s = slots[i].get();
+    s->thread = std::thread([s] {
+      s->ctx->bindThread();
+      uv_run(&s->loop, UV_RUN_DEFAULT);
+    });
+  }
   if (options.onListening) {
     try {
       options.onListening(options.host, port);
     } catch (...) {
+      log(LogLevel::kError, "spry: the onListening callback threw; stopping");
       stop(std::chrono::milliseconds(0));
-      uv_run(&loop, UV_RUN_DEFAULT);
-      throw;
     }
   }
-  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_run(&main.loop, UV_RUN_DEFAULT);
+  for (std::size_t i = 1; i < slots.size(); ++i) slots[i]->thread.join();
   {
     std::lock_guard lock(state_->serveMutex);
     state_->servers.clear();
   }
   state_->listening = false;
   state_->port = 0;
-  server.reset();
-  if (uv_loop_close(&loop) != 0) {
-    // A user handle (from Loop::raw) is still open: close it so we can return.
-    uv_walk(
-        &loop,
-        [](uv_handle_t* h, void*) {
-          if (!uv_is_closing(h)) uv_close(h, nullptr);
-        },
-        nullptr);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
+  for (auto& s : slots) {
+    s->server.reset();
+    closeLoop(&s->loop);
   }
 }
 
@@ -371,7 +404,7 @@ std::uint16_t App::attach(uv_loop_s* loop, const ListenOptions& options) {
   auto server = std::make_shared<detail::Server>(*state_, ctx);
   std::uint16_t port = 0;
   try {
-    port = server->bind(options.host, options.port);
+    port = server->bind(options.host, options.port, false);
   } catch (...) {
     ctx->shutdown();
     throw;

@@ -154,6 +154,14 @@ void Connection::setPhase(Phase phase) noexcept {
 }
 
 void Connection::processHttp() {
+  // Responses finished inside this loop must not re-enter it: the bytes it
+  // consumed are only erased from in_ once it ends.
+  if (inProcess_) return;
+  inProcess_ = true;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{inProcess_};
   std::size_t offset = 0;
   while (!closing_ && !lingering_ && !current_ && mode_ == Mode::kHttp && !closeWhenFlushed_ &&
          offset < in_.size()) {
@@ -355,11 +363,7 @@ void Connection::finishResponse() {
   }
   // Pipelined requests wait in in_; handle them unless we are already inside
   // processHttp (it loops on its own).
-  if (!dispatching_ && !in_.empty() && !inProcess_) {
-    inProcess_ = true;
-    processHttp();
-    inProcess_ = false;
-  }
+  if (!dispatching_ && !in_.empty() && !inProcess_) processHttp();
 }
 
 bool Connection::streamWrite(StreamState& state, std::string_view data) {
@@ -486,7 +490,13 @@ void Connection::applyPending() noexcept {
 void Connection::onWsMessage(bool binary, std::string_view payload) noexcept {
   if (!onMessage_ || pendingClose_ || closing_) return;
   Message msg = Message::received(binary ? Message::Type::kBinary : Message::Type::kText, payload);
-  callUser("ws listen callback", [&] { onMessage_(msg); });
+  // The callback runs from a local: it may replace itself (ws.listen) or the
+  // socket may close under it, and neither may destroy it mid-call.
+  auto fn = std::move(onMessage_);
+  onMessage_ = nullptr;
+  const auto serial = ++listenSerial_;
+  callUser("ws listen callback", [&] { fn(msg); });
+  if (serial == listenSerial_ && !closing_) onMessage_ = std::move(fn);
 }
 
 void Connection::onWsPong(std::string_view) noexcept { awaitingPong_ = false; }
@@ -561,6 +571,7 @@ std::optional<std::uint16_t> Connection::wsCloseCode() const noexcept {
 bool Connection::wsListen(std::function<void(const Message&)> fn) {
   if (closing_) return false;
   onMessage_ = std::move(fn);
+  ++listenSerial_;
   return true;
 }
 
@@ -783,7 +794,8 @@ void Connection::onDrained() noexcept {
   if (mode_ == Mode::kWebSocket) {
     if (wantDrain_) {
       wantDrain_ = false;
-      if (onDrain_) callUser("ws onDrain callback", onDrain_);
+      // A copy: the callback may replace itself or close the socket.
+      if (auto fn = onDrain_) callUser("ws onDrain callback", fn);
     }
     if (streamNext_) pullStream();
   }

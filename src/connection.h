@@ -154,6 +154,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   const WebSocketOptions* wsOptions_ = nullptr;
   std::uint64_t wsId_ = 0;
   std::function<void(const Message&)> onMessage_;
+  std::uint64_t listenSerial_ = 0;  // bumped by listen(): a callback replaced itself
   std::function<void(std::uint16_t, std::string_view)> onClose_;
   std::function<void()> onDrain_;
   std::function<std::optional<Message>()> streamNext_;

@@ -2,6 +2,7 @@
 
 #include <llhttp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -11,17 +12,13 @@ namespace {
 
 // RFC 9110 token characters; field names and method names are tokens.
 constexpr bool isTchar(unsigned char c) noexcept {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
-  }
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         std::string_view("!#$%&'*+-.^_`|~").find(char(c)) != std::string_view::npos;
 }
 
-constexpr bool isOws(char c) noexcept { return c == ' ' || c == '\t'; }
+constexpr bool isOws(char c) noexcept {
+  return c == ' ' || c == '\t';
+}
 
 std::string_view trimOws(std::string_view v) noexcept {
   while (!v.empty() && isOws(v.front())) v.remove_prefix(1);
@@ -449,7 +446,12 @@ int HttpParser::Impl::onHeadersComplete() {
   const bool bodyFollows = chunked || (hasLength && parser.content_length > 0);
   expectContinue = bodyFollows && parser.http_minor == 1 &&
                    equalsIgnoreCase(request.headers.get("expect"), "100-continue");
-  if (hasLength) request.body.reserve(static_cast<std::size_t>(parser.content_length));
+  if (hasLength) {
+    // A client's Content-Length is a claim, not bytes: reserve only a little
+    // up front so that idle connections cannot pin maxBodyBytes each.
+    constexpr std::uint64_t kMaxReserve = 64 * 1024;
+    request.body.reserve(static_cast<std::size_t>(std::min(parser.content_length, kMaxReserve)));
+  }
 
   phase = Phase::kBody;
   pause = Pause::kHeadersComplete;
@@ -514,14 +516,20 @@ ParsedRequest HttpParser::takeRequest() {
   return out;
 }
 
-bool HttpParser::inHeaders() const noexcept { return impl_->phase == Impl::Phase::kHeaders; }
+bool HttpParser::inHeaders() const noexcept {
+  return impl_->phase == Impl::Phase::kHeaders;
+}
 
 bool HttpParser::idle() const noexcept {
   return impl_->phase == Impl::Phase::kIdle || impl_->phase == Impl::Phase::kComplete;
 }
 
-int HttpParser::errorStatus() const noexcept { return impl_->errorStatus; }
+int HttpParser::errorStatus() const noexcept {
+  return impl_->errorStatus;
+}
 
-std::string_view HttpParser::errorReason() const noexcept { return impl_->errorReason; }
+std::string_view HttpParser::errorReason() const noexcept {
+  return impl_->errorReason;
+}
 
 }  // namespace spry::detail

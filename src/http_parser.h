@@ -64,9 +64,11 @@ class HttpParser {
   // True when no byte of a next request has arrived yet (idle keep-alive).
   bool idle() const noexcept;
 
-  // On kError: the HTTP status to answer (400, 413, 414, 431, 501, 505) and a
-  // short reason for logs. Strict parsing, no lenient flags: Content-Length with
-  // Transfer-Encoding → 400; HTTP/1.1 without Host → 400; more than one Host → 400.
+  // On kError: the HTTP status to answer (400, 413, 414, 431, 501, 505; 500 when
+  // memory ran out) and a short reason for logs. Strict parsing, no lenient flags:
+  // Content-Length with Transfer-Encoding → 400; HTTP/1.1 without Host → 400; more
+  // than one Host → 400. After a request without keep-alive, further bytes are
+  // consumed and ignored (kNeedMore): the owner closes after its response.
   int errorStatus() const noexcept;
   std::string_view errorReason() const noexcept;
 

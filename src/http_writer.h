@@ -31,11 +31,12 @@ enum class BodyFraming { kContentLength, kChunked, kNone };
 // Appends "HTTP/1.1 <status> <reason>\r\n", the user's headers, then Date,
 // Content-Length (kContentLength: `bodySize`) or Transfer-Encoding: chunked
 // (kChunked), Connection: close when !keepAlive (Connection: keep-alive for an
-// HTTP/1.0 keep-alive), and the blank line. Headers the framing owns
-// (Content-Length, Transfer-Encoding, Date, Connection) are dropped from
-// `headers` when the writer sets them. Header names/values containing CR, LF
-// or NUL are dropped (response splitting). 1xx, 204 and 304 never get a body
-// framing header.
+// HTTP/1.0 keep-alive), and the blank line. The user's Content-Length and
+// Transfer-Encoding are always dropped; Date and Connection only when the writer
+// sets its own (an empty `date` writes none; 1xx get no Connection from the writer,
+// so a 101's "Connection: Upgrade" survives). Fields whose name is not a token or
+// whose value contains CR, LF or NUL are dropped (response splitting). 1xx, 204
+// and 304 never get a body framing header.
 void writeHead(std::string& out, int status, const Headers& headers, BodyFraming framing,
                std::uint64_t bodySize, bool keepAlive, bool http10, std::string_view date);
 

@@ -37,9 +37,9 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
 
   uv_loop_t* loop() const noexcept { return loop_; }
   Loop handle() { return Loop(shared_from_this()); }
-  bool isCurrentThread() const noexcept { return std::this_thread::get_id() == thread_; }
+  bool isCurrentThread() const noexcept { return std::this_thread::get_id() == thread_.load(); }
   // Re-binds to the thread that runs the loop (listen() may start it elsewhere).
-  void bindThread() noexcept { thread_ = std::this_thread::get_id(); }
+  void bindThread() noexcept { thread_.store(std::this_thread::get_id()); }
 
   bool post(std::function<void()> fn);
   Timer startTimer(std::chrono::milliseconds delay, std::chrono::milliseconds repeat,
@@ -65,7 +65,7 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   friend struct TimerState;
 
   uv_loop_t* loop_;
-  std::thread::id thread_;
+  std::atomic<std::thread::id> thread_;
   uv_async_t* async_ = nullptr;
   std::mutex mutex_;
   std::vector<std::function<void()>> posted_;

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "connection.h"
 #include "spry/log.h"
 
@@ -48,23 +51,76 @@ Server::Server(AppState& app, std::shared_ptr<LoopContext> loop)
 
 Server::~Server() = default;
 
-std::uint16_t Server::bind(const std::string& host, std::uint16_t port) {
-  sockaddr_storage addr{};
+bool Server::resolve(const std::string& host, std::uint16_t port, sockaddr_storage& addr) {
   std::string h = host == "localhost" ? "127.0.0.1" : host;
-  if (uv_ip4_addr(h.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
-      uv_ip6_addr(h.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
+  addr = {};
+  return uv_ip4_addr(h.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
+         uv_ip6_addr(h.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)) == 0;
+}
+
+namespace {
+[[noreturn]] void cannotListen(const std::string& host, std::uint16_t port, int err) {
+  throw std::runtime_error("spry: cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                           uv_strerror(err));
+}
+
+// A socket bound to `addr`; with `reusePort`, other loops of this process can
+// bind the same port and the kernel spreads connections among them.
+int bindSocket(const sockaddr_storage& addr, bool reusePort) {
+  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (reusePort && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    int err = -errno;
+    ::close(fd);
+    return err;
+  }
+  socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+    int err = -errno;
+    ::close(fd);
+    return err;
+  }
+  return fd;
+}
+}  // namespace
+
+void Server::probe(const std::string& host, std::uint16_t port) {
+  sockaddr_storage addr{};
+  if (!resolve(host, port, addr)) {
     throw std::runtime_error("spry: invalid listen address '" + host +
                              "' (expected an IPv4 or IPv6 address, or localhost)");
   }
+  if (port == 0) return;
+  // Without SO_REUSEPORT this fails when anyone else holds the port, even a
+  // process that uses SO_REUSEPORT itself: no silent sharing with strangers.
+  int fd = bindSocket(addr, false);
+  if (fd < 0) cannotListen(host, port, fd);
+  ::close(fd);
+}
+
+std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reusePort) {
+  sockaddr_storage addr{};
+  if (!resolve(host, port, addr)) {
+    throw std::runtime_error("spry: invalid listen address '" + host +
+                             "' (expected an IPv4 or IPv6 address, or localhost)");
+  }
+  int fd = bindSocket(addr, reusePort);
+  if (fd < 0) cannotListen(host, port, fd);
   listener_ = new uv_tcp_t;
   uv_tcp_init(loop_->loop(), listener_);
   listener_->data = this;
-  int rc = uv_tcp_bind(listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 511, onConnection);
+  int rc = uv_tcp_open(listener_, fd);
   if (rc != 0) {
+    ::close(fd);
     closeListener();
-    throw std::runtime_error("spry: cannot listen on " + host + ":" + std::to_string(port) + ": " +
-                             uv_strerror(rc));
+    cannotListen(host, port, rc);
+  }
+  rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 511, onConnection);
+  if (rc != 0) {
+    closeListener();  // the handle owns fd now
+    cannotListen(host, port, rc);
   }
   sockaddr_storage bound{};
   int len = sizeof(bound);

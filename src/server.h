@@ -24,9 +24,12 @@ class Server : public std::enable_shared_from_this<Server> {
   Server(AppState& app, std::shared_ptr<LoopContext> loop);
   ~Server();
 
-  // Binds and listens on the loop's thread; returns the bound port. Throws
-  // std::runtime_error naming the address and the cause.
-  std::uint16_t bind(const std::string& host, std::uint16_t port);
+  // Binds and listens (before the loop runs, or on its thread); returns the
+  // bound port. Throws std::runtime_error naming the address and the cause.
+  std::uint16_t bind(const std::string& host, std::uint16_t port, bool reusePort);
+  // Throws like bind() when the address is invalid or another socket holds the port.
+  static void probe(const std::string& host, std::uint16_t port);
+  static bool resolve(const std::string& host, std::uint16_t port, sockaddr_storage& addr);
   // Graceful stop (loop thread). `onStopped` runs once every handle of this
   // server is closed, including the loop context's.
   void stop(std::chrono::milliseconds deadline);

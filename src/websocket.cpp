@@ -117,8 +117,9 @@ void WebSocket::putData(const std::type_info& type, std::shared_ptr<void> value)
 }
 
 void* WebSocket::getData(const std::type_info& type) const noexcept {
-  auto c = live(conn_, id_);
-  return c ? c->wsGetData(type) : nullptr;
+  // Not live(): onClose may still read the data, which is released after it.
+  auto c = conn_.lock();
+  return c && c->wsId() == id_ ? c->wsGetData(type) : nullptr;
 }
 
 }  // namespace spry

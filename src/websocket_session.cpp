@@ -515,7 +515,7 @@ void WebSocketSession::sendClose(std::uint16_t code, std::string_view reason) no
     }
     frame[2] = static_cast<std::uint8_t>(code >> 8);
     frame[3] = static_cast<std::uint8_t>(code);
-    std::memcpy(frame + 4, reason.data(), n);
+    if (n != 0) std::memcpy(frame + 4, reason.data(), n);
     payload = 2 + n;
   }
   frame[0] = kCloseByte0;
@@ -530,7 +530,7 @@ void WebSocketSession::sendPing(std::string_view payload) noexcept {
   std::uint8_t frame[2 + kMaxControlPayload];
   frame[0] = kPingByte0;
   frame[1] = static_cast<std::uint8_t>(n);
-  std::memcpy(frame + 2, payload.data(), n);
+  if (n != 0) std::memcpy(frame + 2, payload.data(), n);
   handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(frame), 2 + n));
 }
 

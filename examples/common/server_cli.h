@@ -16,31 +16,25 @@ namespace examples {
 
 struct ServerFlags {
   spry::ListenOptions listen;
-  unsigned maxThreads = 1;  // loops this build supports
 };
 
 // Adds the shared flags to `cli`; call before CLI11_PARSE.
 inline void addServerFlags(CLI::App& cli, ServerFlags& flags) {
   flags.listen.host = "127.0.0.1";
   flags.listen.port = 8080;
-  flags.listen.threads = 1;
+  flags.listen.threads = 0;
   flags.listen.shutdownTimeout = std::chrono::seconds(5);
   cli.add_option("--host", flags.listen.host, "address to listen on")->capture_default_str();
   cli.add_option("--port", flags.listen.port, "port to listen on (0 picks one)")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
-  cli.add_option("--threads", flags.listen.threads, "event loops (one per core)")
+  cli.add_option("--threads", flags.listen.threads, "event loops, one thread each (0: one per core)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 256));
+      ->check(CLI::Range(0, 256));
 }
 
 // Validates what CLI11 cannot, then serves. Returns the process exit status.
 inline int serve(spry::App& app, ServerFlags& flags) {
-  if (flags.listen.threads > flags.maxThreads) {
-    std::cerr << "--threads " << flags.listen.threads << ": this build serves with at most "
-              << flags.maxThreads << " loop(s)\n";
-    return 2;
-  }
   flags.listen.onListening = [](const std::string& host, std::uint16_t port) {
     bool v6 = host.find(':') != std::string::npos;
     std::printf("listening on http://%s%s%s:%u/\n", v6 ? "[" : "", host.c_str(), v6 ? "]" : "",

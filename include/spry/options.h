@@ -17,7 +17,7 @@ class Response;
 struct ListenOptions {
   std::string host = "127.0.0.1";  ///< address to bind: IPv4, IPv6 ("::1") or "localhost"
   std::uint16_t port = 8080;       ///< 0 picks a free port (see App::port())
-  unsigned threads = 1;            ///< event loops; 0 means one per available core
+  unsigned threads = 0;            ///< event loops, one thread each; 0: one per available core (uv_available_parallelism); 1 runs on the calling thread
   bool handleSignals = true;       ///< SIGINT/SIGTERM stop gracefully (listen() only)
   std::chrono::milliseconds shutdownTimeout{5000};  ///< graceful stop deadline for signals
   /// Called once, on the thread that called listen(), when the socket is bound

@@ -90,7 +90,8 @@ class WebSocket {
     putData(typeid(T), std::move(holder));
     return ref;
   }
-  /// The user data if it has type T, else nullptr (also after close).
+  /// The user data if it has type T, else nullptr. Still readable in onClose;
+  /// released right after it (nullptr from then on).
   template <class T>
   T* data() const noexcept {
     return static_cast<T*>(getData(typeid(T)));

@@ -157,8 +157,9 @@ TEST_CASE("POST with Content-Length body") {
 
 TEST_CASE("body bytes may contain anything, including what looks like a request") {
   const std::string body = "GET / HTTP/1.1\r\n\r\n\0\x01\xff"s;
-  const auto o = parse("PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: " +
-                       std::to_string(body.size()) + "\r\n\r\n" + body);
+  const auto o =
+      parse("PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: " + std::to_string(body.size()) +
+            "\r\n\r\n" + body);
   REQUIRE(o.requests.size() == 1);
   CHECK(o.requests[0].body == body);
 }
@@ -241,9 +242,8 @@ TEST_CASE("blank lines between pipelined requests are skipped") {
 }
 
 TEST_CASE("byte-by-byte feeding yields the same request") {
-  const std::string req =
-      "POST /byte HTTP/1.1\r\nHost: a\r\nX-Long: " + std::string(300, 'v') +
-      "\r\nContent-Length: 4\r\n\r\nbody";
+  const std::string req = "POST /byte HTTP/1.1\r\nHost: a\r\nX-Long: " + std::string(300, 'v') +
+                          "\r\nContent-Length: 4\r\n\r\nbody";
   HttpParser p({});
   for (std::size_t i = 0; i + 1 < req.size(); ++i) {
     const auto step = p.feed(std::string_view(&req[i], 1));
@@ -316,8 +316,8 @@ TEST_CASE("keep-alive follows the version and the Connection header") {
 }
 
 TEST_CASE("bytes after a request without keep-alive are ignored") {
-  for (const std::string& first : {"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"s,
-                                  "GET / HTTP/1.0\r\n\r\n"s}) {
+  for (const std::string& first :
+       {"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"s, "GET / HTTP/1.0\r\n\r\n"s}) {
     HttpParser p({});
     const std::string all = first + kGet;
     auto step = p.feed(all);
@@ -378,7 +378,8 @@ TEST_CASE("Upgrade without Connection: upgrade is an ordinary request") {
 }
 
 TEST_CASE("an owner that declines the upgrade can keep parsing HTTP") {
-  const std::string head = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+  const std::string head =
+      "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
   HttpParser p({});
   const std::string all = head + kGet;
   auto step = p.feed(all);
@@ -485,7 +486,8 @@ TEST_CASE("takeRequest resets; a second take or an early take returns nothing") 
 }
 
 TEST_CASE("head size limit → 431, counted across feeds") {
-  const std::string head = "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(200, 'b') + "\r\n\r\n";
+  const std::string head =
+      "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(200, 'b') + "\r\n\r\n";
   HttpLimits limits;
   limits.maxHeaderBytes = head.size();
   CHECK(parse(head, limits).requests.size() == 1);
@@ -508,9 +510,9 @@ TEST_CASE("head size limit → 431, counted across feeds") {
   }
   SUBCASE("the body does not count") {
     limits.maxHeaderBytes = 64;
-    const auto o = parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 200\r\n\r\n" +
-                             std::string(200, 'z'),
-                         limits);
+    const auto o =
+        parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 200\r\n\r\n" + std::string(200, 'z'),
+              limits);
     REQUIRE(o.requests.size() == 1);
     CHECK(o.requests[0].body.size() == 200);
   }
@@ -570,21 +572,23 @@ TEST_CASE("body limit → 413") {
   }
   SUBCASE("an oversized chunk fails at its size line") {
     HttpParser p(limits);
-    const auto step = p.feed(
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffff\r\n");
+    const auto step =
+        p.feed("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffff\r\n");
     CHECK(step.status == Status::kError);
     CHECK(p.errorStatus() == 413);
   }
   SUBCASE("chunk extensions are bounded") {
     limits.maxHeaderBytes = 100;
     CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  "1;x=" + std::string(200, 'e') + "\r\na\r\n0\r\n\r\n",
+                  "1;x=" +
+                      std::string(200, 'e') + "\r\na\r\n0\r\n\r\n",
                   limits) == 413);
   }
   SUBCASE("trailers are bounded") {
     limits.maxHeaderBytes = 100;
     CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  "0\r\nX-T: " + std::string(200, 't') + "\r\n\r\n",
+                  "0\r\nX-T: " +
+                      std::string(200, 't') + "\r\n\r\n",
                   limits) == 431);
   }
 }
@@ -612,8 +616,8 @@ TEST_CASE("NUL and control bytes → 400") {
 }
 
 TEST_CASE("header name syntax → 400") {
-  CHECK(errorOf("GET / HTTP/1.1\r\nHost : a\r\n\r\n") == 400);     // space before colon
-  CHECK(errorOf("GET / HTTP/1.1\r\nHost\t: a\r\n\r\n") == 400);    // tab before colon
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost : a\r\n\r\n") == 400);   // space before colon
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost\t: a\r\n\r\n") == 400);  // tab before colon
   CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n") == 400);
   CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX(y): z\r\n\r\n") == 400);
 }
@@ -633,11 +637,13 @@ TEST_CASE("framing conflicts → 400") {
                 "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n") == 400);
   CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
                 "Content-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n") == 400);
-  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd") ==
-        400);
+  CHECK(
+      errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd") ==
+      400);
   // llhttp refuses even a repeated identical Content-Length.
-  CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc") ==
-        400);
+  CHECK(
+      errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc") ==
+      400);
   CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc") == 400);
   CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n") == 400);
   CHECK(errorOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\nx") == 400);
@@ -741,4 +747,47 @@ TEST_CASE("the error stops consumption at the offending request") {
   step = p.feed(std::string_view(all).substr(step.consumed));
   CHECK(step.status == Status::kError);
   CHECK(p.errorStatus() == 400);
+}
+
+TEST_CASE("mutated requests reach the same outcome under every split") {
+  const std::vector<std::string> seeds = {
+      kGet,
+      "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello" +
+          kGet,
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3;e=v\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+      "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x80",
+      "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+  };
+  const std::string alphabet = "\r\n :\t\0aZ9;-/.,\x7f\x80"s;
+  std::uint32_t state = 12345;
+  auto next = [&state] {
+    state = state * 1664525u + 1013904223u;
+    return state >> 8;
+  };
+  HttpLimits limits;
+  limits.maxHeaderBytes = 128;
+  limits.maxUrlBytes = 16;
+  limits.maxHeaderCount = 4;
+  limits.maxBodyBytes = 8;
+  for (int i = 0; i < 1500; ++i) {
+    std::string input = seeds[next() % seeds.size()];
+    const int edits = 1 + int(next() % 3);
+    for (int e = 0; e < edits; ++e) {
+      const std::size_t at = next() % input.size();
+      switch (next() % 3) {
+        case 0:
+          input[at] = alphabet[next() % alphabet.size()];
+          break;
+        case 1:
+          input.insert(at, 1, alphabet[next() % alphabet.size()]);
+          break;
+        default:
+          input.erase(at, 1);
+          break;
+      }
+    }
+    CAPTURE(input);
+    parse(input, i % 2 == 0 ? HttpLimits{} : limits);
+  }
 }

@@ -1,0 +1,1424 @@
+#!/usr/bin/python3
+"""RFC 6455 conformance suite for a WebSocket echo server.
+
+A raw-socket client (stdlib only) that can send any frame -- any opcode, FIN
+and RSV bits, masked or not, non-minimal or 2^63 lengths, invalid UTF-8 --
+and split the byte stream anywhere (byte by byte, fixed chops, random chunk
+sizes from a fixed seed). Cases follow the Autobahn|Testsuite categories:
+
+  0 opening handshake        5 fragmentation
+  1 framing                  6 UTF-8 handling
+  2 ping/pong                7 close handling
+  3 reserved bits            9 limits and masking
+  4 opcodes                 10 server health after the run
+
+The server under test must serve an echo endpoint: text back as text, binary
+back as binary, and the text message "close" makes it start the closing
+handshake with 1000 "bye".
+
+Verdicts: PASS, FAIL, or NON-STRICT -- the server did something RFC 6455
+allows but does not recommend (dropped TCP without a Close frame, 1002
+instead of 1007 for bad UTF-8, did not close TCP first, detected invalid
+UTF-8 only at the end of a message, ...). NON-STRICT counts as passed unless
+--strict is given.
+
+Usage:
+  conformance.py --url ws://127.0.0.1:8080/echo
+  conformance.py [options] --server-cmd ./echo --host 127.0.0.1 --port 0
+      (--server-cmd must come last; the server must print
+       "listening on http://HOST:PORT/" as its first stdout line; it is
+       stopped with SIGINT at the end)
+
+Exit status: 0 when every case passed, 1 when any failed, 2 when the server
+could not be reached or started, 77 (skip) when the server command exited 77.
+The last line printed is "N passed, M failed".
+"""
+
+import argparse
+import base64
+import fnmatch
+import hashlib
+import os
+import random
+import re
+import select
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+OPCODE_NAMES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MiB = 1 << 20
+
+# RSV bits as the 3-bit field (RSV1 is the high bit).
+RSV1, RSV2, RSV3 = 4, 2, 1
+
+
+def code_may_be_sent(code):
+    """Codes an endpoint may put on the wire (RFC 6455 7.4, IANA registry)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+class CaseFailed(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise CaseFailed(msg)
+
+
+def preview(data, n=40):
+    s = bytes(data[:n])
+    return repr(s) + ("..." if len(data) > n else "")
+
+
+def mask_payload(key, data):
+    n = len(data)
+    if n == 0:
+        return b""
+    k = (bytes(key) * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
+
+
+def frame(opcode, payload=b"", fin=True, rsv=0, masked=True, length=None, form=None,
+          key=None):
+    """Builds one frame. `length` overrides the length field (a lie about the
+    payload); `form` forces the length encoding: 7, 16 or 64 bits."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    b0 = (0x80 if fin else 0) | ((rsv & 7) << 4) | (opcode & 0xF)
+    n = len(payload) if length is None else length
+    if form is None:
+        form = 7 if n < 126 else 16 if n < 65536 else 64
+    m = 0x80 if masked else 0
+    if form == 7:
+        head = bytes([b0, m | n])
+    elif form == 16:
+        head = bytes([b0, m | 126]) + struct.pack("!H", n)
+    else:
+        head = bytes([b0, m | 127]) + struct.pack("!Q", n)
+    if not masked:
+        return head + payload
+    key = key if key is not None else os.urandom(4)
+    return head + key + mask_payload(key, payload)
+
+
+def close_payload(code=None, reason=b""):
+    if code is None:
+        return b""
+    if isinstance(reason, str):
+        reason = reason.encode()
+    return struct.pack("!H", code) + reason
+
+
+def split_bytes(data, chop, rng):
+    """chop: None (one write), int (fixed size), 'random' or ('random', max),
+    or a list of sizes (the rest goes in one last write)."""
+    if chop is None or len(data) == 0:
+        return [data]
+    out = []
+    if isinstance(chop, int):
+        for i in range(0, len(data), chop):
+            out.append(data[i:i + chop])
+        return out
+    if chop == "random" or (isinstance(chop, tuple) and chop[0] == "random"):
+        hi = 4096 if chop == "random" else chop[1]
+        i = 0
+        while i < len(data):
+            n = rng.randint(1, hi)
+            out.append(data[i:i + n])
+            i += n
+        return out
+    i = 0
+    for n in chop:
+        if i >= len(data):
+            break
+        out.append(data[i:i + n])
+        i += n
+    if i < len(data):
+        out.append(data[i:])
+    return out
+
+
+def utf8_valid(b):
+    try:
+        bytes(b).decode("utf-8", "strict")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+class Event:
+    def __init__(self, kind, data=b"", code=None, reason=b"", reset=False, stalled=False):
+        self.kind = kind  # text binary ping pong close eof timeout
+        self.stalled = stalled
+        self.data = data
+        self.code = code
+        self.reason = reason
+        self.reset = reset
+
+    def describe(self):
+        if self.kind in ("text", "binary", "ping", "pong"):
+            return "%s (%d bytes: %s)" % (self.kind, len(self.data), preview(self.data))
+        if self.kind == "close":
+            if self.code is None:
+                return "Close without status code"
+            return "Close %d %r" % (self.code, bytes(self.reason))
+        if self.kind == "eof":
+            return "TCP reset" if self.reset else "TCP closed"
+        if self.stalled:
+            return "nothing (timed out; the server had also stopped reading our data)"
+        return "nothing (timed out)"
+
+
+class Conn:
+    """A raw WebSocket client connection. Every socket operation is bounded by
+    a deadline; frames from the server are checked as they are parsed."""
+
+    def __init__(self, ctx, path=None):
+        self.ctx = ctx
+        self.timeout = ctx.timeout
+        self.rbuf = bytearray()
+        self.eof = False
+        self.reset = False
+        self.send_broken = False
+        self.stalled = False
+        self.frag_op = None
+        self.frag = bytearray()
+        self.close_received = None
+        try:
+            self.sock = socket.create_connection((ctx.host, ctx.port), timeout=ctx.timeout)
+        except OSError as e:
+            raise CaseFailed("cannot connect to %s:%d: %s" % (ctx.host, ctx.port, e))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self._handshake(path or ctx.path)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- opening handshake -------------------------------------------------
+    def _handshake(self, path):
+        key = base64.b64encode(os.urandom(16))
+        host = self.ctx.host if ":" not in self.ctx.host else "[%s]" % self.ctx.host
+        req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n" % (path, host, self.ctx.port, key.decode()))
+        self.send(req.encode())
+        deadline = time.monotonic() + self.timeout
+        while b"\r\n\r\n" not in self.rbuf:
+            check(len(self.rbuf) < 65536, "handshake: response headers too long")
+            check(not self.eof, "handshake: connection closed, got %s" % preview(self.rbuf))
+            check(self._read_some(deadline), "handshake: no response within %gs" % self.timeout)
+        end = self.rbuf.index(b"\r\n\r\n") + 4
+        head = bytes(self.rbuf[:end]).decode("latin-1")
+        del self.rbuf[:end]
+        lines = head.split("\r\n")
+        check(re.match(r"HTTP/1\.1 101\b", lines[0]), "handshake: status line %r" % lines[0])
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers.setdefault(k.strip().lower(), []).append(v.strip())
+        self.headers = headers
+        want = base64.b64encode(hashlib.sha1(key + GUID).digest()).decode()
+        got = headers.get("sec-websocket-accept", [None])
+        check(got == [want], "handshake: Sec-WebSocket-Accept %r, expected %r" % (got, want))
+        up = ",".join(headers.get("upgrade", [])).lower()
+        check("websocket" in up, "handshake: Upgrade header %r" % up)
+        conn = ",".join(headers.get("connection", [])).lower()
+        check("upgrade" in conn, "handshake: Connection header %r" % conn)
+        check("sec-websocket-extensions" not in headers,
+              "handshake: server chose an extension the client did not offer")
+        check("sec-websocket-protocol" not in headers,
+              "handshake: server chose a subprotocol the client did not offer")
+
+    # -- raw I/O -----------------------------------------------------------
+    def _recv_once(self):
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            self.eof = True
+            self.reset = True
+            return
+        if not data:
+            self.eof = True
+        else:
+            self.rbuf += data
+
+    def _read_some(self, deadline):
+        """Waits until deadline for input; False on timeout."""
+        if self.eof:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        r, _, _ = select.select([self.sock], [], [], remaining)
+        if not r:
+            return False
+        self._recv_once()
+        return True
+
+    def _send_all(self, data):
+        view = memoryview(data)
+        deadline = time.monotonic() + self.timeout
+        while len(view):
+            if self.send_broken:
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                # The server stopped reading -- legitimately, if it has failed
+                # the connection. Let the expectations judge what it sent.
+                self.stalled = True
+                self.send_broken = True
+                return False
+            rl = [] if self.eof else [self.sock]
+            r, w, _ = select.select(rl, [self.sock], [], min(remaining, 0.2))
+            if not w and self._close_pending():
+                # The server has closed and stopped reading; stop sending.
+                self.send_broken = True
+                return False
+            if r:
+                self._recv_once()  # keep reading so a writing server never blocks us
+            if w:
+                try:
+                    n = self.sock.send(view[:1 << 20])
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                    self.send_broken = True
+                    return False
+                view = view[n:]
+                deadline = time.monotonic() + self.timeout
+        return True
+
+    def send(self, data, chop=None, delay=0.0, rng=None):
+        """Sends bytes, split into writes as `chop` says. Returns False when
+        the server has already closed the connection."""
+        if isinstance(data, (list, tuple)):
+            data = b"".join(data)
+        pieces = split_bytes(data, chop, rng or random.Random(0))
+        for i, piece in enumerate(pieces):
+            if not self._send_all(piece):
+                return False
+            if delay and i + 1 < len(pieces):
+                time.sleep(delay)
+        return True
+
+    def shutdown_write(self):
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _close_pending(self):
+        """Whether a complete Close frame already sits in the input buffer."""
+        b, pos = self.rbuf, 0
+        while len(b) - pos >= 2:
+            op, n, hl = b[pos] & 0xF, b[pos + 1] & 0x7F, 2
+            if n == 126:
+                if len(b) - pos < 4:
+                    return False
+                n, hl = struct.unpack_from("!H", b, pos + 2)[0], 4
+            elif n == 127:
+                if len(b) - pos < 10:
+                    return False
+                n, hl = struct.unpack_from("!Q", b, pos + 2)[0], 10
+            if b[pos + 1] & 0x80:
+                hl += 4
+            if len(b) - pos < hl + n:
+                return False
+            if op == OP_CLOSE:
+                return True
+            pos += hl + n
+        return False
+
+    # -- frames from the server --------------------------------------------
+    def _parse_frame(self):
+        b = self.rbuf
+        if len(b) < 2:
+            return None
+        b0, b1 = b[0], b[1]
+        n = b1 & 0x7F
+        pos = 2
+        if n == 126:
+            if len(b) < 4:
+                return None
+            n = struct.unpack_from("!H", b, 2)[0]
+            pos = 4
+        elif n == 127:
+            if len(b) < 10:
+                return None
+            n = struct.unpack_from("!Q", b, 2)[0]
+            pos = 10
+            check(n < (1 << 40), "server protocol violation: frame length %d" % n)
+        masked = bool(b1 & 0x80)
+        key = None
+        if masked:
+            if len(b) < pos + 4:
+                return None
+            key = bytes(b[pos:pos + 4])
+            pos += 4
+        if len(b) < pos + n:
+            return None
+        payload = bytes(b[pos:pos + n])
+        del b[:pos + n]
+        if masked:
+            payload = mask_payload(key, payload)
+        return (bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0xF, masked, payload)
+
+    def next_event(self, deadline):
+        """The next message, control frame, EOF or timeout. Reassembles
+        fragmented messages and fails the case on server protocol errors."""
+        while True:
+            f = self._parse_frame()
+            if f is None:
+                if self.eof:
+                    return Event("eof", reset=self.reset)
+                if not self._read_some(deadline):
+                    return Event("timeout", stalled=self.stalled)
+                continue
+            fin, rsv, op, masked, payload = f
+            v = "server protocol violation: "
+            check(not masked, v + "masked frame from a server (RFC 6455 5.1)")
+            check(rsv == 0, v + "RSV bits %d set with no extension negotiated" % rsv)
+            check(op in OPCODE_NAMES, v + "reserved opcode %d" % op)
+            if op >= 8:
+                check(fin, v + "fragmented control frame")
+                check(len(payload) <= 125, v + "control frame of %d bytes" % len(payload))
+                if op == OP_CLOSE:
+                    check(self.close_received is None, v + "second Close frame")
+                    check(len(payload) != 1, v + "Close frame with a 1-byte payload")
+                    code = None
+                    reason = b""
+                    if len(payload) >= 2:
+                        code = struct.unpack("!H", payload[:2])[0]
+                        reason = payload[2:]
+                        check(code_may_be_sent(code), v + "Close code %d may not be sent" % code)
+                        check(utf8_valid(reason), v + "Close reason is not UTF-8: %s"
+                              % preview(reason))
+                    self.close_received = (code, reason)
+                    return Event("close", payload, code, reason)
+                return Event("ping" if op == OP_PING else "pong", payload)
+            check(self.close_received is None,
+                  v + "%s frame after its Close frame" % OPCODE_NAMES[op])
+            if op == OP_CONT:
+                check(self.frag_op is not None, v + "continuation frame without a start")
+                self.frag += payload
+            else:
+                check(self.frag_op is None, v + "new data frame inside a fragmented message")
+                self.frag_op = op
+                self.frag = bytearray(payload)
+            if fin:
+                op, data = self.frag_op, bytes(self.frag)
+                self.frag_op, self.frag = None, bytearray()
+                if op == OP_TEXT:
+                    check(utf8_valid(data), v + "text message is not UTF-8: %s" % preview(data))
+                return Event("text" if op == OP_TEXT else "binary", data)
+
+
+class Ctx:
+    def __init__(self, args, host, port, path):
+        self.host, self.port, self.path = host, port, path
+        self.timeout = args.timeout
+        self.close_wait = args.close_wait
+        self.limit = args.max_message_bytes
+        self.strict = args.strict
+        self.seed = args.seed
+        self.verbose = args.verbose
+
+
+class T:
+    """What a case gets: connections, a seeded RNG, expectations."""
+
+    def __init__(self, ctx, cid):
+        self.ctx = ctx
+        self.rng = random.Random("%s-%s" % (ctx.seed, cid))
+        self.notes = []
+        self.conns = []
+
+    def conn(self, path=None):
+        c = Conn(self.ctx, path)
+        self.conns.append(c)
+        return c
+
+    def key(self):
+        return bytes(self.rng.getrandbits(8) for _ in range(4))
+
+    def f(self, *a, **kw):
+        kw.setdefault("key", self.key())
+        return frame(*a, **kw)
+
+    def nonstrict(self, msg):
+        self.notes.append(msg)
+
+    def deadline(self, t=None):
+        return time.monotonic() + (self.ctx.timeout if t is None else t)
+
+    def cleanup(self):
+        for c in self.conns:
+            c.close()
+
+    # -- expectations ------------------------------------------------------
+    def expect_message(self, c, kind, payload, what=""):
+        d = self.deadline()
+        while True:
+            ev = c.next_event(d)
+            if ev.kind == "ping":
+                c.send(frame(OP_PONG, ev.data))
+                continue
+            if ev.kind == "pong":
+                continue
+            if ev.kind == kind and ev.data == payload:
+                return
+            if ev.kind == kind:
+                n = min(len(ev.data), len(payload))
+                at = next((i for i in range(n) if ev.data[i] != payload[i]), n)
+                raise CaseFailed("%s echo differs%s: got %d bytes, sent %d, first difference "
+                                 "at byte %d" % (kind, what, len(ev.data), len(payload), at))
+            raise CaseFailed("expected the %s echo of %d bytes%s, got %s"
+                             % (kind, len(payload), what, ev.describe()))
+
+    def expect_echo_before_close(self, c, kind, payload, why):
+        """An echo the server owes for a message that came before a violation
+        or a Close in the same write. A server that fails or closes the
+        connection before its application has answered is within RFC 6455,
+        so a missing echo is NON-STRICT; a wrong one fails."""
+        d = self.deadline()
+        while True:
+            ev = c.next_event(d)
+            if ev.kind in ("ping", "pong"):
+                if ev.kind == "ping":
+                    c.send(frame(OP_PONG, ev.data))
+                continue
+            break
+        if ev.kind in ("close", "eof"):
+            self.nonstrict("the %s message before the %s was not echoed: the connection "
+                           "was closed first" % (kind, why))
+            self._pushback(c, ev)
+            return
+        self._pushback(c, ev)
+        self.expect_message(c, kind, payload)
+
+    def expect_pongs(self, c, payloads, allow_coalesce=False):
+        """Pongs for `payloads`, in order. With allow_coalesce the server may
+        answer only the latest of several pings sent back to back (RFC 6455
+        5.5.3), so any in-order subsequence ending with the last is fine."""
+        d = self.deadline()
+        i = 0
+        got = []
+        while i < len(payloads):
+            ev = c.next_event(d)
+            if ev.kind == "ping":
+                c.send(frame(OP_PONG, ev.data))
+                continue
+            check(ev.kind == "pong", "expected Pong %d of %d, got %s"
+                  % (i + 1, len(payloads), ev.describe()))
+            got.append(ev.data)
+            if allow_coalesce:
+                while i < len(payloads) and payloads[i] != ev.data:
+                    i += 1
+                check(i < len(payloads), "Pong %s answers no outstanding Ping (pongs so far: %r)"
+                      % (preview(ev.data), got))
+                i += 1
+            else:
+                check(ev.data == payloads[i], "Pong %d carries %s, expected %s"
+                      % (i + 1, preview(ev.data), preview(payloads[i])))
+                i += 1
+        return got
+
+    def expect_quiet(self, c, t=0.2):
+        """Nothing may arrive for a short while (no reply to a Pong, ...)."""
+        ev = c.next_event(time.monotonic() + t)
+        check(ev.kind == "timeout", "expected no reply, got %s" % ev.describe())
+
+    def expect_tcp_close(self, c):
+        """After the closing handshake the server should close TCP first
+        (RFC 6455 7.1.1); only frames are forbidden, a late FIN is NON-STRICT."""
+        d = time.monotonic() + self.ctx.close_wait
+        ev = c.next_event(d)
+        if ev.kind == "eof":
+            return
+        check(ev.kind == "timeout", "server sent %s after the closing handshake"
+              % ev.describe())
+        self.nonstrict("server did not close TCP within %gs of the closing handshake "
+                       "(RFC 6455 7.1.1: the server SHOULD close it first)"
+                       % self.ctx.close_wait)
+
+    def close_handshake(self, c, code=1000, reason=b"", chop=None):
+        """Client-initiated close: send Close, expect the echo, expect TCP close."""
+        ok = c.send(self.f(OP_CLOSE, close_payload(code, reason)), chop=chop, delay=0.001)
+        self.expect_close_reply(c, code, sent=ok)
+
+    def expect_close_reply(self, c, code, sent=True):
+        d = self.deadline()
+        while True:
+            ev = c.next_event(d)
+            if ev.kind in ("ping", "pong"):
+                continue
+            break
+        if ev.kind != "close":
+            raise CaseFailed("expected a Close reply%s, got %s"
+                             % ("" if code is None else " to Close %d" % code, ev.describe()))
+        if code is None:
+            if ev.code not in (None, 1000):
+                self.nonstrict("replied to an empty Close with %s" % ev.describe())
+        elif ev.code != code:
+            check(ev.code is not None, "replied to Close %d with an empty Close" % code)
+            self.nonstrict("replied to Close %d with %d (RFC 6455 5.5.1: typically echoes "
+                           "the code)" % (code, ev.code))
+        self.expect_tcp_close(c)
+
+    def expect_fail(self, c, codes, preferred=None, no_pong=True, t=None, what=""):
+        """The server must fail the connection: a Close with one of `codes`
+        (the first is the RFC's recommendation unless `preferred` is given),
+        answered by us, then TCP closed by the server. Dropping TCP without a
+        Close is allowed (SHOULD, RFC 6455 7.1.7) but NON-STRICT. Any echo,
+        or a Pong to a Ping sent after the violation, fails the case."""
+        if isinstance(codes, int):
+            codes = (codes,)
+        preferred = codes[0] if preferred is None else preferred
+        d = self.deadline(t)
+        while True:
+            ev = c.next_event(d)
+            if ev.kind == "ping":
+                c.send(frame(OP_PONG, ev.data))
+                continue
+            if ev.kind == "pong":
+                check(not no_pong, "server answered the Ping sent after the violation%s: it "
+                      "did not fail the connection" % what)
+                continue
+            if ev.kind in ("text", "binary"):
+                raise CaseFailed("server delivered %s instead of failing the connection%s"
+                                 % (ev.describe(), what))
+            if ev.kind == "close":
+                if ev.code is None:
+                    self.nonstrict("failed with a Close without status code (expected %s)"
+                                   % "/".join(map(str, codes)))
+                else:
+                    check(ev.code in codes, "closed with %s, expected %s%s"
+                          % (ev.describe(), " or ".join(map(str, codes)), what))
+                    if preferred and ev.code != preferred:
+                        self.nonstrict("closed with %d where %d is the better code"
+                                       % (ev.code, preferred))
+                c.send(frame(OP_CLOSE, close_payload(ev.code)), chop=None)
+                self.expect_tcp_close(c)
+                return
+            if ev.kind == "eof":
+                self.nonstrict("dropped TCP without a Close frame (expected Close %s)"
+                               % "/".join(map(str, codes)))
+                return
+            raise CaseFailed("no Close %s within %gs%s" % ("/".join(map(str, codes)),
+                             self.ctx.timeout if t is None else t, what))
+
+    def failed_fast(self, c, codes, preferred=None):
+        """For fail-fast checks: waits close_wait for the failure. Returns True
+        (and finishes the close) if it came, False if the server is still
+        waiting -- or answered the probe Ping -- so the caller can send the
+        rest and check the server fails late (NON-STRICT)."""
+        if isinstance(codes, int):
+            codes = (codes,)
+        d = time.monotonic() + self.ctx.close_wait
+        while True:
+            ev = c.next_event(d)
+            if ev.kind == "ping":
+                c.send(frame(OP_PONG, ev.data))
+                continue
+            if ev.kind in ("pong", "timeout"):
+                return False
+            if ev.kind in ("text", "binary"):
+                raise CaseFailed("server delivered %s instead of failing the connection"
+                                 % ev.describe())
+            # close or eof: judge as a normal failure, with the event pushed back
+            self._pushback(c, ev)
+            self.expect_fail(c, codes, preferred)
+            return True
+
+    def _pushback(self, c, ev):
+        orig = c.next_event
+
+        def once(deadline):
+            c.next_event = orig
+            return ev
+        c.next_event = once
+
+
+# -- the cases ---------------------------------------------------------------
+
+CASES = []
+
+
+def case(cid, desc, fn, *args, **kw):
+    CASES.append((cid, desc, lambda t: fn(t, *args, **kw)))
+
+
+PROBE = b"probe"
+
+
+def echo_case(t, op, payload, chop=None, form=None, delay=0.0):
+    c = t.conn()
+    c.send(t.f(op, payload, form=form), chop=chop, delay=delay, rng=t.rng)
+    t.expect_message(c, "text" if op == OP_TEXT else "binary", payload)
+    t.close_handshake(c)
+
+
+def fail_case(t, frames, codes, preferred=None, chop=None, probe=True, delay=0.0,
+              before=()):
+    """Sends `frames` (+ a probe Ping), expects the echoes `before`, then the
+    failure with `codes`."""
+    c = t.conn()
+    data = b"".join(frames) + (t.f(OP_PING, PROBE) if probe else b"")
+    c.send(data, chop=chop, delay=delay, rng=t.rng)
+    for kind, payload in before:
+        t.expect_echo_before_close(c, kind, payload, "violation")
+    t.expect_fail(c, codes, preferred, no_pong=probe)
+
+
+def either_echo_or_fail(t, frames, kind, payload, codes):
+    """Both echoing and failing are RFC-allowed (e.g. non-minimal lengths)."""
+    c = t.conn()
+    c.send(b"".join(frames))
+    d = t.deadline()
+    ev = c.next_event(d)
+    while ev.kind in ("ping", "pong") and ev.kind != kind:
+        ev = c.next_event(d)
+    if ev.kind == kind:
+        check(ev.data == payload, "echo differs: got %s" % preview(ev.data))
+        t.close_handshake(c)
+        return
+    t._pushback(c, ev)
+    t.expect_fail(c, codes, no_pong=False, what=" (neither echoed nor failed)")
+
+
+def build_cases(limit):
+    rng = random.Random(6455)
+
+    # 0 opening handshake
+    def handshake(t):
+        c = t.conn()
+        t.close_handshake(c)
+    case("0.1", "opening handshake: 101, correct Sec-WebSocket-Accept, no extension", handshake)
+
+    # 1 framing
+    sizes = [0, 125, 126, 127, 65535, 65536, MiB, 16 * MiB]
+    sizes = sorted(set(s for s in sizes if s <= limit) | {limit if limit < 16 * MiB else 0})
+    for i, n in enumerate(sizes, 1):
+        case("1.1.%d" % i, "text message, %d bytes" % n, echo_case, OP_TEXT, b"*" * n)
+    case("1.1.%d" % (len(sizes) + 1), "text message, 65536 bytes in chops of 997",
+         echo_case, OP_TEXT, b"*" * 65536, chop=997)
+    blobs = {n: bytes(rng.getrandbits(8) for _ in range(min(n, 4096))) for n in sizes}
+    for i, n in enumerate(sizes, 1):
+        blob = (blobs[n] * (n // max(len(blobs[n]), 1) + 1))[:n]
+        case("1.2.%d" % i, "binary message, %d bytes" % n, echo_case, OP_BINARY, blob)
+    case("1.2.%d" % (len(sizes) + 1), "binary message, 65536 bytes in chops of 997",
+         echo_case, OP_BINARY, os.urandom(65536), chop=997)
+
+    nm_codes = (1002,)
+    case("1.3.1", "text of 5 bytes with a non-minimal 16-bit length: echo or 1002",
+         lambda t: either_echo_or_fail(t, [t.f(OP_TEXT, b"Hello", form=16)], "text",
+                                       b"Hello", nm_codes))
+    case("1.3.2", "text of 5 bytes with a non-minimal 64-bit length: echo or 1002",
+         lambda t: either_echo_or_fail(t, [t.f(OP_TEXT, b"Hello", form=64)], "text",
+                                       b"Hello", nm_codes))
+    case("1.3.3", "binary of 200 bytes with a 64-bit length: echo or 1002",
+         lambda t: either_echo_or_fail(t, [t.f(OP_BINARY, b"\x01" * 200, form=64)], "binary",
+                                       b"\x01" * 200, nm_codes))
+
+    def msb_length(t):
+        c = t.conn()
+        c.send(t.f(OP_BINARY, b"", length=(1 << 63) + 5, form=64)[:10])
+        t.expect_fail(c, (1002, 1009), preferred=0, no_pong=False,
+                      what=" (64-bit length with the most significant bit set)")
+    case("1.3.4", "64-bit length with the most significant bit set (2^63+5) -> 1002/1009",
+         msb_length)
+
+    def stream_case(t, msgs, chop, delay=0.0):
+        c = t.conn()
+        c.send(b"".join(t.f(op, p) for op, p in msgs), chop=chop, delay=delay, rng=t.rng)
+        for op, p in msgs:
+            t.expect_message(c, "text" if op == OP_TEXT else "binary", p)
+        t.close_handshake(c)
+
+    def mixed(n, hi, r):
+        out = []
+        for _ in range(n):
+            size = r.choice([0, 1, 125, 126, 127, r.randint(0, hi)])
+            if r.random() < 0.5:
+                out.append((OP_TEXT, "".join(r.choice("aé€😀") for _ in range(size // 3)).encode()))
+            else:
+                out.append((OP_BINARY, bytes(r.getrandbits(8) for _ in range(size))))
+        return out
+    case("1.4.1", "10 mixed messages sent byte by byte", stream_case,
+         mixed(10, 200, random.Random(1)), 1, 0.0002)
+    case("1.4.2", "40 mixed messages (0..70000 bytes) in random chunks of 1..4096 (seeded)",
+         stream_case, mixed(40, 70000, random.Random(2)), "random")
+    case("1.4.3", "100 small text messages in one write", stream_case,
+         [(OP_TEXT, b"message %d" % i) for i in range(100)], None)
+    case("1.4.4", "65536-byte text with writes cut inside the length and the mask key",
+         stream_case, [(OP_TEXT, b"x" * 65536)], [1, 2, 2, 3, 1])
+    case("1.4.5", "70000-byte binary with writes cut inside the 64-bit length", stream_case,
+         [(OP_BINARY, b"\xfe" * 70000)], [1, 1, 3, 4, 2, 3])
+
+    # 2 ping/pong
+    def ping_case(t, payload, chop=None):
+        c = t.conn()
+        c.send(t.f(OP_PING, payload), chop=chop, delay=0.0005)
+        t.expect_pongs(c, [payload])
+        t.close_handshake(c)
+    case("2.1", "ping, empty payload", ping_case, b"")
+    case("2.2", "ping, small text payload", ping_case, b"Hello, world!")
+    case("2.3", "ping, small binary payload", ping_case, b"\x00\xff\xfe\xfd\xfc\xfb\x00\xff")
+    case("2.4", "ping, 125-byte binary payload", ping_case, bytes(range(125)))
+    case("2.5", "ping, 126-byte payload -> 1002", lambda t: fail_case(
+        t, [t.f(OP_PING, b"\xfe" * 126)], 1002, probe=False))
+    case("2.6", "ping, 125-byte payload sent byte by byte", ping_case, b"\xfe" * 125, 1)
+
+    def unsolicited_pong(t, payload):
+        c = t.conn()
+        c.send(t.f(OP_PONG, payload) + t.f(OP_TEXT, b"after pong"))
+        t.expect_message(c, "text", b"after pong")
+        t.expect_quiet(c)
+        t.close_handshake(c)
+    case("2.7", "unsolicited pong without payload is ignored", unsolicited_pong, b"")
+    case("2.8", "unsolicited pong with payload is ignored", unsolicited_pong, b"unsolicited")
+
+    def pong_then_ping(t):
+        c = t.conn()
+        c.send(t.f(OP_PONG, b"unsolicited") + t.f(OP_PING, b"solicited"))
+        t.expect_pongs(c, [b"solicited"])
+        t.expect_quiet(c)
+        t.close_handshake(c)
+    case("2.9", "unsolicited pong, then ping: only the ping is answered", pong_then_ping)
+
+    def ten_pings(t, chop):
+        c = t.conn()
+        payloads = [b"ping-%d" % i for i in range(10)]
+        c.send(b"".join(t.f(OP_PING, p) for p in payloads), chop=chop)
+        got = t.expect_pongs(c, payloads, allow_coalesce=True)
+        if len(got) < 10:
+            t.nonstrict("answered %d of 10 back-to-back pings (allowed by RFC 6455 5.5.3)"
+                        % len(got))
+        t.close_handshake(c)
+    case("2.10", "10 pings in a row", ten_pings, None)
+    case("2.11", "10 pings in a row, sent byte by byte", ten_pings, 1)
+
+    def ping_among_data(t):
+        c = t.conn()
+        c.send(t.f(OP_TEXT, b"first") + t.f(OP_PING, b"between") + t.f(OP_BINARY, b"\x02"))
+        seen = []
+        d = t.deadline()
+        while len(seen) < 3:
+            ev = c.next_event(d)
+            check(ev.kind in ("text", "pong", "binary"), "got %s" % ev.describe())
+            seen.append((ev.kind, ev.data))
+        check(sorted(seen) == sorted([("text", b"first"), ("pong", b"between"),
+                                      ("binary", b"\x02")]), "got %r" % seen)
+        t.close_handshake(c)
+    case("2.12", "text, ping, binary: two echoes and a pong", ping_among_data)
+    case("2.13", "ping of 125 bytes in a non-minimal 16-bit length: pong or 1002",
+         lambda t: either_echo_or_fail(t, [t.f(OP_PING, b"p" * 125, form=16)], "pong",
+                                       b"p" * 125, (1002,)))
+
+    # 3 reserved bits
+    rsv_cases = [
+        ("RSV1 on a text frame (no extension negotiated)", OP_TEXT, RSV1),
+        ("RSV2 on a text frame", OP_TEXT, RSV2),
+        ("RSV3 on a text frame", OP_TEXT, RSV3),
+        ("RSV1+RSV3 on a binary frame", OP_BINARY, RSV1 | RSV3),
+        ("RSV1+RSV2+RSV3 on a ping", OP_PING, 7),
+        ("RSV2 on a close frame", OP_CLOSE, RSV2),
+        ("RSV1 on a pong", OP_PONG, RSV1),
+    ]
+    for i, (desc, op, rsv) in enumerate(rsv_cases, 1):
+        payload = close_payload(1000) if op == OP_CLOSE else b"Hello"
+        case("3.%d" % i, desc + " -> 1002", lambda t, op=op, rsv=rsv, p=payload: fail_case(
+            t, [t.f(op, p, rsv=rsv)], 1002))
+    n = len(rsv_cases)
+    case("3.%d" % (n + 1), "text echoed, then RSV2 text, then ping: echo, 1002, no pong",
+         lambda t: fail_case(t, [t.f(OP_TEXT, b"Hello"), t.f(OP_TEXT, b"Hello", rsv=RSV2)],
+                             1002, before=[("text", b"Hello")]))
+    case("3.%d" % (n + 2), "RSV3 on the continuation of a fragmented text -> 1002",
+         lambda t: fail_case(t, [t.f(OP_TEXT, b"frag1", fin=False),
+                                 t.f(OP_CONT, b"frag2", rsv=RSV3)], 1002))
+    case("3.%d" % (n + 3), "RSV1 on a text frame, sent byte by byte -> 1002",
+         lambda t: fail_case(t, [t.f(OP_TEXT, b"Hello", rsv=RSV1)], 1002, chop=1,
+                             delay=0.0005))
+
+    # 4 opcodes
+    for i, op in enumerate([3, 4, 5, 6, 7], 1):
+        case("4.1.%d" % i, "reserved data opcode %d -> 1002" % op,
+             lambda t, op=op: fail_case(t, [t.f(op, b"")], 1002))
+    case("4.1.6", "reserved data opcode 5 with payload, after an echoed text -> 1002",
+         lambda t: fail_case(t, [t.f(OP_TEXT, b"Hello"), t.f(5, b"reserved")], 1002,
+                             before=[("text", b"Hello")]))
+    case("4.1.7", "reserved opcode 3 inside a fragmented text -> 1002",
+         lambda t: fail_case(t, [t.f(OP_TEXT, b"frag", fin=False), t.f(3, b"x")], 1002))
+    for i, op in enumerate([11, 12, 13, 14, 15], 1):
+        case("4.2.%d" % i, "reserved control opcode %d -> 1002" % op,
+             lambda t, op=op: fail_case(t, [t.f(op, b"")], 1002))
+    case("4.2.6", "reserved control opcode 11 with payload, after an echoed text -> 1002",
+         lambda t: fail_case(t, [t.f(OP_TEXT, b"Hello"), t.f(11, b"reserved")], 1002,
+                             before=[("text", b"Hello")]))
+
+    # 5 fragmentation
+    case("5.1", "ping in 2 fragments -> 1002", lambda t: fail_case(
+        t, [t.f(OP_PING, b"frag1", fin=False), t.f(OP_CONT, b"frag2")], 1002))
+    case("5.2", "pong in 2 fragments -> 1002", lambda t: fail_case(
+        t, [t.f(OP_PONG, b"frag1", fin=False), t.f(OP_CONT, b"frag2")], 1002))
+    case("5.3", "close with FIN clear -> 1002", lambda t: fail_case(
+        t, [t.f(OP_CLOSE, close_payload(1000), fin=False)], 1002, probe=False))
+
+    def frag_case(t, op, parts, chop=None, pings=(), delay=0.0):
+        """parts: payloads; pings: indexes after which a ping is interleaved."""
+        c = t.conn()
+        out = []
+        for i, p in enumerate(parts):
+            out.append(t.f(op if i == 0 else OP_CONT, p, fin=i == len(parts) - 1))
+            if i in pings:
+                out.append(t.f(OP_PING, b"ping-%d" % i))
+        c.send(b"".join(out), chop=chop, delay=delay, rng=t.rng)
+        want = b"".join(parts)
+        kind = "text" if op == OP_TEXT else "binary"
+        expected_pongs = [b"ping-%d" % i for i in sorted(pings) if i < len(parts) - 1]
+        d = t.deadline()
+        got_msg, pongs = False, []
+        while not got_msg or len(pongs) < len(expected_pongs):
+            ev = c.next_event(d)
+            if ev.kind == "pong":
+                pongs.append(ev.data)
+                continue
+            check(ev.kind == kind and not got_msg,
+                  "expected the %s echo and %d pongs, got %s" % (kind, len(expected_pongs),
+                                                                ev.describe()))
+            check(ev.data == want, "echo differs: %d bytes, sent %d" % (len(ev.data), len(want)))
+            got_msg = True
+        check(pongs == expected_pongs, "pongs %r, expected %r" % (pongs, expected_pongs))
+        t.close_handshake(c)
+    case("5.4", "text in 2 fragments", frag_case, OP_TEXT, [b"fragment1", b"fragment2"])
+    case("5.5", "text in 2 fragments, sent byte by byte", frag_case, OP_TEXT,
+         [b"fragment1", b"fragment2"], 1, (), 0.0005)
+    case("5.6", "text in 2 fragments with a ping between", frag_case, OP_TEXT,
+         [b"fragment1", b"fragment2"], None, (0,))
+    case("5.7", "text in 2 fragments with a ping between, byte by byte", frag_case, OP_TEXT,
+         [b"fragment1", b"fragment2"], 1, (0,), 0.0005)
+    case("5.8", "binary in 3 fragments, first and last empty", frag_case, OP_BINARY,
+         [b"", b"\x00\x01\x02\xff", b""])
+    case("5.9", "text of 100 one-byte fragments with 5 pings between", frag_case, OP_TEXT,
+         [b"%d" % (i % 10) for i in range(100)], None, (3, 20, 50, 77, 98))
+    case("5.10", "binary of 300 KiB in 5 fragments, random chunks", frag_case, OP_BINARY,
+         [os.urandom(60 * 1024) for _ in range(5)], "random")
+    case("5.11", "continuation (FIN) without a start -> 1002", lambda t: fail_case(
+        t, [t.f(OP_CONT, b"non-continuation payload")], 1002))
+    case("5.12", "continuation (no FIN) without a start -> 1002", lambda t: fail_case(
+        t, [t.f(OP_CONT, b"fragment1", fin=False)], 1002))
+    case("5.13", "continuation without a start, then a text message -> 1002",
+         lambda t: fail_case(t, [t.f(OP_CONT, b"fragment1", fin=False),
+                                 t.f(OP_TEXT, b"Hello")], 1002))
+    case("5.14", "text echoed, then a stray continuation -> 1002", lambda t: fail_case(
+        t, [t.f(OP_TEXT, b"Hello"), t.f(OP_CONT, b"stray")], 1002,
+        before=[("text", b"Hello")]))
+    case("5.15", "new text frame inside a fragmented text -> 1002", lambda t: fail_case(
+        t, [t.f(OP_TEXT, b"fragment1", fin=False), t.f(OP_TEXT, b"fragment2")], 1002))
+    case("5.16", "binary frame inside a fragmented text -> 1002", lambda t: fail_case(
+        t, [t.f(OP_TEXT, b"fragment1", fin=False), t.f(OP_BINARY, b"\x01", fin=False)], 1002))
+    case("5.17", "fragmented ping inside a fragmented text -> 1002", lambda t: fail_case(
+        t, [t.f(OP_TEXT, b"fragment1", fin=False), t.f(OP_PING, b"p1", fin=False),
+            t.f(OP_CONT, b"p2"), t.f(OP_CONT, b"fragment2")], 1002))
+
+    def two_fragmented(t):
+        c = t.conn()
+        c.send(t.f(OP_TEXT, b"one-", fin=False) + t.f(OP_CONT, b"two") +
+               t.f(OP_BINARY, b"\x01", fin=False) + t.f(OP_CONT, b"", fin=False) +
+               t.f(OP_CONT, b"\x02"))
+        t.expect_message(c, "text", b"one-two")
+        t.expect_message(c, "binary", b"\x01\x02")
+        t.close_handshake(c)
+    case("5.18", "a fragmented text then a fragmented binary", two_fragmented)
+
+    # 6 UTF-8
+    valid = [
+        ("Hello-µ@ßöäüàá-UTF-8!!", "Hello-µ@ßöäüàá-UTF-8!!".encode()),
+        ("Greek kosme", "κόσμε".encode()),
+        ("code point boundaries U+0000 U+007F U+0080 U+07FF U+0800 U+D7FF U+E000 U+FFFD "
+         "U+10000 U+10FFFF",
+         "\u0000\u007f\u0080\u07ff\u0800\ud7ff\ue000\ufffd\U00010000\U0010ffff".encode()),
+        ("noncharacters U+FFFE U+FFFF U+1FFFF U+10FFFE",
+         "\ufffe\uffff\U0001ffff\U0010fffe".encode()),
+        ("emoji and CJK", "😀🎉 漢字 テスト".encode()),
+    ]
+    for i, (desc, payload) in enumerate(valid, 1):
+        case("6.1.%d" % i, "valid UTF-8: " + desc, echo_case, OP_TEXT, payload)
+
+    def valid_split(t, payload):
+        c = t.conn()
+        for k in range(len(payload) + 1):
+            c.send(t.f(OP_TEXT, payload[:k], fin=False) + t.f(OP_CONT, payload[k:]))
+            t.expect_message(c, "text", payload, " (split at byte %d)" % k)
+        t.close_handshake(c)
+    case("6.2.1", "valid text split into 2 fragments at every byte (inside code points)",
+         valid_split, "Hi-😀-κόσμε-€".encode())
+    case("6.2.2", "valid text in 1-byte fragments", frag_case, OP_TEXT,
+         [bytes([b]) for b in "κόσμε😀".encode()])
+    case("6.2.3", "valid text sent byte by byte", echo_case, OP_TEXT,
+         "κόσμε-😀-€".encode(), 1, None, 0.0005)
+
+    invalid = [
+        ("lone continuation byte 0x80", b"\x80"),
+        ("lone continuation byte 0xbf inside text", b"abc\xbfdef"),
+        ("overlong 2-byte C0 80", b"\xc0\x80"),
+        ("overlong 2-byte C1 BF", b"\xc1\xbf"),
+        ("overlong 3-byte E0 80 80", b"\xe0\x80\x80"),
+        ("overlong 3-byte E0 9F BF", b"\xe0\x9f\xbf"),
+        ("overlong 4-byte F0 8F BF BF", b"\xf0\x8f\xbf\xbf"),
+        ("surrogate U+D800 ED A0 80", b"\xed\xa0\x80"),
+        ("surrogate U+DFFF ED BF BF", b"\xed\xbf\xbf"),
+        ("surrogate pair ED A0 BD ED B8 80", b"\xed\xa0\xbd\xed\xb8\x80"),
+        ("above U+10FFFF: F4 90 80 80", b"\xf4\x90\x80\x80"),
+        ("invalid lead byte F5", b"\xf5\x80\x80\x80"),
+        ("invalid byte FE", b"\xfe"),
+        ("invalid byte FF", b"\xff"),
+        ("2-byte lead followed by ASCII", b"\xc2A"),
+        ("truncated 3-byte sequence at the end", b"abc\xe2\x82"),
+        ("truncated 4-byte sequence at the end", "κόσμε".encode() + b"\xf0\x9f\x98"),
+        ("kosme with an embedded surrogate", "κόσμε".encode() + b"\xed\xa0\x80edited"),
+    ]
+    for i, (desc, payload) in enumerate(invalid, 1):
+        case("6.3.%d" % i, "invalid UTF-8, %s -> 1007" % desc,
+             lambda t, p=payload: fail_case(t, [t.f(OP_TEXT, p)], (1007, 1002)))
+    bad = "κόσμε".encode() + b"\xed\xa0\x80edited"
+    case("6.4.1", "surrogate split across 2 fragments -> 1007", lambda t: fail_case(
+        t, [t.f(OP_TEXT, bad[:11], fin=False), t.f(OP_CONT, bad[11:])], (1007, 1002)))
+    case("6.4.2", "fragments valid alone, the last ends inside a code point -> 1007",
+         lambda t: fail_case(t, [t.f(OP_TEXT, "κόσμε".encode(), fin=False),
+                                 t.f(OP_CONT, b"\xe2\x82")], (1007, 1002)))
+    case("6.4.3", "invalid UTF-8 in a message sent byte by byte -> 1007", lambda t: fail_case(
+        t, [t.f(OP_TEXT, bad)], (1007, 1002), chop=1, delay=0.0005))
+    case("6.4.4", "invalid UTF-8 in a binary-looking text of 70000 bytes -> 1007",
+         lambda t: fail_case(t, [t.f(OP_TEXT, b"a" * 69990 + b"\xff" + b"b" * 9)],
+                             (1007, 1002)))
+
+    # Fail fast: the server must close before the message is complete.
+    def fail_fast(t, first, rest, probe=True):
+        c = t.conn()
+        c.send(b"".join(first) + (t.f(OP_PING, PROBE) if probe else b""))
+        if t.failed_fast(c, (1007, 1002)):
+            return
+        t.nonstrict("invalid UTF-8 detected only after the message was complete "
+                    "(no fail-fast)")
+        if not c.send(b"".join(rest)):
+            raise CaseFailed("connection dropped while sending the rest")
+        t.expect_fail(c, (1007, 1002), no_pong=False)
+    case("6.5.1", "fail fast: invalid UTF-8 in the first fragment (no FIN), rest never sent",
+         lambda t: fail_fast(t, [t.f(OP_TEXT, b"Hello\xc0\x80abc", fin=False)],
+                             [t.f(OP_CONT, b"world")]))
+    case("6.5.2", "fail fast: valid first fragment, surrogate in the second (no FIN)",
+         lambda t: fail_fast(t, [t.f(OP_TEXT, "κόσμε".encode(), fin=False),
+                                 t.f(OP_CONT, b"\xed\xa0\x80", fin=False)],
+                             [t.f(OP_CONT, b"end")]))
+    case("6.5.3", "fail fast: first fragment ends with F4 90 (already beyond U+10FFFF)",
+         lambda t: fail_fast(t, [t.f(OP_TEXT, b"ab\xf4\x90", fin=False)],
+                             [t.f(OP_CONT, b"\x80\x80")]))
+
+    def fail_fast_frame(t):
+        # One frame whose first 6 payload bytes hold invalid UTF-8; the other
+        # 94 are sent only if the server waits for them.
+        c = t.conn()
+        payload = b"Hello\xff" + b"x" * 94
+        full = t.f(OP_TEXT, payload)
+        c.send(full[:6 + 6])
+        if t.failed_fast(c, (1007, 1002)):
+            return
+        t.nonstrict("invalid UTF-8 detected only at the end of the frame (no fail-fast)")
+        c.send(full[12:])
+        t.expect_fail(c, (1007, 1002), no_pong=False)
+    case("6.5.4", "fail fast: invalid byte early in a 100-byte frame, rest withheld",
+         fail_fast_frame)
+
+    def not_too_fast(t):
+        # An incomplete but still valid prefix must not be failed.
+        c = t.conn()
+        c.send(t.f(OP_TEXT, b"x\xf0\x9f", fin=False) + t.f(OP_PING, b"wait"))
+        t.expect_pongs(c, [b"wait"])
+        c.send(t.f(OP_CONT, b"\x98\x80"))
+        t.expect_message(c, "text", "x😀".encode())
+        t.close_handshake(c)
+    case("6.5.5", "a fragment ending inside a valid code point is not failed early",
+         not_too_fast)
+
+    # 7 close handling
+    case("7.1.1", "empty close: closing handshake, TCP closed by the server",
+         lambda t: t.close_handshake(t.conn(), None))
+    case("7.1.2", "close 1000 without reason", lambda t: t.close_handshake(t.conn(), 1000))
+    case("7.1.3", "close 1000 'Goodbye': code echoed",
+         lambda t: t.close_handshake(t.conn(), 1000, b"Goodbye"))
+    case("7.1.4", "close 1000 with a 123-byte reason (125-byte payload)",
+         lambda t: t.close_handshake(t.conn(), 1000, b"r" * 123))
+    case("7.1.5", "close 1000 with a UTF-8 reason 'κόσμε'",
+         lambda t: t.close_handshake(t.conn(), 1000, "κόσμε".encode()))
+    case("7.1.6", "close 1000 sent byte by byte",
+         lambda t: t.close_handshake(t.conn(), 1000, b"bytewise", chop=1))
+    case("7.2.1", "close with a 1-byte payload -> 1002", lambda t: fail_case(
+        t, [t.f(OP_CLOSE, b"\x03")], 1002, probe=False))
+    case("7.2.2", "close with a 124-byte reason (126-byte payload) -> 1002", lambda t: fail_case(
+        t, [t.f(OP_CLOSE, close_payload(1000, b"r" * 124))], 1002, probe=False))
+
+    def data_after_close(t):
+        c = t.conn()
+        c.send(t.f(OP_CLOSE, close_payload(1000)) + t.f(OP_TEXT, b"must be ignored") +
+               t.f(OP_PING, b"must be ignored"))
+        d = t.deadline()
+        ev = c.next_event(d)
+        check(ev.kind == "close", "expected the Close reply only, got %s" % ev.describe())
+        check(ev.code == 1000 or ev.code is None or code_may_be_sent(ev.code),
+              "reply %s" % ev.describe())
+        if ev.code != 1000:
+            t.nonstrict("replied to Close 1000 with %s" % ev.describe())
+        t.expect_tcp_close(c)
+    case("7.3.1", "close, then text and ping: both ignored, no echo, no pong",
+         data_after_close)
+
+    def double_close(t):
+        c = t.conn()
+        c.send(t.f(OP_CLOSE, close_payload(1000)) + t.f(OP_CLOSE, close_payload(1001)))
+        t.expect_close_reply(c, 1000)
+    case("7.3.2", "two close frames in a row: one Close reply", double_close)
+
+    def text_then_close(t):
+        c = t.conn()
+        c.send(t.f(OP_TEXT, b"last words") + t.f(OP_CLOSE, close_payload(1000)))
+        t.expect_echo_before_close(c, "text", b"last words", "Close")
+        t.expect_close_reply(c, 1000)
+    case("7.3.3", "text and close in one write: echo, then the Close reply", text_then_close)
+
+    def server_close(t):
+        c = t.conn()
+        c.send(t.f(OP_TEXT, b"close"))
+        d = t.deadline()
+        ev = c.next_event(d)
+        check(ev.kind == "close", "expected the server's Close, got %s" % ev.describe())
+        check(ev.code == 1000, "server closed with %s, expected 1000" % ev.describe())
+        check(ev.reason == b"bye", "server's close reason %r, expected 'bye'" % ev.reason)
+        c.send(t.f(OP_CLOSE, close_payload(1000)))
+        t.expect_tcp_close(c)
+    case("7.3.4", "server-initiated close ('close' command): 1000 'bye', TCP closed",
+         server_close)
+
+    def client_half_close(t):
+        c = t.conn()
+        c.send(t.f(OP_CLOSE, close_payload(1000)))
+        c.shutdown_write()
+        t.expect_close_reply(c, 1000)
+    case("7.3.5", "close then TCP half-close by the client: Close reply, TCP closed",
+         client_half_close)
+
+    for i, code in enumerate([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
+                              3000, 3999, 4000, 4999], 1):
+        case("7.4.%d" % i, "valid close code %d echoed" % code,
+             lambda t, code=code: t.close_handshake(t.conn(), code, b"reason"))
+    for i, code in enumerate([0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999,
+                              5000, 65535], 1):
+        case("7.5.%d" % i, "invalid close code %d -> 1002" % code,
+             lambda t, code=code: fail_case(t, [t.f(OP_CLOSE, close_payload(code))], 1002,
+                                            probe=False))
+    case("7.6.1", "close reason with a surrogate (invalid UTF-8) -> 1007", lambda t: fail_case(
+        t, [t.f(OP_CLOSE, close_payload(1000, bad))], (1007, 1002), probe=False))
+    case("7.6.2", "close reason ending inside a code point -> 1007", lambda t: fail_case(
+        t, [t.f(OP_CLOSE, close_payload(1000, b"bye\xe2\x82"))], (1007, 1002), probe=False))
+    case("7.6.3", "close reason with byte FF -> 1007", lambda t: fail_case(
+        t, [t.f(OP_CLOSE, close_payload(1000, b"\xff"))], (1007, 1002), probe=False))
+
+    # 9 limits and masking
+    def header_only(t, length, codes, fallback_send):
+        c = t.conn()
+        head = t.f(OP_BINARY, b"", length=length, form=64)
+        c.send(head)
+        if t.failed_fast(c, codes):
+            return
+        if not fallback_send:
+            raise CaseFailed("no Close %s within %gs of a header claiming %d bytes: the "
+                             "limit must be enforced from the header"
+                             % ("/".join(map(str, codes)), t.ctx.close_wait, length))
+        t.nonstrict("the oversized frame was rejected only after its payload arrived")
+        c.send(mask_payload(head[-4:], b"\x00" * length))  # may fail: the server closed
+        t.expect_fail(c, codes, no_pong=False)
+    case("9.1.1", "header of a binary frame of limit+1 bytes -> 1009 before the payload",
+         header_only, limit + 1, 1009, True)
+    case("9.1.2", "header claiming 1 GiB, no payload -> 1009 from the header",
+         header_only, 1 << 30, 1009, False)
+    case("9.1.3", "header claiming 2^63-1 bytes -> 1009 from the header",
+         header_only, (1 << 63) - 1, 1009, False)
+
+    def oversized_frame(t, op):
+        c = t.conn()
+        payload = b"a" * (limit + 1)
+        c.send(t.f(op, payload))
+        t.expect_fail(c, 1009, no_pong=False)
+    case("9.1.4", "one text frame of limit+1 bytes sent whole -> 1009", oversized_frame,
+         OP_TEXT)
+
+    def oversized_fragments(t, nfrag, header_only_last):
+        c = t.conn()
+        size = limit // nfrag + 1
+        frames = [t.f(OP_BINARY if i == 0 else OP_CONT, b"\x07" * size, fin=False)
+                  for i in range(nfrag - 1)]
+        last = t.f(OP_CONT, b"\x07" * size)
+        c.send(b"".join(frames))
+        if header_only_last:
+            head_len = len(last) - size
+            c.send(last[:head_len])
+            if t.failed_fast(c, 1009):
+                return
+            t.nonstrict("the message over the limit was rejected only after the last "
+                        "fragment's payload arrived")
+            c.send(last[head_len:])
+        else:
+            c.send(last)
+        t.expect_fail(c, 1009, no_pong=False)
+    case("9.1.5", "2 fragments of limit/2+1: 1009 at the second fragment's header",
+         oversized_fragments, 2, True)
+    case("9.1.6", "16 fragments adding up to limit+16 -> 1009", oversized_fragments, 16, False)
+
+    def exactly_limit(t):
+        c = t.conn()
+        q = limit // 4
+        parts = [b"\x05" * q, b"\x06" * q, b"\x07" * q, b"\x08" * (limit - 3 * q)]
+        c.send(b"".join(t.f(OP_BINARY if i == 0 else OP_CONT, p, fin=i == 3)
+                        for i, p in enumerate(parts)))
+        t.expect_message(c, "binary", b"".join(parts))
+        t.close_handshake(c)
+    case("9.1.7", "message of exactly the limit in 4 fragments is echoed", exactly_limit)
+
+    case("9.2.1", "unmasked text frame -> 1002", lambda t: fail_case(
+        t, [frame(OP_TEXT, b"Hello", masked=False)], 1002))
+    case("9.2.2", "unmasked empty binary frame -> 1002", lambda t: fail_case(
+        t, [frame(OP_BINARY, b"", masked=False)], 1002))
+    case("9.2.3", "unmasked ping -> 1002", lambda t: fail_case(
+        t, [frame(OP_PING, b"Hello", masked=False)], 1002))
+    case("9.2.4", "unmasked close -> 1002", lambda t: fail_case(
+        t, [frame(OP_CLOSE, close_payload(1000), masked=False)], 1002, probe=False))
+    case("9.2.5", "unmasked continuation of a masked fragment -> 1002", lambda t: fail_case(
+        t, [t.f(OP_TEXT, b"frag1", fin=False), frame(OP_CONT, b"frag2", masked=False)],
+        1002))
+    case("9.2.6", "unmasked text after an echoed masked one -> 1002", lambda t: fail_case(
+        t, [t.f(OP_TEXT, b"Hello"), frame(OP_TEXT, b"Hello", masked=False)], 1002,
+        before=[("text", b"Hello")]))
+
+    # 10 health after the run
+    def concurrent(t):
+        conns = [t.conn() for _ in range(20)]
+        for i, c in enumerate(conns):
+            c.send(t.f(OP_TEXT, b"conn %d" % i))
+        for i, c in enumerate(conns):
+            t.expect_message(c, "text", b"conn %d" % i)
+        for c in conns:
+            t.close_handshake(c)
+    case("10.1", "20 concurrent connections each get their own echo", concurrent)
+
+    def still_alive(t):
+        c = t.conn()
+        c.send(t.f(OP_TEXT, b"still alive?"))
+        t.expect_message(c, "text", b"still alive?")
+        t.close_handshake(c)
+    case("10.2", "server still answers after all cases", still_alive)
+
+
+# -- running -----------------------------------------------------------------
+
+class Server:
+    """Starts --server-cmd, reads 'listening on http://HOST:PORT/'."""
+
+    LINE = re.compile(r"listening on (?:https?|wss?)://(\[[^\]]+\]|[^:/\s]+):(\d+)")
+
+    def __init__(self, argv, startup_timeout):
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + startup_timeout
+        line = b""
+        fd = self.proc.stdout.fileno()
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            r, _, _ = select.select([fd], [], [], max(remaining, 0))
+            if not r:
+                self.stop()
+                raise RuntimeError("server printed no listening line within %gs"
+                                   % startup_timeout)
+            b = os.read(fd, 1)
+            if not b:
+                code = self.proc.wait(timeout=5)
+                self.exit_code = code
+                raise RuntimeError("server exited with status %s before listening" % code)
+            line += b
+        m = self.LINE.search(line.decode("utf-8", "replace"))
+        if not m:
+            self.stop()
+            raise RuntimeError("first stdout line is not 'listening on ...': %r" % line)
+        self.host = m.group(1).strip("[]")
+        self.port = int(m.group(2))
+        # Keep draining stdout so a chatty server never blocks on a full pipe.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        try:
+            while self.proc.stdout.read(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+
+    def stop(self, sig=signal.SIGINT, wait=10.0):
+        """Returns the exit status, or None if it had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                return self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        return self.proc.returncode
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="RFC 6455 conformance suite for WebSocket echo servers",
+        epilog="--server-cmd must be the last option; everything after it is the command.")
+    ap.add_argument("--url", help="ws://host:port/path of a running echo endpoint")
+    ap.add_argument("--path", default="/echo", help="path with --server-cmd (default /echo)")
+    ap.add_argument("--max-message-bytes", type=int, default=16 * MiB,
+                    help="the server's message size limit (default 16 MiB)")
+    ap.add_argument("--strict", action="store_true",
+                    help="count NON-STRICT verdicts as failures")
+    ap.add_argument("--cases", default="*",
+                    help="comma-separated glob patterns of case ids (e.g. '6.*,7.1.1')")
+    ap.add_argument("--exclude", default="", help="comma-separated glob patterns to skip")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("--timeout", type=float, default=5.0,
+                    help="seconds any single expectation may wait (default 5)")
+    ap.add_argument("--close-wait", type=float, default=2.0,
+                    help="seconds to wait for fail-fast closes and TCP close (default 2)")
+    ap.add_argument("--seed", default="6455", help="seed for chunking and masking keys")
+    ap.add_argument("--check-exit", action="store_true",
+                    help="with --server-cmd: stop it with SIGINT and require exit status 0")
+    ap.add_argument("--startup-timeout", type=float, default=15.0)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--server-cmd", nargs=argparse.REMAINDER,
+                    help="server command and its arguments (last option)")
+    args = ap.parse_args()
+
+    build_cases(args.max_message_bytes)
+    pats = [p for p in args.cases.split(",") if p]
+    excl = [p for p in args.exclude.split(",") if p]
+    selected = [c for c in CASES
+                if any(fnmatch.fnmatchcase(c[0], p) for p in pats)
+                and not any(fnmatch.fnmatchcase(c[0], p) for p in excl)]
+    if args.list:
+        for cid, desc, _ in selected:
+            print("%-8s %s" % (cid, desc))
+        print("%d cases" % len(selected))
+        return 0
+
+    server = None
+    if args.server_cmd:
+        argv = args.server_cmd
+        if len(argv) == 1 and " " in argv[0]:
+            argv = shlex.split(argv[0])
+        try:
+            server = Server(argv, args.startup_timeout)
+        except RuntimeError as e:
+            print("conformance: %s" % e, file=sys.stderr)
+            status = 2
+            if "exited with status 77" in str(e):
+                status = 77
+                print("SKIP: the server command asked to skip (exit 77)")
+            return status
+        except OSError as e:
+            print("conformance: cannot start %r: %s" % (argv, e), file=sys.stderr)
+            return 2
+        host, port, path = server.host, server.port, args.path
+        print("server: %s (pid %d) on %s:%d" % (" ".join(argv), server.proc.pid, host, port))
+    elif args.url:
+        m = re.match(r"ws://(\[[^\]]+\]|[^:/]+)(?::(\d+))?(/.*)?$", args.url)
+        if not m:
+            ap.error("--url must look like ws://host:port/path")
+        host, port, path = m.group(1).strip("[]"), int(m.group(2) or 80), m.group(3) or "/"
+    else:
+        ap.error("give --url or --server-cmd")
+
+    ctx = Ctx(args, host, port, path)
+    print("target: ws://%s:%d%s  limit %d bytes  %s mode"
+          % (host, port, path, args.max_message_bytes, "strict" if args.strict else "lenient"))
+    passed = failed = nonstrict = 0
+    started = time.monotonic()
+    try:
+        for cid, desc, fn in selected:
+            t = T(ctx, cid)
+            t0 = time.monotonic()
+            err = None
+            try:
+                fn(t)
+            except CaseFailed as e:
+                err = str(e)
+            except Exception as e:  # a bug in a case is a failure, not a crash
+                err = "internal error: %s: %s" % (type(e).__name__, e)
+            finally:
+                t.cleanup()
+            dt = time.monotonic() - t0
+            if err is None and server is not None and server.proc.poll() is not None:
+                err = "server exited with status %s" % server.proc.returncode
+            if err is not None:
+                verdict = "FAIL"
+                detail = err
+            elif t.notes:
+                nonstrict += 1
+                verdict = "FAIL" if args.strict else "NON-STRICT"
+                detail = "; ".join(t.notes)
+            else:
+                verdict = "PASS"
+                detail = ""
+            if verdict == "FAIL":
+                failed += 1
+            else:
+                passed += 1
+            line = "%-10s %-7s %s" % (verdict, cid, desc)
+            if detail:
+                line += "\n           -> " + detail
+            if args.verbose:
+                line += "  (%.2fs)" % dt
+            print(line, flush=True)
+            if server is not None and server.proc.poll() is not None:
+                # everything after a crash would fail the same way
+                print("server died (status %s); stopping" % server.proc.returncode)
+                failed += len(selected) - passed - failed
+                break
+    finally:
+        if server is not None:
+            status = server.stop()
+            if args.check_exit:
+                if status == 0:
+                    passed += 1
+                    print("%-10s %-7s %s" % ("PASS", "11.1", "server exits 0 on SIGINT"))
+                else:
+                    failed += 1
+                    print("%-10s %-7s %s\n           -> exit status %s" % (
+                        "FAIL", "11.1", "server exits 0 on SIGINT",
+                        "none (killed after 10s)" if status is None else status))
+    print("%d NON-STRICT verdict(s) (%s), %.1fs" % (
+        nonstrict, "counted as failures: --strict" if args.strict else "counted as passed",
+        time.monotonic() - started))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+#include "harness.h"
+
+using namespace spry::test;

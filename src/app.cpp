@@ -129,6 +129,30 @@ Response AppState::handle(Request& req, const RouteEntry* route, const RouteMatc
   }
 }
 
+bool AppState::publish(std::string_view topic, const Message& message, const Connection* skip) {
+  SharedFrame frame = makeFrame(message);
+  std::vector<std::shared_ptr<Server>> targets;
+  {
+    std::lock_guard lock(serveMutex);
+    targets = servers;
+  }
+  if (targets.empty()) return false;
+  for (const auto& server : targets) {
+    LoopContext& loop = server->loopContext();
+    if (loop.isCurrentThread()) {
+      server->topics().deliver(topic, frame, skip);
+      continue;
+    }
+    // One post per loop, not per subscriber; the loop's queue keeps this
+    // publisher's messages in order.
+    std::weak_ptr<Server> weak = server;
+    loop.post([weak, t = std::string(topic), frame] {
+      if (auto s = weak.lock()) s->topics().deliver(t, frame, nullptr);
+    });
+  }
+  return true;
+}
+
 Response AppState::applyFilters(std::exception_ptr error, Request& req) noexcept {
   for (const auto& filter : filters) {
     try {
@@ -251,6 +275,14 @@ void App::addFilter(std::function<std::optional<Response>(std::exception_ptr, Re
 
 std::uint16_t App::port() const noexcept { return state_->port.load(); }
 bool App::isListening() const noexcept { return state_->listening.load(); }
+
+bool App::publish(std::string_view topic, const Message& message) {
+  return state_->publish(topic, message, nullptr);
+}
+
+std::size_t App::subscriberCount(std::string_view topic) const {
+  return state_->subscribers.count(topic);
+}
 
 std::vector<Loop> App::loops() const {
   std::lock_guard lock(state_->serveMutex);

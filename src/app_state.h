@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "http_parser.h"
+#include "pubsub.h"
 #include "router.h"
 #include "spry/app.h"
 
@@ -60,6 +61,12 @@ struct AppState {
   std::vector<std::shared_ptr<Server>> servers;
   std::atomic<std::uint16_t> port{0};
   std::atomic<bool> listening{false};
+  SubscriberCounts subscribers;
+
+  // Sends `message` to the subscribers of `topic` on every loop but `skip`:
+  // directly on the calling loop, through the async queue on the others.
+  // Thread-safe. Returns false when not listening.
+  bool publish(std::string_view topic, const Message& message, const Connection* skip);
 
   void checkNotFrozen() const;
   void freeze();

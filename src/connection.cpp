@@ -1,5 +1,6 @@
 #include "connection.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -19,7 +20,12 @@ struct WriteRequest {
   uv_write_t req;
   Connection* conn;
   std::string data;
+  std::deque<OutChunk> chunks;  // after data; kept alive until written
 };
+
+// Frames at least this large are shared between subscribers rather than
+// copied into each one's buffer; below it a copy is cheaper than the bookkeeping.
+constexpr std::size_t kShareFrameBytes = 512;
 
 std::uint64_t ms(std::chrono::milliseconds d) noexcept {
   return d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0;
@@ -33,6 +39,8 @@ Connection::Connection(Server& server, AppState& app) : server_(server), app_(ap
 Connection::~Connection() = default;
 
 Loop Connection::loop() const { return server_.loopContext().handle(); }
+
+LoopContext& Connection::loopContext() const noexcept { return server_.loopContext(); }
 
 void Connection::start(std::shared_ptr<Connection> self, int acceptStatus) {
   self_ = std::move(self);
@@ -191,6 +199,11 @@ void Connection::processHttp() {
   in_.erase(0, offset);
   if (mode_ != Mode::kHttp || closing_ || lingering_) return;
   if (!current_) {
+    // After the client's FIN, what is left in in_ can never complete a request.
+    if (peerEnded_) {
+      closeAfterFlush();
+      return;
+    }
     Phase next = parser_->inHeaders() ? Phase::kHeaders
                  : parser_->idle()    ? Phase::kIdle
                                       : Phase::kBody;
@@ -511,7 +524,7 @@ void Connection::onWsCloseReceived(std::uint16_t code, std::string_view reason) 
 
 void Connection::onWsOutput(std::string_view bytes) noexcept {
   try {
-    out_.append(bytes);
+    append(bytes);
   } catch (...) {
     // Out of memory for a control frame: the connection cannot go on.
     closeWhenFlushed_ = true;
@@ -605,8 +618,17 @@ bool Connection::wsSend(const Message& message) {
         break;
     }
   }
-  appendFrameHeader(out_, message.isText() ? WsOpcode::kText : WsOpcode::kBinary, payload.size());
-  out_.append(payload);
+  if (queue_.empty()) {
+    appendFrameHeader(out_, message.isText() ? WsOpcode::kText : WsOpcode::kBinary,
+                      payload.size());
+    out_.append(payload);
+  } else {
+    std::string header;
+    appendFrameHeader(header, message.isText() ? WsOpcode::kText : WsOpcode::kBinary,
+                      payload.size());
+    append(header);
+    append(payload);
+  }
   if (!cork_) flush();
   if (bufferedAmount() > wsOptions_->maxBackpressureBytes) {
     wantDrain_ = true;
@@ -615,10 +637,55 @@ bool Connection::wsSend(const Message& message) {
   return true;
 }
 
+bool Connection::wsSendFrame(const SharedFrame& frame) {
+  if (wsReadyState() != ReadyState::kOpen) return false;
+  if (bufferedAmount() + frame->size() > wsOptions_->maxBackpressureBytes) {
+    // Pausing our reads cannot slow a publisher down, so a subscriber past
+    // its limit either loses the message (kDrop) or is closed.
+    if (wsOptions_->backpressure == BackpressurePolicy::kDrop) {
+      wantDrain_ = true;
+      return false;
+    }
+    failWebSocket(kClosePolicyViolation, "subscriber too slow");
+    return false;
+  }
+  appendShared(frame);
+  if (!cork_) flush();
+  return true;
+}
+
+bool Connection::wsSubscribe(std::string_view topic) {
+  if (wsReadyState() != ReadyState::kOpen) return false;
+  if (!server_.topics().subscribe(this, topic)) return false;
+  topics_.emplace_back(topic);
+  app_.subscribers.add(topic, +1);
+  return true;
+}
+
+bool Connection::wsUnsubscribe(std::string_view topic) {
+  if (mode_ != Mode::kWebSocket || closing_) return false;
+  if (!server_.topics().unsubscribe(this, topic)) return false;
+  std::erase(topics_, topic);
+  app_.subscribers.add(topic, -1);
+  return true;
+}
+
+bool Connection::wsIsSubscribed(std::string_view topic) const noexcept {
+  return std::find(topics_.begin(), topics_.end(), topic) != topics_.end();
+}
+
+void Connection::leaveTopics() noexcept {
+  for (const auto& t : topics_) {
+    server_.topics().unsubscribe(this, t);
+    app_.subscribers.add(t, -1);
+  }
+  topics_.clear();
+}
+
 bool Connection::wsAddStream(std::function<std::optional<Message>()> next,
                              std::function<void()> done) {
   if (wsReadyState() != ReadyState::kOpen) return false;
-  if (streamNext_) {
+  if (streamNext_ || sourceRunning_) {
     throw std::logic_error("spry: WebSocket::addStream: a stream is already being sent");
   }
   streamNext_ = std::move(next);
@@ -633,15 +700,21 @@ void Connection::pullStream() {
   while (streamNext_ && wsReadyState() == ReadyState::kOpen &&
          bufferedAmount() < wsOptions_->maxBackpressureBytes / 2) {
     std::optional<Message> next;
-    callUser("addStream source", [&] { next = streamNext_(); });
+    // The source runs from a local: closing the socket drops the stream, and
+    // must not destroy the source mid-call.
+    auto source = std::move(streamNext_);
+    streamNext_ = nullptr;
+    sourceRunning_ = true;
+    callUser("addStream source", [&] { next = source(); });
+    sourceRunning_ = false;
     if (wsReadyState() != ReadyState::kOpen) break;
     if (!next) {
       auto done = std::move(streamDone_);
-      streamNext_ = nullptr;
       streamDone_ = nullptr;
       if (done) callUser("addStream done callback", done);
-      break;
+      continue;  // done may have started the next stream
     }
+    streamNext_ = std::move(source);
     callUser("addStream", [&] { wsSend(*next); });
   }
   pulling_ = false;
@@ -704,41 +777,109 @@ void Connection::fireWsClose() noexcept {
 
 // ---------------------------------------------------------------- writing
 
+void Connection::append(std::string_view bytes) {
+  if (queue_.empty()) {
+    out_.append(bytes);
+    return;
+  }
+  if (queue_.back().shared) queue_.emplace_back();
+  queue_.back().owned.append(bytes);
+  queuedBytes_ += bytes.size();
+}
+
+void Connection::appendShared(const SharedFrame& frame) {
+  if (frame->size() < kShareFrameBytes) {
+    append(*frame);
+    return;
+  }
+  queue_.push_back(OutChunk{frame, {}, 0});
+  queuedBytes_ += frame->size();
+}
+
 void Connection::flush() noexcept {
   if (writeInFlight_ || closing_ || cork_) return;
-  if (out_.empty()) {
+  if (out_.empty() && queue_.empty()) {
     onDrained();
     return;
   }
-  uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
-  if (n == static_cast<int>(out_.size())) {
-    out_.clear();
-    onDrained();
-    return;
+  if (queue_.empty()) {
+    // The common case: one buffer, written at once without a request.
+    uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+    int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
+    if (n == static_cast<int>(out_.size())) {
+      out_.clear();
+      onDrained();
+      return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+      closeNow();
+      return;
+    }
+    if (n > 0) out_.erase(0, static_cast<std::size_t>(n));
+  } else {
+    constexpr std::size_t kMaxBufs = 64;
+    uv_buf_t bufs[kMaxBufs];
+    unsigned count = 0;
+    if (!out_.empty()) bufs[count++] = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+    for (const auto& c : queue_) {
+      if (count == kMaxBufs) break;
+      auto v = c.view();
+      bufs[count++] = uv_buf_init(const_cast<char*>(v.data()), static_cast<unsigned>(v.size()));
+    }
+    int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, count);
+    if (n < 0 && n != UV_EAGAIN) {
+      closeNow();
+      return;
+    }
+    auto written = static_cast<std::size_t>(n > 0 ? n : 0);
+    std::size_t fromOut = std::min(written, out_.size());
+    out_.erase(0, fromOut);
+    written -= fromOut;
+    while (written > 0 && !queue_.empty()) {
+      auto& c = queue_.front();
+      std::size_t left = c.view().size();
+      std::size_t take = std::min(left, written);
+      c.offset += take;
+      queuedBytes_ -= take;
+      written -= take;
+      if (take == left) queue_.pop_front();
+    }
+    if (out_.empty() && queue_.empty()) {
+      onDrained();
+      return;
+    }
   }
-  if (n < 0 && n != UV_EAGAIN) {
-    closeNow();
-    return;
-  }
+  // The kernel is full: hand the rest to libuv, which writes it when it can.
   auto* w = new (std::nothrow) WriteRequest;
   if (!w) {
     closeNow();
     return;
   }
   w->conn = this;
-  w->data.assign(out_, n > 0 ? static_cast<std::size_t>(n) : 0);
-  out_.clear();
-  buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+  w->data.swap(out_);
+  w->chunks.swap(queue_);
+  queuedBytes_ = 0;
+  std::vector<uv_buf_t> bufs;
+  bufs.reserve(1 + w->chunks.size());
+  std::size_t total = w->data.size();
+  if (!w->data.empty()) {
+    bufs.push_back(uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size())));
+  }
+  for (const auto& c : w->chunks) {
+    auto v = c.view();
+    bufs.push_back(uv_buf_init(const_cast<char*>(v.data()), static_cast<unsigned>(v.size())));
+    total += v.size();
+  }
   w->req.data = w;
-  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, onWriteDone);
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), bufs.data(),
+                    static_cast<unsigned>(bufs.size()), onWriteDone);
   if (rc != 0) {
     delete w;
     closeNow();
     return;
   }
   writeInFlight_ = true;
-  inFlightBytes_ = w->data.size();
+  inFlightBytes_ = total;
 }
 
 void Connection::onWriteDone(uv_write_t* req, int status) noexcept {
@@ -813,6 +954,7 @@ void Connection::closeNow() noexcept {
   if (!out_.empty() || inFlightBytes_) {
     server_.reportUnsent(out_.size() + inFlightBytes_);
   }
+  leaveTopics();
   fireWsClose();
   if (stream_ && !stream_->ended) {
     stream_->aborted = true;

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -14,6 +15,7 @@
 
 #include "app_state.h"
 #include "http_parser.h"
+#include "pubsub.h"
 #include "spry/message.h"
 #include "spry/websocket.h"
 #include "websocket_session.h"
@@ -21,6 +23,17 @@
 namespace spry::detail {
 
 class Server;
+
+// Output queued after a connection's own buffer: a shared frame, or bytes that
+// arrived after one (order is kept).
+struct OutChunk {
+  SharedFrame shared;
+  std::string owned;
+  std::size_t offset = 0;
+  std::string_view view() const noexcept {
+    return std::string_view(shared ? *shared : owned).substr(offset);
+  }
+};
 
 class Connection final : public std::enable_shared_from_this<Connection>, private SessionHandler {
  public:
@@ -41,7 +54,11 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   // Drops the TCP connection now (deadline passed); reports what is unsent.
   void abort() noexcept;
   bool isClosed() const noexcept { return closing_; }
-  std::size_t bufferedAmount() const noexcept { return out_.size() + inFlightBytes_; }
+  std::size_t bufferedAmount() const noexcept {
+    return out_.size() + queuedBytes_ + inFlightBytes_;
+  }
+  LoopContext& loopContext() const noexcept;
+  AppState& app() const noexcept { return app_; }
 
   // Server-side index in the server's connection list.
   std::size_t serverIndex = 0;
@@ -57,6 +74,11 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool wsOnDrain(std::function<void()> fn);
   // Throws std::invalid_argument for a text message that is not UTF-8.
   bool wsSend(const Message& message);
+  // Sends a frame framed elsewhere (pub/sub); applies the backpressure policy.
+  bool wsSendFrame(const SharedFrame& frame);
+  bool wsSubscribe(std::string_view topic);
+  bool wsUnsubscribe(std::string_view topic);
+  bool wsIsSubscribed(std::string_view topic) const noexcept;
   bool wsAddStream(std::function<std::optional<Message>()> next, std::function<void()> done);
   bool wsClose(std::uint16_t code, std::string_view reason);
   bool wsPing(std::string_view payload);
@@ -110,6 +132,10 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   void callUser(const char* what, const std::function<void()>& fn) noexcept;
   void fireWsClose() noexcept;
 
+  // Queues bytes after everything already queued (WebSocket mode).
+  void append(std::string_view bytes);
+  void appendShared(const SharedFrame& frame);
+  void leaveTopics() noexcept;
   void flush() noexcept;
   void onDrained() noexcept;
   void closeAfterFlush() noexcept;
@@ -131,7 +157,9 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool closeWhenFlushed_ = false;
   bool writeInFlight_ = false;
   int cork_ = 0;                 // >0: sends only queue; flushed when it drops to 0
-  std::string out_;              // not yet handed to the kernel
+  std::string out_;              // not yet handed to the kernel; precedes queue_
+  std::deque<OutChunk> queue_;  // large shared frames (pub/sub), queued without copying
+  std::size_t queuedBytes_ = 0;
   std::size_t inFlightBytes_ = 0;
   std::string in_;               // HTTP bytes received, not yet parsed
   std::uint64_t deadline_ = 0;   // uv_now() ms; 0 = none
@@ -162,6 +190,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   std::shared_ptr<void> userData_;
   const std::type_info* userDataType_ = nullptr;
   std::string protocol_;
+  std::vector<std::string> topics_;
   std::string closeReason_;
   std::optional<std::pair<std::uint16_t, std::string>> pendingClose_;  // asked during feed()
   std::uint16_t closeCode_ = 0;      // reported to onClose
@@ -170,6 +199,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool closeFired_ = false;
   bool feeding_ = false;
   bool pulling_ = false;
+  bool sourceRunning_ = false;  // an addStream source is being called
   bool wantDrain_ = false;
   bool awaitingPong_ = false;
   std::uint64_t lastReceived_ = 0;

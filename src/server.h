@@ -14,6 +14,7 @@
 
 #include "app_state.h"
 #include "loop_context.h"
+#include "pubsub.h"
 
 namespace spry::detail {
 
@@ -43,6 +44,7 @@ class Server : public std::enable_shared_from_this<Server> {
   void countWebSocket(int delta) noexcept { webSockets_ += delta; }
   void reportUnsent(std::size_t bytes) noexcept { unsentBytes_ += bytes; }
 
+  TopicTable& topics() noexcept { return topics_; }
   std::size_t connectionCount() const noexcept { return conns_.size(); }
   std::size_t webSocketCount() const noexcept { return static_cast<std::size_t>(webSockets_); }
 
@@ -57,6 +59,7 @@ class Server : public std::enable_shared_from_this<Server> {
   uv_timer_t* sweep_ = nullptr;
   uv_timer_t* stopTimer_ = nullptr;
   std::vector<Connection*> conns_;
+  TopicTable topics_;
   std::uint64_t sweepMs_ = 250;
   long webSockets_ = 0;
   std::size_t unsentBytes_ = 0;

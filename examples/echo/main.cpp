@@ -1,6 +1,8 @@
 // echo: the Spry WebSocket page in C++.
 //   ws://HOST:PORT/echo   echoes every text message as text and every binary
 //                         message as binary, unchanged (up to 16 MiB each).
+//   ws://HOST:PORT/broadcast  publishes every message, unchanged, to every other
+//                         client of /broadcast, on every loop (--threads N).
 
 #include "../common/server_cli.h"
 
@@ -28,6 +30,16 @@ int main(int argc, char** argv) {
         });
       },
       {.maxMessageBytes = maxMessageBytes,
+       .backpressure = spry::BackpressurePolicy::kPauseReading});
+
+  app.ws(
+      "/broadcast",
+      [](spry::WebSocket ws, spry::Request&) {
+        ws.subscribe("broadcast");
+        ws.listen([ws](const spry::Message& message) { ws.publish("broadcast", message); });
+      },
+      {.maxMessageBytes = maxMessageBytes,
+       .maxBackpressureBytes = 4u << 20,
        .backpressure = spry::BackpressurePolicy::kPauseReading});
 
   return examples::serve(app, flags);

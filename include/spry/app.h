@@ -186,6 +186,11 @@ class App : public Routes {
   std::uint16_t port() const noexcept;
   /// True between binding and the end of stop(). Thread-safe.
   bool isListening() const noexcept;
+  /// Sends `message` to every subscriber of `topic` on every loop, framed once.
+  /// Thread-safe. Returns false when not listening.
+  bool publish(std::string_view topic, const Message& message);
+  /// Subscribers of `topic` across all loops. Thread-safe.
+  std::size_t subscriberCount(std::string_view topic) const;
   /// The loops serving this app (empty when not listening).
   std::vector<Loop> loops() const;
 

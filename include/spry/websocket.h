@@ -26,7 +26,12 @@ enum class ReadyState { kConnecting, kOpen, kClosing, kClosed };
 /// A small copyable handle to one WebSocket. Safe to keep anywhere (callbacks,
 /// timers, room tables): it never keeps a closed connection alive, and after
 /// close every call is a no-op that returns false (or an empty value).
-/// Loop thread only (see loop()) unless marked thread-safe.
+///
+/// Threads: add(), close(), ping() and publish() may be called from any thread:
+/// off the socket's loop they are posted to it, keep their order, return true
+/// when posted, and do nothing if the socket has closed meanwhile. Every other
+/// call belongs on the socket's loop (see loop()) and throws std::logic_error
+/// elsewhere. Callbacks always run on the socket's loop.
 /// An exception thrown by any callback set here closes this socket with 1011.
 class WebSocket {
  public:
@@ -64,6 +69,18 @@ class WebSocket {
   bool close(std::uint16_t code = 1000, std::string_view reason = {}) const;
   /// Sends a Ping (payload of at most 125 bytes, else std::invalid_argument).
   bool ping(std::string_view payload = {}) const;
+
+  /// Subscribes this socket to `topic`; false when already subscribed or not
+  /// open. A closed socket leaves all its topics by itself.
+  bool subscribe(std::string_view topic) const;
+  /// False when it was not subscribed.
+  bool unsubscribe(std::string_view topic) const;
+  bool isSubscribed(std::string_view topic) const;
+  /// Sends `message` to every other subscriber of `topic`, on every loop of
+  /// the app, framed once. Messages of one publisher to one topic arrive in
+  /// order. A subscriber over maxBackpressureBytes drops it (kDrop) or is
+  /// closed with 1008 (kPauseReading, kClose).
+  bool publish(std::string_view topic, const Message& message) const;
 
   ReadyState readyState() const noexcept;
   bool isOpen() const noexcept { return readyState() == ReadyState::kOpen; }

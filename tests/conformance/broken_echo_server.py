@@ -68,6 +68,7 @@ def serve(sock):
         sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         message_op, message = None, b""
+        closing = False
         while True:
             b0, b1 = recv_exact(sock, 2)
             opcode, fin = b0 & 0x0F, bool(b0 & 0x80)  # RSV bits: ignored
@@ -79,7 +80,8 @@ def serve(sock):
             key = recv_exact(sock, 4) if b1 & 0x80 else b"\0\0\0\0"  # unmasked: fine
             payload = unmask(key, recv_exact(sock, n))  # no size limit
             if opcode == 0x8:
-                send_frame(sock, 0x8, payload)  # echo whatever came, unchecked
+                if not closing:
+                    send_frame(sock, 0x8, payload)  # echo whatever came, unchecked
                 sock.shutdown(socket.SHUT_WR)
                 while sock.recv(65536):
                     pass
@@ -97,6 +99,7 @@ def serve(sock):
             if fin and opcode in (0x0, 0x1, 0x2):
                 if message_op == 0x1 and message == b"close":
                     send_frame(sock, 0x8, struct.pack("!H", 1000) + b"bye")
+                    closing = True
                 else:
                     send_frame(sock, message_op, message)
                 message_op, message = None, b""

@@ -705,25 +705,66 @@ def either_echo_or_fail(t, frames, kind, payload, codes):
 def build_cases(limit):
     rng = random.Random(6455)
 
+    def cap(n):
+        return min(n, limit)
+
     # 0 opening handshake
     def handshake(t):
         c = t.conn()
         t.close_handshake(c)
     case("0.1", "opening handshake: 101, correct Sec-WebSocket-Accept, no extension", handshake)
 
+    def bad_upgrade(t, version, with_key, want_version_header):
+        """A refused upgrade gets an HTTP 4xx, never 101 (RFC 6455 4.2.1, 4.4)."""
+        try:
+            s = socket.create_connection((t.ctx.host, t.ctx.port), timeout=t.ctx.timeout)
+        except OSError as e:
+            raise CaseFailed("cannot connect: %s" % e)
+        try:
+            req = "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n" \
+                  "Connection: Upgrade\r\n" % (t.ctx.path, t.ctx.host, t.ctx.port)
+            if with_key:
+                req += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            req += "Sec-WebSocket-Version: %s\r\n\r\n" % version
+            s.sendall(req.encode())
+            buf = b""
+            deadline = time.monotonic() + t.ctx.timeout
+            while b"\r\n\r\n" not in buf and time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(4096)
+                except socket.timeout:
+                    break
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                buf += chunk
+        finally:
+            s.close()
+        check(b"\r\n" in buf, "no HTTP response to a bad upgrade (got %s)" % preview(buf))
+        status = buf.split(b"\r\n", 1)[0].decode("latin-1")
+        m = re.match(r"HTTP/1\.[01] (\d{3})", status)
+        check(m and 400 <= int(m.group(1)) < 500, "expected a 4xx refusal, got %r" % status)
+        if want_version_header and b"\r\nsec-websocket-version:" not in buf.lower():
+            t.nonstrict("%s without a Sec-WebSocket-Version header (RFC 6455 4.4)" % status)
+    case("0.2", "upgrade with Sec-WebSocket-Version: 99 -> 4xx (426), not 101",
+         bad_upgrade, "99", True, True)
+    case("0.3", "upgrade without Sec-WebSocket-Key -> 4xx, not 101",
+         bad_upgrade, "13", False, False)
+
     # 1 framing
     sizes = [0, 125, 126, 127, 65535, 65536, MiB, 16 * MiB]
     sizes = sorted(set(s for s in sizes if s <= limit) | {limit if limit < 16 * MiB else 0})
     for i, n in enumerate(sizes, 1):
         case("1.1.%d" % i, "text message, %d bytes" % n, echo_case, OP_TEXT, b"*" * n)
-    case("1.1.%d" % (len(sizes) + 1), "text message, 65536 bytes in chops of 997",
-         echo_case, OP_TEXT, b"*" * 65536, chop=997)
+    case("1.1.%d" % (len(sizes) + 1), "text message, %d bytes in chops of 997" % cap(65536),
+         echo_case, OP_TEXT, b"*" * cap(65536), chop=997)
     blobs = {n: bytes(rng.getrandbits(8) for _ in range(min(n, 4096))) for n in sizes}
     for i, n in enumerate(sizes, 1):
         blob = (blobs[n] * (n // max(len(blobs[n]), 1) + 1))[:n]
         case("1.2.%d" % i, "binary message, %d bytes" % n, echo_case, OP_BINARY, blob)
-    case("1.2.%d" % (len(sizes) + 1), "binary message, 65536 bytes in chops of 997",
-         echo_case, OP_BINARY, os.urandom(65536), chop=997)
+    case("1.2.%d" % (len(sizes) + 1), "binary message, %d bytes in chops of 997" % cap(65536),
+         echo_case, OP_BINARY, os.urandom(cap(65536)), chop=997)
 
     nm_codes = (1002,)
     case("1.3.1", "text of 5 bytes with a non-minimal 16-bit length: echo or 1002",
@@ -762,14 +803,14 @@ def build_cases(limit):
         return out
     case("1.4.1", "10 mixed messages sent byte by byte", stream_case,
          mixed(10, 200, random.Random(1)), 1, 0.0002)
-    case("1.4.2", "40 mixed messages (0..70000 bytes) in random chunks of 1..4096 (seeded)",
-         stream_case, mixed(40, 70000, random.Random(2)), "random")
+    case("1.4.2", "40 mixed messages (0..%d bytes) in random chunks of 1..4096 (seeded)"
+         % cap(70000), stream_case, mixed(40, cap(70000), random.Random(2)), "random")
     case("1.4.3", "100 small text messages in one write", stream_case,
          [(OP_TEXT, b"message %d" % i) for i in range(100)], None)
-    case("1.4.4", "65536-byte text with writes cut inside the length and the mask key",
-         stream_case, [(OP_TEXT, b"x" * 65536)], [1, 2, 2, 3, 1])
-    case("1.4.5", "70000-byte binary with writes cut inside the 64-bit length", stream_case,
-         [(OP_BINARY, b"\xfe" * 70000)], [1, 1, 3, 4, 2, 3])
+    case("1.4.4", "%d-byte text with writes cut inside the length and the mask key"
+         % cap(65536), stream_case, [(OP_TEXT, b"x" * cap(65536))], [1, 2, 2, 3, 1])
+    case("1.4.5", "%d-byte binary with writes cut inside the length" % cap(70000),
+         stream_case, [(OP_BINARY, b"\xfe" * cap(70000))], [1, 1, 3, 4, 2, 3])
 
     # 2 ping/pong
     def ping_case(t, payload, chop=None):
@@ -917,8 +958,9 @@ def build_cases(limit):
          [b"", b"\x00\x01\x02\xff", b""])
     case("5.9", "text of 100 one-byte fragments with 5 pings between", frag_case, OP_TEXT,
          [b"%d" % (i % 10) for i in range(100)], None, (3, 20, 50, 77, 98))
-    case("5.10", "binary of 300 KiB in 5 fragments, random chunks", frag_case, OP_BINARY,
-         [os.urandom(60 * 1024) for _ in range(5)], "random")
+    case("5.10", "binary of %d bytes in 5 fragments, random chunks" % (5 * cap(300 << 10)
+                                                                         // 5),
+         frag_case, OP_BINARY, [os.urandom(cap(300 << 10) // 5) for _ in range(5)], "random")
     case("5.11", "continuation (FIN) without a start -> 1002", lambda t: fail_case(
         t, [t.f(OP_CONT, b"non-continuation payload")], 1002))
     case("5.12", "continuation (no FIN) without a start -> 1002", lambda t: fail_case(
@@ -946,6 +988,9 @@ def build_cases(limit):
         t.expect_message(c, "binary", b"\x01\x02")
         t.close_handshake(c)
     case("5.18", "a fragmented text then a fragmented binary", two_fragmented)
+
+    case("5.19", "text of 10000 one-byte fragments in one write", frag_case, OP_TEXT,
+         [b"abcdefghij"[i % 10:i % 10 + 1] for i in range(10000)])
 
     # 6 UTF-8
     valid = [
@@ -1005,8 +1050,9 @@ def build_cases(limit):
                                  t.f(OP_CONT, b"\xe2\x82")], (1007, 1002)))
     case("6.4.3", "invalid UTF-8 in a message sent byte by byte -> 1007", lambda t: fail_case(
         t, [t.f(OP_TEXT, bad)], (1007, 1002), chop=1, delay=0.0005))
-    case("6.4.4", "invalid UTF-8 in a binary-looking text of 70000 bytes -> 1007",
-         lambda t: fail_case(t, [t.f(OP_TEXT, b"a" * 69990 + b"\xff" + b"b" * 9)],
+    case("6.4.4", "invalid UTF-8 in the middle of a %d-byte text -> 1007" % cap(70000),
+         lambda t: fail_case(t, [t.f(OP_TEXT, b"a" * (cap(70000) // 2) + b"\xff" +
+                                     b"b" * (cap(70000) - cap(70000) // 2 - 1))],
                              (1007, 1002)))
 
     # Fail fast: the server must close before the message is complete.
@@ -1123,6 +1169,40 @@ def build_cases(limit):
     case("7.3.5", "close then TCP half-close by the client: Close reply, TCP closed",
          client_half_close)
 
+    def fail_without_reply(t):
+        # After failing, the server must close TCP itself (RFC 6455 7.1.7:
+        # Fail = optional Close frame + Close the WebSocket Connection); it
+        # may wait a while for the client's Close, but not forever.
+        c = t.conn()
+        c.send(t.f(OP_TEXT, b"Hello", rsv=RSV2))
+        d = t.deadline()
+        ev = c.next_event(d)
+        check(ev.kind in ("close", "eof"), "expected Close 1002, got %s" % ev.describe())
+        if ev.kind == "close":
+            check(ev.code == 1002, "closed with %s, expected 1002" % ev.describe())
+            ev = c.next_event(time.monotonic() + t.ctx.close_wait)
+        elif ev.kind == "eof":
+            t.nonstrict("dropped TCP without a Close frame")
+        if ev.kind == "timeout":
+            t.nonstrict("TCP still open %gs after failing the connection, waiting for a Close "
+                        "reply that never came" % t.ctx.close_wait)
+            return
+        check(ev.kind == "eof", "got %s after the Close" % ev.describe())
+    case("7.7.1", "violation, Close 1002, client never replies: server closes TCP anyway",
+         fail_without_reply)
+
+    def late_data_after_server_close(t):
+        c = t.conn()
+        c.send(t.f(OP_TEXT, b"close"))
+        ev = c.next_event(t.deadline())
+        check(ev.kind == "close" and ev.code == 1000, "expected Close 1000, got %s"
+              % ev.describe())
+        # The server has sent its Close: data that crossed it is not answered.
+        c.send(t.f(OP_TEXT, b"late") + t.f(OP_PING, b"late") + t.f(OP_CLOSE, close_payload(1000)))
+        t.expect_tcp_close(c)
+    case("7.7.2", "server-initiated close; late text, ping, then Close: no echo, no pong",
+         late_data_after_server_close)
+
     for i, code in enumerate([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
                               3000, 3999, 4000, 4999], 1):
         case("7.4.%d" % i, "valid close code %d echoed" % code,
@@ -1141,8 +1221,9 @@ def build_cases(limit):
 
     # 9 limits and masking
     def header_only(t, length, codes, fallback_send):
+        codes = (codes,) if isinstance(codes, int) else codes
         c = t.conn()
-        head = t.f(OP_BINARY, b"", length=length, form=64)
+        head = t.f(OP_BINARY, b"", length=length)
         c.send(head)
         if t.failed_fast(c, codes):
             return

@@ -40,7 +40,7 @@ async def main(args):
     async with websockets.serve(echo, args.host, args.port,
                                 max_size=args.max_message_bytes,
                                 compression=None, ping_interval=None,
-                                close_timeout=2) as server:
+                                close_timeout=1) as server:
         port = server.sockets[0].getsockname()[1]
         print("listening on http://%s:%d/" % (args.host, port), flush=True)
         await stop

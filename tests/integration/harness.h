@@ -14,9 +14,12 @@
 #include <cstdint>
 #include <cstring>
 #include <future>
+#include <initializer_list>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <doctest/doctest.h>
 #include <spry/spry.h>
@@ -214,6 +217,28 @@ class RawClient {
   bool closed() const noexcept { return closed_; }
   std::string& buffer() noexcept { return buffer_; }
 
+  // Shrinks the kernel receive buffer (and stops its autotuning), so that a
+  // client that does not read makes the server's writes back up quickly.
+  void setReceiveBuffer(int bytes) {
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+  }
+
+  // True when data (or EOF) is ready to read within `timeout`.
+  bool readable(std::chrono::milliseconds timeout = 0ms) {
+    if (!buffer_.empty()) return true;
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(timeout.count())) > 0;
+  }
+
+  // The local port of this client (the server's remotePort()).
+  std::uint16_t localPort() const {
+    sockaddr_storage a{};
+    socklen_t len = sizeof(a);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    return a.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port)
+                                   : ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
+  }
+
  private:
   int fd_ = -1;
   bool closed_ = false;
@@ -283,6 +308,75 @@ inline std::optional<HttpResponse> request(std::uint16_t port, const std::string
 inline std::string get(std::string_view path, std::string_view extraHeaders = {}) {
   return "GET " + std::string(path) + " HTTP/1.1\r\nHost: t\r\n" + std::string(extraHeaders) +
          "\r\n";
+}
+
+inline std::string post(std::string_view path, std::string_view body,
+                        std::string_view extraHeaders = {}) {
+  return "POST " + std::string(path) + " HTTP/1.1\r\nHost: t\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n" + std::string(extraHeaders) + "\r\n" +
+         std::string(body);
+}
+
+// A thread-safe list of events, for recording the order in which handlers,
+// middleware and callbacks ran on the server's loop.
+class Recorder {
+ public:
+  void add(std::string event) {
+    std::lock_guard lock(mutex_);
+    events_.push_back(std::move(event));
+  }
+  std::vector<std::string> events() const {
+    std::lock_guard lock(mutex_);
+    return events_;
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mutex_);
+    return events_.size();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> events_;
+};
+
+// Captures spry's log lines while alive, then restores the default sink.
+class LogCapture {
+ public:
+  explicit LogCapture(spry::LogLevel level = spry::LogLevel::kInfo) {
+    spry::setLogLevel(level);
+    spry::setLogSink([this](spry::LogLevel, std::string_view line) { lines_.add(std::string(line)); });
+  }
+  ~LogCapture() {
+    spry::setLogSink({});
+    spry::setLogLevel(spry::LogLevel::kInfo);
+  }
+  LogCapture(const LogCapture&) = delete;
+  LogCapture& operator=(const LogCapture&) = delete;
+
+  std::vector<std::string> lines() const { return lines_.events(); }
+  // True when some line contains every one of `parts`.
+  bool contains(std::initializer_list<std::string_view> parts) const {
+    for (const auto& line : lines_.events()) {
+      bool all = true;
+      for (auto p : parts) all = all && line.find(p) != std::string::npos;
+      if (all) return true;
+    }
+    return false;
+  }
+
+ private:
+  Recorder lines_;
+};
+
+// Polls `done` until it holds or `timeout` passes; returns its last value.
+template <class F>
+bool waitUntil(F done, std::chrono::milliseconds timeout = 2000ms) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return done();
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
 }
 
 }  // namespace spry::test

@@ -4,15 +4,11 @@
 // ones), and reads server frames (unmasked) one at a time with a timeout. It
 // never answers pings by itself: tests decide whether a peer is alive.
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
-#include <vector>
 
 #include "harness.h"
 
@@ -29,44 +25,6 @@ inline constexpr std::uint8_t kPong = 0xA;
 inline constexpr std::string_view kKey = "dGhlIHNhbXBsZSBub25jZQ==";
 inline constexpr std::string_view kAccept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 }  // namespace ws
-
-// Polls `pred` every millisecond until it holds or `timeout` passes.
-template <class P>
-bool waitUntil(P pred, std::chrono::milliseconds timeout = 2000ms) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= until) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
-// Captures spry's log lines for the lifetime of the object (and keeps the
-// expected error lines of a test off stderr).
-class LogCapture {
- public:
-  LogCapture() {
-    setLogSink([this](LogLevel, std::string_view line) {
-      std::lock_guard lock(mutex_);
-      lines_.emplace_back(line);
-    });
-  }
-  ~LogCapture() { setLogSink({}); }
-  LogCapture(const LogCapture&) = delete;
-  LogCapture& operator=(const LogCapture&) = delete;
-
-  // How many captured lines contain `text`.
-  std::size_t count(std::string_view text) const {
-    std::lock_guard lock(mutex_);
-    std::size_t n = 0;
-    for (const auto& l : lines_) n += l.find(text) != std::string::npos;
-    return n;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<std::string> lines_;
-};
 
 struct WsFrame {
   std::uint8_t opcode = 0;

@@ -146,10 +146,13 @@ struct Recorder final : SessionHandler {
   std::string output;
   WebSocketSession* session = nullptr;
   bool closeOnMessage = false;
+  bool releaseOnMessage = false;
+  std::vector<bool> releaseResults;
 
   void onWsMessage(bool isBinary, std::string_view payload) noexcept override {
     messages.push_back({isBinary, std::string(payload)});
     if (closeOnMessage && session != nullptr) session->sendClose(kCloseNormal, "done");
+    if (releaseOnMessage && session != nullptr) releaseResults.push_back(session->releaseIfIdle());
   }
   void onWsPong(std::string_view payload) noexcept override { pongs.emplace_back(payload); }
   void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept override {
@@ -897,4 +900,22 @@ TEST_CASE("a peer's Close in progress is kept across feeds") {
   REQUIRE(p.rec.closes.size() == 1);
   CHECK(p.rec.closes[0].second == "bye");
   CHECK(p.session.wantsTcpClose());
+}
+
+TEST_CASE("releaseIfIdle from inside a callback keeps the context wslay is using") {
+  Peer p;
+  p.rec.releaseOnMessage = true;
+  p.feed(text("one") + ping("p") + text("two"));
+  REQUIRE(p.rec.messages.size() == 2);
+  CHECK(p.rec.releaseResults == std::vector<bool>{false, false});
+  CHECK(p.frames().size() == 1);
+  CHECK(p.session.holdsContext());
+  CHECK(p.session.releaseIfIdle());
+}
+
+TEST_CASE("an empty feed changes nothing") {
+  Peer p;
+  p.feed("");
+  CHECK_FALSE(p.session.holdsContext());
+  CHECK(p.rec.output.empty());
 }

@@ -11,6 +11,7 @@
 #include "http_writer.h"
 #include "loop_context.h"
 #include "server.h"
+#include "websocket_session.h"
 #include "spry/log.h"
 
 namespace spry {
@@ -192,12 +193,18 @@ void ignoreSigpipe() {
 }
 
 // A server holds one descriptor per client: use all the hard limit allows.
-void raiseFileLimit() {
+// Returns the connection cap: `requested`, or the limit less a reserve for
+// listeners, loops, the thread pool and the user's own files.
+std::size_t raiseFileLimit(std::size_t requested) {
   rlimit lim{};
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return requested ? requested : 1024;
+  if (lim.rlim_cur < lim.rlim_max) {
     lim.rlim_cur = lim.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &lim);
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) getrlimit(RLIMIT_NOFILE, &lim);
   }
+  if (requested) return requested;
+  constexpr rlim_t kReserve = 64;
+  return lim.rlim_cur > kReserve * 2 ? static_cast<std::size_t>(lim.rlim_cur - kReserve) : 64;
 }
 }  // namespace
 
@@ -284,6 +291,21 @@ std::size_t App::subscriberCount(std::string_view topic) const {
   return state_->subscribers.count(topic);
 }
 
+Stats App::stats() const {
+  Stats out;
+  {
+    std::lock_guard lock(state_->serveMutex);
+    for (const auto& s : state_->servers) {
+      out.connections += s->connectionCount();
+      out.webSockets += s->webSocketCount();
+      out.writeQueueBytes += s->writeQueueBytes();
+    }
+  }
+  out.wslayContexts = detail::WebSocketSession::liveContexts();
+  out.subscribedTopics = state_->subscribers.topics();
+  return out;
+}
+
 std::vector<Loop> App::loops() const {
   std::lock_guard lock(state_->serveMutex);
   std::vector<Loop> out;
@@ -341,7 +363,7 @@ void App::listen(const ListenOptions& options) {
   if (state_->listening.load()) throw std::logic_error("spry: App::listen called twice");
   state_->freeze();
   detail::ignoreSigpipe();
-  detail::raiseFileLimit();
+  state_->maxConnections = detail::raiseFileLimit(options.maxConnections);
   detail::Server::probe(options.host, options.port);
 
   std::vector<std::unique_ptr<LoopSlot>> slots;
@@ -431,7 +453,7 @@ std::uint16_t App::attach(uv_loop_s* loop, const ListenOptions& options) {
   if (state_->listening.load()) throw std::logic_error("spry: App is already listening");
   state_->freeze();
   detail::ignoreSigpipe();
-  detail::raiseFileLimit();
+  state_->maxConnections = detail::raiseFileLimit(options.maxConnections);
   auto ctx = detail::LoopContext::create(loop);
   auto server = std::make_shared<detail::Server>(*state_, ctx);
   std::uint16_t port = 0;

@@ -62,6 +62,8 @@ struct AppState {
   std::atomic<std::uint16_t> port{0};
   std::atomic<bool> listening{false};
   SubscriberCounts subscribers;
+  std::atomic<std::size_t> openConnections{0};  // across loops
+  std::size_t maxConnections = 0;               // set by listen/attach
 
   // Sends `message` to the subscribers of `topic` on every loop but `skip`:
   // directly on the calling loop, through the async queue on the others.
@@ -102,6 +104,7 @@ struct StreamState {
   bool wantDrain = false;
   bool headOnly = false;  // HEAD: nothing is written
   bool chunked = true;    // HTTP/1.0 gets a close-delimited body
+  bool producing = false;  // inside the producer call: sendResponse finishes the response
   std::function<void()> onDrain;
   std::function<void()> onAbort;
   static BodyWriter makeWriter(std::shared_ptr<StreamState> s) { return BodyWriter(std::move(s)); }

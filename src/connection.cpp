@@ -68,6 +68,15 @@ void Connection::start(std::shared_ptr<Connection> self, int acceptStatus) {
   }
   parser_ = std::make_unique<HttpParser>(app_.limits);
   setPhase(Phase::kIdle);
+  if (app_.openConnections.load(std::memory_order_relaxed) > app_.maxConnections) {
+    // Over the cap: answer 503 and close gracefully, so the client learns why.
+    resumeReading();
+    ++cork_;
+    sendHttpError(503, "too many connections");
+    --cork_;
+    flush();
+    return;
+  }
   // A connection that never sends a byte is closed after the header timeout.
   deadline_ = now() + ms(app_.http.headerTimeout);
   resumeReading();
@@ -270,6 +279,7 @@ void Connection::dispatch(ParsedRequest parsed) {
     if (state->early) {
       Response early = std::move(*state->early);
       state->early.reset();
+      state->sent = false;  // set by the early send(); this is the real one
       sendDeferred(*state, std::move(early));
     }
     return;
@@ -330,9 +340,12 @@ void Connection::sendResponse(Response& response, Request& req) {
       if (&req != current_.get()) finishResponse();
       return;
     }
+    state->producing = true;
     try {
       producer(StreamState::makeWriter(state));
+      state->producing = false;
     } catch (const std::exception& e) {
+      state->producing = false;
       // The head is out: the truncated chunked body is how the client learns.
       log(LogLevel::kError, "spry: " + std::string(req.path()) + ": stream producer threw: " +
                                 e.what());
@@ -341,6 +354,7 @@ void Connection::sendResponse(Response& response, Request& req) {
       closeAfterFlush();
       return;
     } catch (...) {
+      state->producing = false;
       log(LogLevel::kError, "spry: " + std::string(req.path()) + ": stream producer threw");
       state->ended = true;
       currentKeepAlive_ = false;
@@ -400,8 +414,9 @@ void Connection::streamEnd(StreamState& state) {
   if (closing_ || state.ended || stream_.get() != &state) return;
   state.ended = true;
   if (state.chunked && !state.headOnly) writeLastChunk(out_);
-  // Inside the producer call, sendResponse finishes the response itself.
-  if (current_) {
+  // Inside the producer call, sendResponse (or sendDeferred) finishes the
+  // response itself; finishing here would destroy the request under it.
+  if (!state.producing) {
     ++cork_;
     finishResponse();
     --cork_;
@@ -880,12 +895,14 @@ void Connection::flush() noexcept {
   }
   writeInFlight_ = true;
   inFlightBytes_ = total;
+  server_.countWriteBytes(static_cast<long>(total));
 }
 
 void Connection::onWriteDone(uv_write_t* req, int status) noexcept {
   std::unique_ptr<WriteRequest> w(static_cast<WriteRequest*>(req->data));
   Connection* self = w->conn;
   self->writeInFlight_ = false;
+  self->server_.countWriteBytes(-static_cast<long>(self->inFlightBytes_));
   self->inFlightBytes_ = 0;
   if (self->closing_) return;
   if (status < 0) {

@@ -69,6 +69,11 @@ void SubscriberCounts::add(std::string_view topic, long delta) {
   }
 }
 
+std::size_t SubscriberCounts::topics() const {
+  std::lock_guard lock(mutex_);
+  return counts_.size();
+}
+
 std::size_t SubscriberCounts::count(std::string_view topic) const {
   std::lock_guard lock(mutex_);
   auto it = counts_.find(topic);

@@ -47,6 +47,7 @@ class SubscriberCounts {
  public:
   void add(std::string_view topic, long delta);
   std::size_t count(std::string_view topic) const;
+  std::size_t topics() const;
 
  private:
   mutable std::mutex mutex_;

@@ -170,6 +170,8 @@ void Server::onConnection(uv_stream_t* listener, int status) noexcept {
 void Server::add(Connection* c) {
   c->serverIndex = conns_.size();
   conns_.push_back(c);
+  connections_.fetch_add(1, std::memory_order_relaxed);
+  app_.openConnections.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Server::remove(Connection* c) noexcept {
@@ -178,6 +180,8 @@ void Server::remove(Connection* c) noexcept {
     conns_[i] = conns_.back();
     conns_[i]->serverIndex = i;
     conns_.pop_back();
+    connections_.fetch_sub(1, std::memory_order_relaxed);
+    app_.openConnections.fetch_sub(1, std::memory_order_relaxed);
   }
   if (stopping_) maybeFinishStop();
 }

@@ -41,12 +41,19 @@ class Server : public std::enable_shared_from_this<Server> {
 
   void add(Connection* c);
   void remove(Connection* c) noexcept;
-  void countWebSocket(int delta) noexcept { webSockets_ += delta; }
+  // Live counters, readable from any thread (App::stats).
+  void countWebSocket(int delta) noexcept { webSockets_.fetch_add(delta, std::memory_order_relaxed); }
+  void countWriteBytes(long delta) noexcept { writeBytes_.fetch_add(delta, std::memory_order_relaxed); }
   void reportUnsent(std::size_t bytes) noexcept { unsentBytes_ += bytes; }
 
   TopicTable& topics() noexcept { return topics_; }
-  std::size_t connectionCount() const noexcept { return conns_.size(); }
-  std::size_t webSocketCount() const noexcept { return static_cast<std::size_t>(webSockets_); }
+  std::size_t connectionCount() const noexcept { return connections_.load(std::memory_order_relaxed); }
+  std::size_t webSocketCount() const noexcept {
+    return static_cast<std::size_t>(webSockets_.load(std::memory_order_relaxed));
+  }
+  std::size_t writeQueueBytes() const noexcept {
+    return static_cast<std::size_t>(writeBytes_.load(std::memory_order_relaxed));
+  }
 
  private:
   static void onConnection(uv_stream_t* listener, int status) noexcept;
@@ -61,7 +68,9 @@ class Server : public std::enable_shared_from_this<Server> {
   std::vector<Connection*> conns_;
   TopicTable topics_;
   std::uint64_t sweepMs_ = 250;
-  long webSockets_ = 0;
+  std::atomic<std::size_t> connections_{0};
+  std::atomic<long> webSockets_{0};
+  std::atomic<long> writeBytes_{0};  // in libuv write requests, not yet written
   std::size_t unsentBytes_ = 0;
   std::uint64_t acceptErrors_ = 0;
   bool stopping_ = false;

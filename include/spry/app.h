@@ -143,6 +143,15 @@ class Group : public Routes {
   using Routes::Routes;
 };
 
+/// Live counters of a listening app, summed over its loops.
+struct Stats {
+  std::size_t connections = 0;      ///< open TCP connections (HTTP and WebSocket)
+  std::size_t webSockets = 0;       ///< open WebSockets
+  std::size_t wslayContexts = 0;    ///< wslay contexts held (process-wide; idle sockets hold none)
+  std::size_t writeQueueBytes = 0;  ///< bytes handed to libuv and not yet written
+  std::size_t subscribedTopics = 0; ///< distinct topics with at least one subscriber
+};
+
 /// A spry application. Not copyable. Registration happens before listen.
 class App : public Routes {
  public:
@@ -191,6 +200,8 @@ class App : public Routes {
   bool publish(std::string_view topic, const Message& message);
   /// Subscribers of `topic` across all loops. Thread-safe.
   std::size_t subscriberCount(std::string_view topic) const;
+  /// Live counters (for monitoring and leak tests). Thread-safe.
+  Stats stats() const;
   /// The loops serving this app (empty when not listening).
   std::vector<Loop> loops() const;
 

@@ -20,6 +20,9 @@ struct ListenOptions {
   unsigned threads = 0;            ///< event loops, one thread each; 0: one per available core (uv_available_parallelism); 1 runs on the calling thread
   bool handleSignals = true;       ///< SIGINT/SIGTERM stop gracefully (listen() only)
   std::chrono::milliseconds shutdownTimeout{5000};  ///< graceful stop deadline for signals
+  /// Open connections across all loops; past it a new one gets 503 and is
+  /// closed. 0: the open-file limit minus a reserve of 64 descriptors.
+  std::size_t maxConnections = 0;
   /// Called once, on the thread that called listen(), when the socket is bound
   /// (with the real port). Examples print their "listening on" line here.
   std::function<void(const std::string& host, std::uint16_t port)> onListening{};

@@ -823,7 +823,7 @@ def build_cases(limit):
     case("2.3", "ping, small binary payload", ping_case, b"\x00\xff\xfe\xfd\xfc\xfb\x00\xff")
     case("2.4", "ping, 125-byte binary payload", ping_case, bytes(range(125)))
     case("2.5", "ping, 126-byte payload -> 1002", lambda t: fail_case(
-        t, [t.f(OP_PING, b"\xfe" * 126)], 1002, probe=False))
+        t, [t.f(OP_PING, b"\xfe" * 126)], 1002))
     case("2.6", "ping, 125-byte payload sent byte by byte", ping_case, b"\xfe" * 125, 1)
 
     def unsolicited_pong(t, payload):

@@ -1203,6 +1203,15 @@ def build_cases(limit):
     case("7.7.2", "server-initiated close; late text, ping, then Close: no echo, no pong",
          late_data_after_server_close)
 
+    def big_then_close(t):
+        c = t.conn()
+        blob = os.urandom(cap(MiB))
+        c.send(t.f(OP_BINARY, blob) + t.f(OP_CLOSE, close_payload(1000)))
+        t.expect_echo_before_close(c, "binary", blob, "Close")
+        t.expect_close_reply(c, 1000)
+    case("7.3.6", "%d-byte binary and close in one write: whole echo, then Close" % cap(MiB),
+         big_then_close)
+
     for i, code in enumerate([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
                               3000, 3999, 4000, 4999], 1):
         case("7.4.%d" % i, "valid close code %d echoed" % code,
@@ -1307,12 +1316,36 @@ def build_cases(limit):
             t.close_handshake(c)
     case("10.1", "20 concurrent connections each get their own echo", concurrent)
 
+    def abrupt(t):
+        # Clients that vanish mid-handshake, mid-header, mid-payload, inside a
+        # fragmented message or right after Close, some with a TCP reset.
+        cuts = [b"", frame(OP_TEXT, b"x" * 300, key=b"abcd")[:3],
+                frame(OP_TEXT, b"x" * 300, key=b"abcd")[:100],
+                frame(OP_BINARY, b"y" * 100000, key=b"abcd")[:50000],
+                frame(OP_TEXT, b"frag", fin=False, key=b"abcd"),
+                frame(OP_CLOSE, close_payload(1000), key=b"abcd")]
+        for i, cut in enumerate(cuts * 2):
+            c = t.conn()
+            c.send(cut)
+            if i >= len(cuts):
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        raw = socket.create_connection((t.ctx.host, t.ctx.port), timeout=t.ctx.timeout)
+        raw.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" % t.ctx.path.encode())
+        raw.close()
+        c = t.conn()
+        c.send(t.f(OP_TEXT, b"survived"))
+        t.expect_message(c, "text", b"survived")
+        t.close_handshake(c)
+    case("10.2", "clients vanishing mid-handshake/frame/message (FIN and RST) do no harm",
+         abrupt)
+
     def still_alive(t):
         c = t.conn()
         c.send(t.f(OP_TEXT, b"still alive?"))
         t.expect_message(c, "text", b"still alive?")
         t.close_handshake(c)
-    case("10.2", "server still answers after all cases", still_alive)
+    case("10.3", "server still answers after all cases", still_alive)
 
 
 # -- running -----------------------------------------------------------------

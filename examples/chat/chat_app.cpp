@@ -49,13 +49,19 @@ bool isNameChar(char c) {
          c == '-' || c == '.';
 }
 
-bool isName(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), isNameChar); }
+bool isName(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), isNameChar);
+}
 
 // nlohmann's dump() throws on invalid UTF-8; received text is valid already,
 // but replacing keeps a serializer error from ever reaching a socket.
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
-std::string topicOf(std::string_view room) { return "chat:" + std::string(room); }
+std::string topicOf(std::string_view room) {
+  return "chat:" + std::string(room);
+}
 
 // ------------------------------------------------------------- shared state
 
@@ -134,13 +140,15 @@ struct Session {
 };
 
 spry::Response refusal(int status, std::string_view reason, std::string message) {
-  auto r = spry::Response::json({{"ok", false}, {"reason", reason}, {"message", std::move(message)}},
-                                status);
+  auto r = spry::Response::json(
+      {{"ok", false}, {"reason", reason}, {"message", std::move(message)}}, status);
   r.header("Cache-Control", "no-store");
   return r;
 }
 
-void send(const spry::WebSocket& ws, const json& j) { ws.add(spry::Message::text(dump(j))); }
+void send(const spry::WebSocket& ws, const json& j) {
+  ws.add(spry::Message::text(dump(j)));
+}
 
 void sendError(const spry::WebSocket& ws, std::string_view code, std::string message) {
   send(ws, {{"type", "error"}, {"code", code}, {"message", std::move(message)}});
@@ -209,7 +217,8 @@ spry::Response asset(std::string_view name) {
   throw spry::HttpError(404, "Not Found");
 }
 
-// Removes `who` (if still the member of socket `socket`) from its room and tells the rest of the room.
+// Removes `who` (if still the member of socket `socket`) from its room and tells the rest of the
+// room.
 void leave(ChatState& state, spry::App& app, const Joining& who, std::uint64_t socket) {
   json left;
   {
@@ -259,9 +268,9 @@ void install(spry::App& app, Options options) {
   auto requireNickname = [state](spry::Request& req, const spry::Next& next) -> spry::Response {
     std::string room(req.param("room"));
     if (room.size() > kMaxRoomChars || !isName(room)) {
-      return refusal(400, "bad_room",
-                     "Room names are 1 to " + std::to_string(kMaxRoomChars) +
-                         " letters, digits, _ - or .");
+      return refusal(
+          400, "bad_room",
+          "Room names are 1 to " + std::to_string(kMaxRoomChars) + " letters, digits, _ - or .");
     }
     auto nick = req.query("nick");
     if (!nick || nick->empty()) return refusal(400, "missing", "Please choose a nickname.");
@@ -352,7 +361,8 @@ void install(spry::App& app, Options options) {
           return;
         }
         if (refused) {
-          sendError(ws, "taken", "The nickname " + j.nick + " is already taken in #" + j.room + ".");
+          sendError(ws, "taken",
+                    "The nickname " + j.nick + " is already taken in #" + j.room + ".");
           ws.close(1008, "nickname taken");
           return;
         }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "app_state.h"
+#include "connection.h"
 #include "handshake.h"
 #include "http_writer.h"
 #include "loop_context.h"
@@ -138,6 +139,15 @@ bool AppState::publish(std::string_view topic, const Message& message, const Con
     targets = servers;
   }
   if (targets.empty()) return false;
+  // A socket publishing from off its loop (another thread) must still be
+  // skipped on its own loop: the post names it weakly, as its address may be
+  // reused by then.
+  std::weak_ptr<const Connection> weakSkip;
+  const LoopContext* skipLoop = nullptr;
+  if (skip) {
+    weakSkip = skip->weak_from_this();
+    skipLoop = &skip->loopContext();
+  }
   for (const auto& server : targets) {
     LoopContext& loop = server->loopContext();
     if (loop.isCurrentThread()) {
@@ -147,8 +157,13 @@ bool AppState::publish(std::string_view topic, const Message& message, const Con
     // One post per loop, not per subscriber; the loop's queue keeps this
     // publisher's messages in order.
     std::weak_ptr<Server> weak = server;
-    loop.post([weak, t = std::string(topic), frame] {
-      if (auto s = weak.lock()) s->topics().deliver(t, frame, nullptr);
+    std::weak_ptr<const Connection> ownSkip;
+    if (&loop == skipLoop) ownSkip = weakSkip;
+    loop.post([weak, t = std::string(topic), frame, ownSkip] {
+      auto s = weak.lock();
+      if (!s) return;
+      auto publisher = ownSkip.lock();
+      s->topics().deliver(t, frame, publisher.get());
     });
   }
   return true;
@@ -421,6 +436,8 @@ void App::listen(const ListenOptions& options) {
   state_->listening = true;
   for (std::size_t i = 1; i < slots.size(); ++i) {
     auto* s = slots[i].get();
+    // Until its thread binds it, this loop is nobody's: not this thread's.
+    s->ctx->unbindThread();
     s->thread = std::thread([s] {
       s->ctx->bindThread();
       uv_run(&s->loop, UV_RUN_DEFAULT);

@@ -32,15 +32,16 @@ std::uint64_t ms(std::chrono::milliseconds d) noexcept {
 }
 }  // namespace
 
-Connection::Connection(Server& server, AppState& app) : server_(server), app_(app) {
+Connection::Connection(Server& server, AppState& app)
+    : server_(server), app_(app), loopContext_(server.loopContext().shared_from_this()) {
   std::memset(&tcp_, 0, sizeof(tcp_));
 }
 
 Connection::~Connection() = default;
 
-Loop Connection::loop() const { return server_.loopContext().handle(); }
+Loop Connection::loop() const { return loopContext_->handle(); }
 
-LoopContext& Connection::loopContext() const noexcept { return server_.loopContext(); }
+LoopContext& Connection::loopContext() const noexcept { return *loopContext_; }
 
 void Connection::start(std::shared_ptr<Connection> self, int acceptStatus) {
   self_ = std::move(self);
@@ -116,9 +117,10 @@ void Connection::onPeerEnd(int status) noexcept {
   stopReading();
   if (!current_ && out_.empty() && !writeInFlight_) {
     closeNow();
-  } else if (!current_) {
+  } else if (!current_ && in_.empty()) {
     closeWhenFlushed_ = true;
   }
+  // Otherwise requests wait behind a full output buffer: onDrained goes on.
 }
 
 void Connection::handleInput(std::string_view data) {
@@ -180,8 +182,11 @@ void Connection::processHttp() {
     ~Reset() { flag = false; }
   } reset{inProcess_};
   std::size_t offset = 0;
+  // Answers to pipelined requests are bounded too: with the output over the
+  // high-water mark (a client that does not read), the rest waits in in_
+  // (which pauses reading) until onDrained.
   while (!closing_ && !lingering_ && !current_ && mode_ == Mode::kHttp && !closeWhenFlushed_ &&
-         offset < in_.size()) {
+         offset < in_.size() && bufferedAmount() <= app_.http.streamHighWaterBytes) {
     auto step = parser_->feed(std::string_view(in_).substr(offset));
     offset += step.consumed;
     if (step.status == HttpParser::Status::kNeedMore) break;
@@ -208,8 +213,9 @@ void Connection::processHttp() {
   in_.erase(0, offset);
   if (mode_ != Mode::kHttp || closing_ || lingering_) return;
   if (!current_) {
-    // After the client's FIN, what is left in in_ can never complete a request.
-    if (peerEnded_) {
+    // After the client's FIN, what is left in in_ can never complete a
+    // request, unless it is complete requests waiting for the output to drain.
+    if (peerEnded_ && (in_.empty() || bufferedAmount() <= app_.http.streamHighWaterBytes)) {
       closeAfterFlush();
       return;
     }
@@ -487,6 +493,9 @@ void Connection::upgrade(std::unique_ptr<Request> req, const RouteEntry& route,
 
   auto& d = RequestData::of(*req);
   d.webSocket = true;
+  // The request is context only now: a body on the upgrade GET was for the
+  // middleware, the socket's data comes through listen().
+  std::string().swap(d.parsed.body);
   WebSocket ws(weak_from_this(), wsId_);
   const auto& handler = route.wsHandler;
   callUser("ws handler", [&] { handler(ws, *req); });
@@ -580,7 +589,7 @@ void Connection::startClose(std::uint16_t code, std::string_view reason) noexcep
     stopReading();
     closeAfterFlush();
   }
-  if (!cork_) flush();
+  flushSoon();
 }
 
 ReadyState Connection::wsReadyState() const noexcept {
@@ -644,7 +653,7 @@ bool Connection::wsSend(const Message& message) {
     append(header);
     append(payload);
   }
-  if (!cork_) flush();
+  flushSoon();
   if (bufferedAmount() > wsOptions_->maxBackpressureBytes) {
     wantDrain_ = true;
     if (wsOptions_->backpressure == BackpressurePolicy::kPauseReading) pauseForBackpressure();
@@ -665,7 +674,7 @@ bool Connection::wsSendFrame(const SharedFrame& frame) {
     return false;
   }
   appendShared(frame);
-  if (!cork_) flush();
+  flushSoon();
   return true;
 }
 
@@ -748,8 +757,31 @@ bool Connection::wsClose(std::uint16_t code, std::string_view reason) {
 bool Connection::wsPing(std::string_view payload) {
   if (wsReadyState() != ReadyState::kOpen) return false;
   session_->sendPing(payload);
-  if (!cork_) flush();
+  flushSoon();
   return true;
+}
+
+// API calls come from anywhere: a timer, another socket's callback. Writing
+// at once could end this socket (a write error) or run its onDrain inside
+// add(), under a caller that may be iterating its room table; so the write
+// happens after the current callback, batching what it queued.
+void Connection::flushSoon() noexcept {
+  if (cork_ || flushPosted_ || closing_) return;
+  flushPosted_ = true;
+  bool posted = false;
+  try {
+    posted = loopContext().post([weak = weak_from_this()] {
+      if (auto c = weak.lock()) {
+        c->flushPosted_ = false;
+        c->flush();
+      }
+    });
+  } catch (...) {
+  }
+  if (!posted) {
+    flushPosted_ = false;
+    flush();
+  }
 }
 
 void Connection::wsPutData(const std::type_info& type, std::shared_ptr<void> value) {
@@ -942,6 +974,14 @@ void Connection::onDrained() noexcept {
     readPaused_ = false;
     resumeReading();
   }
+  // Pipelined requests that waited for the output to drain (see processHttp).
+  if (mode_ == Mode::kHttp && !current_ && !in_.empty() && !inProcess_) {
+    ++cork_;
+    processHttp();
+    --cork_;
+    flush();
+    return;
+  }
   if (stream_ && stream_->wantDrain) {
     stream_->wantDrain = false;
     if (stream_->onDrain) {
@@ -1012,6 +1052,12 @@ void Connection::sweep(std::uint64_t t) noexcept {
   if (mode_ == Mode::kHttp) {
     if (!deadline_ || t < deadline_) return;
     if (lingering_ || phase_ == Phase::kIdle || closeWhenFlushed_) {
+      // A response still being written is not idleness: closing now would
+      // cut it off. The idle time starts again until it is out.
+      if (!lingering_ && bufferedAmount() > 0) {
+        deadline_ = t + ms(app_.http.keepAliveTimeout);
+        return;
+      }
       closeNow();
     } else if (phase_ == Phase::kHeaders || phase_ == Phase::kBody) {
       ++cork_;

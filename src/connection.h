@@ -137,12 +137,16 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   void appendShared(const SharedFrame& frame);
   void leaveTopics() noexcept;
   void flush() noexcept;
+  void flushSoon() noexcept;  // flush after the current callback (WebSocket API calls)
   void onDrained() noexcept;
   void closeAfterFlush() noexcept;
   void closeNow() noexcept;
 
   Server& server_;
   AppState& app_;
+  // Owned here too: other threads reach the loop through a WebSocket handle,
+  // and may hold the connection after its server is gone (after listen()).
+  std::shared_ptr<LoopContext> loopContext_;
   uv_tcp_t tcp_;
   std::shared_ptr<Connection> self_;  // released in onClosed
   Mode mode_ = Mode::kHttp;
@@ -201,6 +205,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool pulling_ = false;
   bool sourceRunning_ = false;  // an addStream source is being called
   bool wantDrain_ = false;
+  bool flushPosted_ = false;  // flushSoon() is pending
   bool awaitingPong_ = false;
   std::uint64_t lastReceived_ = 0;
   std::uint64_t closeDeadline_ = 0;

@@ -40,6 +40,9 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   bool isCurrentThread() const noexcept { return std::this_thread::get_id() == thread_.load(); }
   // Re-binds to the thread that runs the loop (listen() may start it elsewhere).
   void bindThread() noexcept { thread_.store(std::this_thread::get_id()); }
+  // No thread is the loop's until bindThread(): for a loop created on one
+  // thread and run on another that has not started yet.
+  void unbindThread() noexcept { thread_.store(std::thread::id()); }
 
   bool post(std::function<void()> fn);
   Timer startTimer(std::chrono::milliseconds delay, std::chrono::milliseconds repeat,

@@ -39,10 +39,11 @@ template <class Op>
 bool onSocketLoop(const std::weak_ptr<Connection>& weak, std::uint64_t id, Op op) {
   auto c = named(weak, id);
   if (!c) return false;
-  auto& loop = c->loopContext();
-  if (loop.isCurrentThread()) return !c->isClosed() && op(*c);
+  // Shared: `c` may be the last owner of the connection, and it of the loop.
+  auto loop = c->loopContext().shared_from_this();
+  if (loop->isCurrentThread()) return !c->isClosed() && op(*c);
   c.reset();
-  return loop.post([weak, id, op = std::move(op)]() mutable {
+  return loop->post([weak, id, op = std::move(op)]() mutable {
     auto conn = named(weak, id);
     if (conn && !conn->isClosed()) op(*conn);
   });

@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
                  "another origin whose pages may use the chat (e.g. https://chat.example.com); "
                  "repeatable; '*' allows any")
       ->take_all();
-  CLI11_PARSE(cli, argc, argv);
+  if (int status = examples::parseFlags(cli, argc, argv); status >= 0) return status;
 
   spry::App app;
   options.host = flags.listen.host;

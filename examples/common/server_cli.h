@@ -33,6 +33,18 @@ inline void addServerFlags(CLI::App& cli, ServerFlags& flags) {
       ->check(CLI::Range(0, 256));
 }
 
+// Parses the command line; returns the exit status to leave with (0 after
+// --help, 2 on bad flags), or -1 to go on. Not CLI11_PARSE: it exits with
+// CLI11's own codes (105, 109...), and the contract says 2.
+inline int parseFlags(CLI::App& cli, int argc, char** argv) {
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return cli.exit(e) == 0 ? 0 : 2;
+  }
+  return -1;
+}
+
 // Validates what CLI11 cannot, then serves. Returns the process exit status.
 inline int serve(spry::App& app, ServerFlags& flags) {
   flags.listen.onListening = [](const std::string& host, std::uint16_t port) {

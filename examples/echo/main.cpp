@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   std::size_t maxMessageBytes = 16u << 20;
   cli.add_option("--max-message-bytes", maxMessageBytes, "largest message accepted")
       ->capture_default_str();
-  CLI11_PARSE(cli, argc, argv);
+  if (int status = examples::parseFlags(cli, argc, argv); status >= 0) return status;
 
   spry::App app;
   app.get("/", [](spry::Request&) { return "WebSocket echo at /echo\n"; });

@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   CLI::App cli{"spry hello example"};
   examples::ServerFlags flags;
   examples::addServerFlags(cli, flags);
-  CLI11_PARSE(cli, argc, argv);
+  if (int status = examples::parseFlags(cli, argc, argv); status >= 0) return status;
 
   spry::App app;
 

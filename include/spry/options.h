@@ -39,7 +39,9 @@ struct HttpOptions {
   std::chrono::milliseconds keepAliveTimeout{5'000};   ///< idle between requests → close
   std::chrono::milliseconds lingerTimeout{2'000};      ///< after an error response: read and discard, then close
   std::size_t maxPipelinedBytes = 64 * 1024;  ///< unanswered pipelined input before reading pauses
-  std::size_t streamHighWaterBytes = 64 * 1024;  ///< BodyWriter::write returns false above it
+  /// Output high-water mark: BodyWriter::write returns false above it, and
+  /// pipelined requests wait to be handled until the output drains below it.
+  std::size_t streamHighWaterBytes = 64 * 1024;
 };
 
 /// Routing behaviour (Spry's defaults).

@@ -332,6 +332,7 @@ TEST_CASE("chat: a flooding client is closed with 1008, its room is told") {
   REQUIRE(close);
   CHECK(close->closeCode() == 1008);
   CHECK(close->closeReason() == "rate limit");
+  flood.ws().sendClose(1008);  // completes the handshake: the server closes TCP now
   json left = watcher.nextOf("leave", 3000ms);
   CHECK(left["nick"] == "flood");
   CHECK(left["members"] == json::array({"watcher"}));

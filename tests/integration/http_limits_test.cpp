@@ -240,13 +240,11 @@ TEST_CASE("malformed requests are 400 and close") {
        400},
       {"conflicting Content-Lengths",
        "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
-      {"negative Content-Length", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+      {"negative Content-Length", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400},
+      {"bad chunk size", "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
        400},
-      {"bad chunk size",
-       "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
       {"chunk without CRLF",
-       "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n",
-       400},
+       "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n", 400},
       {"obs-fold", "GET / HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n  continued\r\n\r\n", 400},
       {"control byte in a value", std::string("GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x01z\r\n\r\n"),
        400},
@@ -339,9 +337,10 @@ TEST_CASE("split packets: a request sent one byte at a time") {
     CHECK(r->body == "POST /split?x=1 hello body");
   }
   SUBCASE("chunked body") {
-    REQUIRE(c.sendSlowly("PUT /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         "3\r\nabc\r\na\r\n0123456789\r\n0\r\n\r\n",
-                         200us));
+    REQUIRE(
+        c.sendSlowly("PUT /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "3\r\nabc\r\na\r\n0123456789\r\n0\r\n\r\n",
+                     200us));
     auto r = readResponse(c);
     REQUIRE(r);
     CHECK(r->body == "PUT /c abc0123456789");
@@ -370,7 +369,9 @@ TEST_CASE("pipelining: many requests in one write, answered once each, in order"
     ++calls;
     return std::string(req.param("i"));
   });
-  app.post("/p/:i", [](Request& req) { return std::string(req.param("i")) + ":" + std::string(req.text()); });
+  app.post("/p/:i", [](Request& req) {
+    return std::string(req.param("i")) + ":" + std::string(req.text());
+  });
   TestServer server(app);
   RawClient c(server.port());
   std::string all;
@@ -382,8 +383,8 @@ TEST_CASE("pipelining: many requests in one write, answered once each, in order"
   for (int i = 0; i < 100; ++i) {
     auto r = readResponse(c);
     REQUIRE(r);
-    CHECK(r->body == (i % 3 == 0 ? std::to_string(i) + ":b" + std::to_string(i)
-                                 : std::to_string(i)));
+    CHECK(r->body ==
+          (i % 3 == 0 ? std::to_string(i) + ":b" + std::to_string(i) : std::to_string(i)));
   }
   CHECK(c.readSome(100ms).empty());
   CHECK(c.buffer().empty());
@@ -413,8 +414,7 @@ TEST_CASE("pipelining: a deferred response in the middle keeps the order") {
     CHECK(r->body == want);
   }
   // Requests behind a pending response wait: handlers ran in order, one at a time.
-  CHECK(handled.events() ==
-        std::vector<std::string>{"fast1", "slow2", "fast3", "slow4", "fast5"});
+  CHECK(handled.events() == std::vector<std::string>{"fast1", "slow2", "fast3", "slow4", "fast5"});
   CHECK(c.readSome(100ms).empty());
 }
 
@@ -433,7 +433,8 @@ TEST_CASE("pipelining: input beyond maxPipelinedBytes pauses reading, then resum
   TestServer server(app);
   RawClient c(server.port());
   std::string all;
-  for (int i = 0; i < 400; ++i) all += get("/n/" + std::to_string(i), "X-Pad: " + std::string(100, 'p') + "\r\n");
+  for (int i = 0; i < 400; ++i)
+    all += get("/n/" + std::to_string(i), "X-Pad: " + std::string(100, 'p') + "\r\n");
   std::thread sender([&] { c.send(all); });  // ~60 KB: more than the server will buffer
   for (int i = 0; i < 400; ++i) {
     auto r = readResponse(c);
@@ -495,4 +496,60 @@ TEST_CASE("slow client: a large response reaches a client that reads slowly") {
   auto small = readResponse(c);
   REQUIRE(small);
   CHECK(small->body == "small");
+}
+
+TEST_CASE("timeouts: keepAliveTimeout does not cut off a response the client is still reading") {
+  HttpOptions o;
+  o.keepAliveTimeout = 100ms;
+  App app({}, o);
+  // More than the kernel's socket buffers hold, so that some of it waits in spry.
+  std::string big(12 << 20, 'k');
+  app.get("/big", [&big](Request&) { return Response::bytes(big); });
+  TestServer server(app);
+  RawClient c(server.port());
+  c.setReceiveBuffer(64 * 1024);
+  c.send(get("/big"));
+  REQUIRE(c.readUntil("\r\n\r\n"));
+  std::this_thread::sleep_for(300ms);  // a reader that stalls past the keep-alive timeout
+  std::size_t got = c.buffer().size();
+  c.buffer().clear();
+  while (got < big.size()) {
+    std::string part = c.readSome(1000ms);
+    if (part.empty()) break;
+    got += part.size();
+  }
+  CHECK(got == big.size());
+}
+
+TEST_CASE("slow client: pipelined requests wait while their answers cannot be delivered") {
+  HttpOptions o;
+  o.streamHighWaterBytes = 64 * 1024;
+  o.maxPipelinedBytes = 4096;
+  App app({}, o);
+  std::atomic<int> handled{0};
+  app.get("/big/:i", [&handled](Request& req) {
+    ++handled;
+    return Response::bytes(std::string(256 * 1024, static_cast<char>('a' + std::stoi(std::string(req.param("i"))) % 26)));
+  });
+  TestServer server(app);
+  RawClient c(server.port());
+  c.setReceiveBuffer(16 * 1024);
+  std::string all;
+  for (int i = 0; i < 64; ++i) all += get("/big/" + std::to_string(i));
+  c.send(all);
+  c.shutdownWrite();  // and the FIN must not cut the queue short either
+  std::this_thread::sleep_for(300ms);
+  // 64 answers of 256 KiB are 16 MiB: a server without output backpressure
+  // would have queued all of them for a client that reads nothing.
+  auto queued = app.stats().writeQueueBytes;
+  CHECK_MESSAGE(queued <= o.streamHighWaterBytes + 256 * 1024 + 1024, queued);
+  CHECK(handled < 64);
+  for (int i = 0; i < 64; ++i) {
+    auto r = readResponse(c);
+    REQUIRE(r);
+    REQUIRE(r->body.size() == 256 * 1024);
+    CHECK(r->body[0] == static_cast<char>('a' + i % 26));
+  }
+  CHECK(handled == 64);
+  CHECK(c.waitClosed(1000ms));
 }

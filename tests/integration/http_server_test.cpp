@@ -40,7 +40,9 @@ std::optional<std::string> readChunkedSlowly(RawClient& c, std::chrono::millisec
   }
 }
 
-char patternAt(std::size_t i) { return static_cast<char>('A' + (i * 7 + i / 4096) % 26); }
+char patternAt(std::size_t i) {
+  return static_cast<char>('A' + (i * 7 + i / 4096) % 26);
+}
 
 }  // namespace
 
@@ -113,9 +115,7 @@ TEST_CASE("listen on IPv6 ::1") {
 
 TEST_CASE("listen(): runs on the calling thread until stop(), onListening gets the port") {
   App app;
-  app.get("/", [](Request& req) {
-    return req.loop().isCurrentThread() ? "on loop" : "elsewhere";
-  });
+  app.get("/", [](Request& req) { return req.loop().isCurrentThread() ? "on loop" : "elsewhere"; });
   std::promise<std::uint16_t> bound;
   std::thread runner([&] {
     app.listen({.port = 0,
@@ -157,22 +157,27 @@ TEST_CASE("attach: stop closes idle connections and finishes the response in fli
   auto port = server->port();
   CHECK(app.isListening());
 
-  RawClient idle(port);
-  idle.send(get("/idle"));
-  REQUIRE(readResponse(idle));
-  RawClient busy(port);
-  busy.send(get("/slow"));
-  handlerRan.get_future().wait();
+  LogCapture logs;
+  std::thread stopper;
+  {
+    RawClient idle(port);
+    idle.send(get("/idle"));
+    REQUIRE(readResponse(idle));
+    RawClient busy(port);
+    busy.send(get("/slow"));
+    handlerRan.get_future().wait();
 
-  std::thread stopper([&] { server->stop(2000ms); });
-  CHECK(idle.waitClosed(1000ms));  // closed at once, not after a timeout
-  auto r = readResponse(busy, false, 2000ms);
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  CHECK(r->body == "late but whole");
-  CHECK(r->headers.get("Connection") == "close");
-  CHECK(busy.waitClosed(1000ms));
+    stopper = std::thread([&] { server->stop(2000ms); });
+    CHECK(idle.waitClosed(150ms));  // closed at once, not after a timeout
+    auto r = readResponse(busy, false, 2000ms);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(r->body == "late but whole");
+    CHECK(r->headers.get("Connection") == "close");
+    CHECK(busy.waitClosed(1000ms));
+  }
   stopper.join();  // checks that the loop closed cleanly
+  CHECK(logs.lines().empty());  // nothing was dropped at the deadline
   CHECK_FALSE(app.isListening());
   // Nothing listens any more.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -185,6 +190,7 @@ TEST_CASE("attach: stop closes idle connections and finishes the response in fli
 }
 
 TEST_CASE("attach: stop drops what is still pending at the deadline") {
+  LogCapture logs;
   App app;
   std::promise<void> handlerRan;
   std::atomic<bool> sendResult{true};
@@ -203,6 +209,8 @@ TEST_CASE("attach: stop drops what is still pending at the deadline") {
   CHECK(std::chrono::steady_clock::now() - start < 2s);
   CHECK(c.waitClosed(1000ms));
   CHECK(c.buffer().empty());
+  CHECK(logs.contains({"shutdown deadline passed", "dropping 1 connection"}));
+  CHECK(sendResult);  // the timer was closed with the loop: its callback never ran
 }
 
 // ---------------------------------------------------------------- deferred
@@ -406,8 +414,8 @@ TEST_CASE("streaming: 8 MiB with backpressure to a slow reader stays bounded") {
   auto f = finished.get_future();
   REQUIRE(f.wait_for(2s) == std::future_status::ready);
   Stats s = f.get();
-  CHECK(s.refusals > 0);             // the reader was slow enough to push back
-  CHECK(s.drains == s.refusals);     // every refusal was followed by one drain
+  CHECK(s.refusals > 0);          // the reader was slow enough to push back
+  CHECK(s.drains == s.refusals);  // every refusal was followed by one drain
   CHECK_FALSE(s.aborted);
   // At most one chunk (plus its framing) above the high-water mark.
   CHECK(s.maxBuffered <= o.streamHighWaterBytes + kChunk + 16);

@@ -4,7 +4,8 @@ using namespace spry::test;
 
 TEST_CASE("smoke: a route answers over loopback and the loop closes cleanly") {
   spry::App app;
-  app.get("/hello/:name", [](spry::Request& req) { return "Hello, " + std::string(req.param("name")); });
+  app.get("/hello/:name",
+          [](spry::Request& req) { return "Hello, " + std::string(req.param("name")); });
   TestServer server(app);
   auto r = request(server.port(), get("/hello/world"));
   REQUIRE(r);

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstddef>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -39,6 +40,7 @@ struct Probe {
         lastReason = std::string(reason);
         // closeCode() already reports the code inside onClose.
         if (ws.closeCode() != code) notes.push_back("closeCode() differs in onClose");
+        if (ws.add("late") || ws.close() || ws.isOpen()) notes.push_back("live in onClose");
       }
       lastCode = code;
       ++closed;
@@ -294,6 +296,56 @@ TEST_CASE("ws: handshake answers: 426, fallback, version, key, origin, token lis
     auto f = c.readFrame();
     REQUIRE(f);
     CHECK(f->payload == "x");
+  }
+}
+
+TEST_CASE("ws: an upgrade after a keep-alive request, and one that carries a body") {
+  spry::App app;
+  Probe p;
+  app.get("/plain", [](spry::Request&) { return "plain"; });
+  app.ws("/e", [&p](WebSocket ws, spry::Request& req) {
+    p.note("body=" + std::string(req.text()));
+    echo(p, ws);
+  });
+  TestServer server(app);
+
+  SUBCASE("keep-alive request first") {
+    WsClient c(server.port());
+    REQUIRE(c.raw().send(get("/plain")));
+    auto r = readResponse(c.raw());
+    REQUIRE(r);
+    CHECK(r->body == "plain");
+    REQUIRE(c.open("/e"));
+    c.sendText("x");
+    auto f = c.readFrame();
+    REQUIRE(f);
+    CHECK(f->payload == "x");
+    CHECK(p.takeNotes() == std::vector<std::string>{"body="});
+  }
+  SUBCASE("a request and the upgrade pipelined in one write") {
+    WsClient c(server.port());
+    REQUIRE(c.raw().send(get("/plain") + WsClient::handshakeRequest("/e") +
+                         WsClient::frame(ws::kText, "piped")));
+    auto r = readResponse(c.raw());
+    REQUIRE(r);
+    CHECK(r->body == "plain");
+    auto head = c.raw().readUntil("\r\n\r\n");
+    REQUIRE(head);
+    CHECK(head->rfind("HTTP/1.1 101", 0) == 0);
+    auto f = c.readFrame();
+    REQUIRE(f);
+    CHECK(f->payload == "piped");
+  }
+  SUBCASE("a body on the upgrade request is not WebSocket data") {
+    WsClient c(server.port());
+    auto r = c.handshakeRaw(WsClient::handshakeRequest("/e", "Content-Length: 5\r\n") + "hello" +
+                            WsClient::frame(ws::kText, "after body"));
+    REQUIRE(r);
+    CHECK(r->status == 101);
+    auto f = c.readFrame();
+    REQUIRE(f);
+    CHECK(f->payload == "after body");
+    CHECK(p.takeNotes() == std::vector<std::string>{"body="});
   }
 }
 
@@ -633,6 +685,62 @@ TEST_CASE(
   CHECK(!empty.closeCode());
 }
 
+TEST_CASE("ws: add() outside a spry callback never runs onClose inside add()") {
+  spry::App app;
+  Probe p;
+  std::unordered_set<WebSocket> room;  // loop thread
+  bool inAdd = false;
+  std::atomic<int> closedInsideAdd{0};
+  app.ws("/room", [&](WebSocket ws, spry::Request&) {
+    p.watch(ws);
+    room.insert(ws);
+    ws.onClose([&, ws](std::uint16_t code, std::string_view) {
+      if (inAdd) ++closedInsideAdd;
+      room.erase(ws);  // the usual room bookkeeping: must not run under a broadcast
+      p.lastCode = code;
+      ++p.closed;
+    });
+  });
+  TestServer server(app);
+
+  WsClient dead(server.port());
+  WsClient alive(server.port());
+  REQUIRE(dead.open("/room"));
+  REQUIRE(alive.open("/room"));
+  REQUIRE(waitUntil([&] { return p.opened == 2; }));
+
+  // The loop is held inside a posted function (like a timer) while the first
+  // client resets, so the broadcast is what meets the dead socket first.
+  std::promise<void> go;
+  std::atomic<int> sent{0};
+  std::atomic<bool> broadcastDone{false};
+  REQUIRE(server.loop().post([&, ready = go.get_future().share()] {
+    ready.wait();
+    // A copy, so that a failure shows as a count rather than a crash.
+    const std::vector<WebSocket> members(room.begin(), room.end());
+    for (const auto& ws : members) {
+      inAdd = true;
+      for (int i = 0; i < 4; ++i) sent += ws.add(std::string(1000, 'b'));
+      inAdd = false;
+    }
+    broadcastDone = true;
+  }));
+  dead.raw().reset();
+  std::this_thread::sleep_for(50ms);
+  go.set_value();
+  REQUIRE(waitUntil([&] { return broadcastDone.load(); }));
+  REQUIRE(p.waitClosed());
+  CHECK(closedInsideAdd == 0);
+  CHECK(p.lastCode == 1006);
+  std::size_t got = 0;
+  while (got < 4) {
+    auto f = alive.readFrame();
+    if (!f) break;
+    ++got;
+  }
+  CHECK(got == 4);
+}
+
 // --------------------------------------------------------------- auto-close
 
 TEST_CASE("ws: a throw closes that socket with 1011, other sockets are untouched") {
@@ -664,6 +772,17 @@ TEST_CASE("ws: a throw closes that socket with 1011, other sockets are untouched
            });
          },
          {.maxBackpressureBytes = 64 * 1024});
+  app.ws("/source", [&p](WebSocket ws, spry::Request&) {
+    p.watch(ws);
+    auto n = std::make_shared<int>(0);
+    ws.addStream([n]() -> std::optional<Message> {
+      if (++*n == 3) throw std::runtime_error("source failed");
+      return Message::text("s" + std::to_string(*n));
+    });
+  });
+  app.ws("/on-close", [](WebSocket ws, spry::Request&) {
+    ws.onClose([](std::uint16_t, std::string_view) { throw std::runtime_error("onClose failed"); });
+  });
   TestServer server(app);
 
   WsClient other(server.port());
@@ -686,6 +805,29 @@ TEST_CASE("ws: a throw closes that socket with 1011, other sockets are untouched
     CHECK(p.lastCode == 1011);
     CHECK(afterBoom == 0);
     CHECK(countLines(logs, "ws listen callback threw: listen failed") == 1);
+  }
+  SUBCASE("thrown by an addStream source: what it gave before is sent") {
+    WsClient c(server.port());
+    REQUIRE(c.open("/source"));
+    auto f = c.readFrame();
+    REQUIRE(f);
+    CHECK(f->payload == "s1");
+    f = c.readFrame();
+    REQUIRE(f);
+    CHECK(f->payload == "s2");
+    CHECK(c.closeHandshake() == 1011);
+    REQUIRE(p.waitClosed());
+    CHECK(p.lastCode == 1011);
+    CHECK(countLines(logs, "addStream source threw: source failed") == 1);
+  }
+  SUBCASE("thrown by onClose: logged, nothing else happens") {
+    WsClient c(server.port());
+    REQUIRE(c.open("/on-close"));
+    c.sendClose(1000);
+    CHECK(c.readCloseCode() == 1000);
+    CHECK(
+        waitUntil([&] { return countLines(logs, "onClose callback threw: onClose failed") == 1; }));
+    ++p.closed;  // for the count below
   }
   SUBCASE("thrown by onDrain") {
     WsClient c(server.port());

@@ -2,7 +2,7 @@
 // cannot read why a WebSocket upgrade was refused), then opens the socket at
 // the same URL. Protocol: examples/chat/README.md.
 //
-// User data only ever reaches the page through textContent: never innerHTML.
+// User data only ever reaches the page as text (textContent), never parsed as HTML.
 'use strict';
 
 (() => {

@@ -1,0 +1,1230 @@
+// spry-load: a WebSocket load generator on one libuv loop, for loopback
+// targets only. It is not part of the library; bench/run drives it.
+//
+//   echo    N connections; closed loop (--depth D messages in flight on each)
+//           or open loop (--rate R msgs/s offered in total, latency measured
+//           from each message's scheduled send time). Every echoed payload is
+//           compared with what was sent.
+//   fanout  --publishers P and --subscribers M on one topic (/broadcast); each
+//           publisher keeps --depth publishes in flight, a publish being done
+//           once every other client has received it.
+//   idle    hold N open connections for --hold seconds; report the server's
+//           RSS per connection.
+//
+// --raw speaks plain TCP to a byte echo: it sends exactly the bytes of the
+// masked WebSocket frame it would send, without a handshake, and reads the
+// same bytes back. --server-pid adds the server's CPU time per message (from
+// /proc) to every mode. The last line of output is "RESULT key=value ...".
+
+#include <openssl/evp.h>
+#include <sys/resource.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "histogram.h"
+#include "proc_stats.h"
+
+namespace load {
+namespace {
+
+enum class Mode { kEcho, kFanout, kIdle };
+
+struct Options {
+  std::string mode = "echo";
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8080;
+  std::string path;  // default: /echo, or /broadcast for fanout
+  bool raw = false;
+  std::size_t connections = 100;
+  std::size_t size = 32;
+  bool binary = false;
+  std::size_t depth = 1;
+  double rate = 0;             // open loop when > 0
+  std::uint64_t messages = 0;  // 0: run for --duration
+  double duration = 5;
+  double warmup = 1;
+  double timeout = 0;  // 0: derived from the other limits
+  int serverPid = 0;
+  std::size_t publishers = 1;
+  std::size_t subscribers = 1000;
+  double hold = 3;
+  std::size_t sourceAddrs = 0;  // 0: one per 25,000 connections
+  std::size_t connectConcurrency = 256;
+  std::string label;
+};
+
+constexpr std::string_view kWsGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+constexpr std::string_view kTextAlphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+constexpr std::size_t kConnectionsPerSource = 25000;
+constexpr std::uint8_t kOpText = 0x1;
+constexpr std::uint8_t kOpBinary = 0x2;
+constexpr std::uint8_t kOpClose = 0x8;
+constexpr std::uint8_t kOpPing = 0x9;
+constexpr std::uint8_t kOpPong = 0xA;
+
+std::string base64(const unsigned char* p, std::size_t n) {
+  std::string out(4 * ((n + 2) / 3), '\0');
+  const int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), p,
+                                  static_cast<int>(n));
+  out.resize(static_cast<std::size_t>(len));
+  return out;
+}
+
+std::string acceptFor(std::string_view key) {
+  std::string s(key);
+  s.append(kWsGuid);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdLen = 0;
+  EVP_Digest(s.data(), s.size(), md, &mdLen, EVP_sha1(), nullptr);
+  return base64(md, mdLen);
+}
+
+bool startsWithIgnoreCase(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(s[i])) !=
+        std::tolower(static_cast<unsigned char>(prefix[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::size_t headerBytes(std::size_t payload) {
+  return 2 + (payload < 126 ? 0 : payload <= 0xFFFF ? 2 : 8);
+}
+
+// Send times of the messages in flight on one connection, oldest first.
+class TimeFifo {
+ public:
+  void push(std::uint64_t t) {
+    if (size_ == buf_.size()) grow();
+    buf_[(head_ + size_) & (buf_.size() - 1)] = t;
+    ++size_;
+  }
+  std::uint64_t pop() noexcept {
+    const std::uint64_t t = buf_[head_];
+    head_ = (head_ + 1) & (buf_.size() - 1);
+    --size_;
+    return t;
+  }
+  bool empty() const noexcept { return size_ == 0; }
+
+ private:
+  void grow() {
+    std::vector<std::uint64_t> next(std::max<std::size_t>(16, buf_.size() * 2));
+    for (std::size_t i = 0; i < size_; ++i) next[i] = buf_[(head_ + i) & (buf_.size() - 1)];
+    buf_.swap(next);
+    head_ = 0;
+  }
+  std::vector<std::uint64_t> buf_;
+  std::size_t head_ = 0;
+  std::size_t size_ = 0;
+};
+
+enum class State { kNew, kConnecting, kHandshake, kOpen, kClosing, kClosed };
+enum class Role { kEcho, kPublisher, kSubscriber, kIdle };
+
+class Load;
+
+struct Conn {
+  uv_tcp_t tcp{};
+  uv_connect_t connectReq{};
+  Load* load = nullptr;
+  std::uint32_t index = 0;
+  Role role = Role::kEcho;
+  State state = State::kNew;
+  bool writing = false;  // a uv_write is in flight; out_ waits for it
+  bool dirty = false;    // listed in Load::dirty_
+  std::string in;        // handshake bytes or a partial frame
+  std::string out;       // not yet handed to the kernel
+  std::string key;
+  std::array<std::uint8_t, 4> mask{};
+  std::uint64_t sendSeq = 0;
+  std::uint64_t recvSeq = 0;
+  TimeFifo sent;  // echo: send (or scheduled) time of each message in flight
+};
+
+struct WriteReq {
+  uv_write_t req;
+  Conn* conn;
+  std::string data;
+};
+
+// One publisher's publishes in flight (fanout). Completion is in order:
+// every receiver gets a publisher's messages in order, so publish k+1 cannot
+// reach its last receiver before publish k has reached all of them.
+struct Publisher {
+  std::vector<std::uint64_t> stamp;      // by seq % window
+  std::vector<std::uint32_t> remaining;  // deliveries still expected
+  std::uint64_t oldest = 0;              // lowest incomplete seq
+  std::size_t inFlight = 0;
+};
+
+struct Snapshot {
+  std::uint64_t t = 0;
+  std::uint64_t received = 0;   // echo replies, or fanout deliveries
+  std::uint64_t completed = 0;  // fanout publishes
+  ProcSample proc;
+};
+
+class Load {
+ public:
+  Load(Options o, Mode mode) : o_(std::move(o)), mode_(mode) {}
+  int run();
+
+ private:
+  enum class Phase { kConnecting, kRunning, kClosing, kDone };
+
+  // setup
+  bool resolve();
+  void buildPattern();
+  void createConnections();
+
+  // connections
+  void connectNext();
+  void openConn(Conn& c);
+  void markOpen(Conn& c);
+  void allOpen();
+  void handleInput(Conn& c, const char* p, std::size_t n);
+  void handshakeInput(Conn& c, const char* p, std::size_t n);
+  std::size_t parseFrames(Conn& c, const char* p, std::size_t n);
+  std::size_t parseRaw(Conn& c, const char* p, std::size_t n);
+  void onFrame(Conn& c, std::uint8_t opcode, const char* p, std::size_t n);
+  void onEnd(Conn& c, int status);
+
+  // writing
+  void appendFrame(Conn& c, std::uint8_t opcode, const char* payload, std::size_t n);
+  static void appendMaskedFrame(std::string& out, const std::array<std::uint8_t, 4>& mask,
+                                std::uint8_t opcode, const char* payload, std::size_t n);
+  void markDirty(Conn& c);
+  void flushDirty();
+  void flush(Conn& c);
+
+  // scenarios
+  std::size_t offsetFor(std::uint64_t a, std::uint64_t seq) const noexcept {
+    return static_cast<std::size_t>((a * 131 + seq * 7) % period_);
+  }
+  void sendEcho(Conn& c, std::uint64_t stamp);
+  void onEchoReply(Conn& c, const char* p, std::size_t n, bool rawFrame);
+  void pumpPublisher(std::size_t pub);
+  void onDelivery(Conn& c, const char* p, std::size_t n);
+  void startPacer();
+  void onPacerTick();
+  std::uint64_t outstanding() const noexcept;
+  void maybeDone();
+
+  // phases
+  Snapshot snapshot() const;
+  void startMeasuring();
+  void stopMeasuring();
+  void closeAll();
+  void closeConn(Conn& c);
+  void onConnClosed();
+  void finish();
+  void fail(const std::string& what);
+  void report();
+
+  static void startTimer(uv_timer_t* t, double seconds, uv_timer_cb cb);
+
+  Options o_;
+  Mode mode_;
+  uv_loop_t* loop_ = nullptr;
+  sockaddr_storage addr_{};
+  std::vector<sockaddr_in> sources_;
+  std::string hostHeader_;
+  std::vector<std::unique_ptr<Conn>> conns_;
+  std::vector<Conn*> dirty_;
+  std::vector<char> readBuf_ = std::vector<char>(256 << 10);
+  std::mt19937_64 rng_{0x5eed};
+  Phase phase_ = Phase::kConnecting;
+  std::size_t nextConn_ = 0;
+  std::size_t connecting_ = 0;
+  std::size_t open_ = 0;
+  std::size_t inited_ = 0;
+  std::size_t closed_ = 0;
+
+  // payload
+  std::string pattern_;
+  std::size_t period_ = 64;
+  std::uint8_t opcode_ = kOpText;
+  std::size_t frameBytes_ = 0;  // one client frame: header, mask, payload
+  std::string rawScratch_;
+
+  // progress
+  bool measuring_ = false;
+  bool stopping_ = false;  // no new sends
+  bool timedOut_ = false;
+  std::uint64_t sentTotal_ = 0;
+  std::uint64_t receivedTotal_ = 0;  // echo replies / fanout deliveries
+  std::uint64_t completedTotal_ = 0;  // fanout publishes
+  std::uint64_t quota_ = 0;           // messages (echo) or publishes (fanout) to send
+  std::uint64_t errors_ = 0;
+  std::vector<Publisher> publishers_;
+  std::vector<std::uint64_t> expectSeq_;  // fanout: [receiver * P + publisher]
+  std::uint32_t expectedDeliveries_ = 0;
+  Histogram latency_;
+  Snapshot start_, end_;
+  std::uint64_t connectStart_ = 0, connectEnd_ = 0;
+  ProcSample rssBefore_, rssOpen_, rssAfter_;
+
+  // open loop
+  int timerFd_ = -1;
+  uv_poll_t pacer_{};
+  bool pacerInit_ = false;
+  std::uint64_t pacerStart_ = 0;
+  double intervalNs_ = 0;
+  std::uint64_t maxLagNs_ = 0;
+  std::uint64_t lateSends_ = 0;  // sent more than 1 ms after their schedule
+
+  uv_timer_t phaseTimer_{};
+  uv_timer_t graceTimer_{};
+  uv_timer_t deadlineTimer_{};
+};
+
+// ---------------------------------------------------------------- setup
+
+bool Load::resolve() {
+  std::string host = o_.host == "localhost" ? "127.0.0.1" : o_.host;
+  sockaddr_in v4{};
+  sockaddr_in6 v6{};
+  if (uv_ip4_addr(host.c_str(), o_.port, &v4) == 0) {
+    if ((ntohl(v4.sin_addr.s_addr) >> 24) != 127) return false;
+    std::memcpy(&addr_, &v4, sizeof(v4));
+    hostHeader_ = host + ":" + std::to_string(o_.port);
+  } else if (uv_ip6_addr(host.c_str(), o_.port, &v6) == 0) {
+    if (!IN6_IS_ADDR_LOOPBACK(&v6.sin6_addr)) return false;
+    std::memcpy(&addr_, &v6, sizeof(v6));
+    hostHeader_ = "[" + host + "]:" + std::to_string(o_.port);
+  } else {
+    return false;
+  }
+  // Past ~28k connections one source address runs out of ephemeral ports:
+  // spread them over 127.0.0.1, .2, ...
+  std::size_t total = mode_ == Mode::kFanout ? o_.publishers + o_.subscribers : o_.connections;
+  std::size_t k = o_.sourceAddrs ? o_.sourceAddrs
+                                 : (total + kConnectionsPerSource - 1) / kConnectionsPerSource;
+  if (k > 1 && addr_.ss_family == AF_INET) {
+    for (std::size_t i = 0; i < k && i < 254; ++i) {
+      sockaddr_in s{};
+      uv_ip4_addr(("127.0.0." + std::to_string(i + 1)).c_str(), 0, &s);
+      sources_.push_back(s);
+    }
+  }
+  return true;
+}
+
+void Load::buildPattern() {
+  const bool binary = o_.binary;
+  opcode_ = binary ? kOpBinary : kOpText;
+  period_ = binary ? 256 : kTextAlphabet.size();
+  pattern_.resize(o_.size + period_);
+  for (std::size_t i = 0; i < pattern_.size(); ++i) {
+    pattern_[i] = binary ? static_cast<char>((i * 167 + 13) & 0xFF) : kTextAlphabet[i % period_];
+  }
+  frameBytes_ = headerBytes(o_.size) + 4 + o_.size;
+}
+
+void Load::createConnections() {
+  std::size_t total = o_.connections;
+  if (mode_ == Mode::kFanout) total = o_.publishers + o_.subscribers;
+  conns_.reserve(total);
+  for (std::size_t i = 0; i < total; ++i) {
+    auto c = std::make_unique<Conn>();
+    c->load = this;
+    c->index = static_cast<std::uint32_t>(i);
+    c->role = mode_ == Mode::kEcho   ? Role::kEcho
+              : mode_ == Mode::kIdle ? Role::kIdle
+              : i < o_.publishers    ? Role::kPublisher
+                                     : Role::kSubscriber;
+    std::uint64_t r = rng_();
+    std::memcpy(c->mask.data(), &r, 4);
+    unsigned char raw[16];
+    for (int k = 0; k < 2; ++k) {
+      std::uint64_t v = rng_();
+      std::memcpy(raw + 8 * k, &v, 8);
+    }
+    c->key = base64(raw, sizeof(raw));
+    conns_.push_back(std::move(c));
+  }
+}
+
+// ---------------------------------------------------------------- connections
+
+void Load::connectNext() {
+  while (phase_ == Phase::kConnecting && connecting_ < o_.connectConcurrency &&
+         nextConn_ < conns_.size()) {
+    openConn(*conns_[nextConn_++]);
+  }
+}
+
+void Load::openConn(Conn& c) {
+  uv_tcp_init(loop_, &c.tcp);
+  ++inited_;
+  c.tcp.data = &c;
+  c.state = State::kConnecting;
+  ++connecting_;
+  if (!sources_.empty()) {
+    const auto& src = sources_[c.index % sources_.size()];
+    int rc = uv_tcp_bind(&c.tcp, reinterpret_cast<const sockaddr*>(&src), 0);
+    if (rc != 0) {
+      fail("bind to a 127.0.0.x source address: " + std::string(uv_strerror(rc)));
+      return;
+    }
+  }
+  c.connectReq.data = &c;
+  int rc = uv_tcp_connect(&c.connectReq, &c.tcp, reinterpret_cast<const sockaddr*>(&addr_),
+                          [](uv_connect_t* req, int status) {
+                            auto& conn = *static_cast<Conn*>(req->data);
+                            Load& self = *conn.load;
+                            if (conn.state != State::kConnecting) return;
+                            if (status < 0) {
+                              self.fail("connect: " + std::string(uv_strerror(status)));
+                              return;
+                            }
+                            uv_tcp_nodelay(&conn.tcp, 1);
+                            uv_read_start(
+                                reinterpret_cast<uv_stream_t*>(&conn.tcp),
+                                [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+                                  auto& cc = *static_cast<Conn*>(h->data);
+                                  buf->base = cc.load->readBuf_.data();
+                                  buf->len = cc.load->readBuf_.size();
+                                },
+                                [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+                                  auto& cc = *static_cast<Conn*>(s->data);
+                                  Load& l = *cc.load;
+                                  if (n < 0) {
+                                    l.onEnd(cc, static_cast<int>(n));
+                                  } else if (n > 0) {
+                                    l.handleInput(cc, buf->base, static_cast<std::size_t>(n));
+                                  }
+                                  l.flushDirty();
+                                });
+                            if (self.o_.raw) {
+                              self.markOpen(conn);
+                            } else {
+                              conn.state = State::kHandshake;
+                              conn.out = "GET " + self.o_.path + " HTTP/1.1\r\nHost: " +
+                                         self.hostHeader_ +
+                                         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                         "Sec-WebSocket-Key: " +
+                                         conn.key + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+                              self.flush(conn);
+                            }
+                            self.flushDirty();
+                          });
+  if (rc != 0) fail("connect: " + std::string(uv_strerror(rc)));
+}
+
+void Load::markOpen(Conn& c) {
+  c.state = State::kOpen;
+  --connecting_;
+  ++open_;
+  if (open_ == conns_.size()) {
+    allOpen();
+  } else {
+    connectNext();
+  }
+}
+
+void Load::handshakeInput(Conn& c, const char* p, std::size_t n) {
+  c.in.append(p, n);
+  const auto end = c.in.find("\r\n\r\n");
+  if (end == std::string::npos) {
+    if (c.in.size() > 16384) fail("handshake response too large");
+    return;
+  }
+  std::string_view head(c.in.data(), end + 2);
+  if (head.substr(0, 12) != "HTTP/1.1 101") {
+    fail("handshake refused: " + std::string(head.substr(0, head.find("\r\n"))));
+    closeConn(c);
+    return;
+  }
+  const std::string expected = acceptFor(c.key);
+  bool accepted = false;
+  std::size_t pos = head.find("\r\n") + 2;
+  while (pos < head.size()) {
+    const auto eol = head.find("\r\n", pos);
+    std::string_view line = head.substr(pos, eol - pos);
+    if (startsWithIgnoreCase(line, "sec-websocket-accept:")) {
+      std::string_view v = line.substr(21);
+      while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+      while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+      accepted = v == expected;
+    }
+    pos = eol + 2;
+  }
+  if (!accepted) {
+    fail("handshake: wrong or missing Sec-WebSocket-Accept");
+    closeConn(c);
+    return;
+  }
+  std::string rest = c.in.substr(end + 4);
+  c.in.clear();
+  markOpen(c);
+  if (!rest.empty()) handleInput(c, rest.data(), rest.size());
+}
+
+void Load::handleInput(Conn& c, const char* p, std::size_t n) {
+  if (c.state == State::kHandshake) {
+    handshakeInput(c, p, n);
+    return;
+  }
+  if (c.state != State::kOpen && c.state != State::kClosing) return;
+  if (o_.raw && c.state == State::kClosing) return;
+  auto parse = [&](const char* d, std::size_t len) {
+    return o_.raw ? parseRaw(c, d, len) : parseFrames(c, d, len);
+  };
+  if (c.in.empty()) {
+    const std::size_t used = parse(p, n);
+    if (used < n && c.state != State::kClosed) c.in.assign(p + used, n - used);
+  } else {
+    c.in.append(p, n);
+    const std::size_t used = parse(c.in.data(), c.in.size());
+    if (c.state != State::kClosed) c.in.erase(0, used);
+  }
+  maybeDone();
+}
+
+std::size_t Load::parseRaw(Conn& c, const char* p, std::size_t n) {
+  std::size_t i = 0;
+  while (n - i >= frameBytes_) {
+    onEchoReply(c, p + i, frameBytes_, true);
+    i += frameBytes_;
+  }
+  return i;
+}
+
+std::size_t Load::parseFrames(Conn& c, const char* p, std::size_t n) {
+  std::size_t i = 0;
+  while (n - i >= 2 && c.state != State::kClosed) {
+    const auto b0 = static_cast<std::uint8_t>(p[i]);
+    const auto b1 = static_cast<std::uint8_t>(p[i + 1]);
+    std::size_t h = 2;
+    std::uint64_t len = b1 & 0x7F;
+    if (len == 126) {
+      h = 4;
+      if (n - i < h) break;
+      len = (std::uint64_t{static_cast<std::uint8_t>(p[i + 2])} << 8) |
+            static_cast<std::uint8_t>(p[i + 3]);
+    } else if (len == 127) {
+      h = 10;
+      if (n - i < h) break;
+      len = 0;
+      for (int k = 0; k < 8; ++k) len = (len << 8) | static_cast<std::uint8_t>(p[i + 2 + k]);
+    }
+    if ((b1 & 0x80) != 0 || (b0 & 0x70) != 0 || (b0 & 0x80) == 0) {
+      fail("server sent a masked, reserved or fragmented frame");
+      closeConn(c);
+      return n;
+    }
+    if (n - i - h < len) break;
+    onFrame(c, b0 & 0x0F, p + i + h, static_cast<std::size_t>(len));
+    i += h + static_cast<std::size_t>(len);
+  }
+  return i;
+}
+
+void Load::onFrame(Conn& c, std::uint8_t opcode, const char* p, std::size_t n) {
+  switch (opcode) {
+    case kOpText:
+    case kOpBinary:
+      if (c.state == State::kClosing) return;
+      if (opcode != opcode_) {
+        fail("message of the wrong type (text/binary)");
+        return;
+      }
+      if (mode_ == Mode::kEcho) {
+        onEchoReply(c, p, n, false);
+      } else if (mode_ == Mode::kFanout) {
+        onDelivery(c, p, n);
+      } else {
+        fail("unexpected message on an idle connection");
+      }
+      return;
+    case kOpPing:
+      if (c.state == State::kOpen) {
+        appendFrame(c, kOpPong, p, n);
+        markDirty(c);
+      }
+      return;
+    case kOpPong:
+      return;
+    case kOpClose:
+      if (c.state != State::kClosing) {
+        unsigned code = n >= 2 ? (static_cast<unsigned>(static_cast<std::uint8_t>(p[0])) << 8 |
+                                  static_cast<std::uint8_t>(p[1]))
+                               : 1005;
+        fail("server closed connection " + std::to_string(c.index) + " with " +
+             std::to_string(code) + " " + std::string(n > 2 ? std::string_view(p + 2, n - 2) : ""));
+      }
+      closeConn(c);
+      return;
+    default:
+      fail("unexpected opcode " + std::to_string(opcode));
+      closeConn(c);
+  }
+}
+
+void Load::onEnd(Conn& c, int status) {
+  if (c.state != State::kClosing && c.state != State::kClosed) {
+    fail("connection " + std::to_string(c.index) + " ended by the server: " + uv_strerror(status));
+  }
+  closeConn(c);
+}
+
+// ---------------------------------------------------------------- writing
+
+void Load::appendFrame(Conn& c, std::uint8_t opcode, const char* payload, std::size_t n) {
+  appendMaskedFrame(c.out, c.mask, opcode, payload, n);
+}
+
+void Load::appendMaskedFrame(std::string& out, const std::array<std::uint8_t, 4>& mask,
+                             std::uint8_t opcode, const char* payload, std::size_t n) {
+  const std::size_t h = headerBytes(n);
+  const std::size_t old = out.size();
+  out.resize(old + h + 4 + n);
+  auto* o = reinterpret_cast<std::uint8_t*>(out.data() + old);
+  o[0] = static_cast<std::uint8_t>(0x80 | opcode);
+  if (n < 126) {
+    o[1] = static_cast<std::uint8_t>(0x80 | n);
+  } else if (n <= 0xFFFF) {
+    o[1] = 0x80 | 126;
+    o[2] = static_cast<std::uint8_t>(n >> 8);
+    o[3] = static_cast<std::uint8_t>(n);
+  } else {
+    o[1] = 0x80 | 127;
+    for (int k = 0; k < 8; ++k) o[2 + k] = static_cast<std::uint8_t>(std::uint64_t{n} >> (56 - 8 * k));
+  }
+  std::memcpy(o + h, mask.data(), 4);
+  std::uint8_t* dst = o + h + 4;
+  const auto* src = reinterpret_cast<const std::uint8_t*>(payload);
+  std::uint64_t m8;
+  std::uint8_t m[8];
+  for (int k = 0; k < 8; ++k) m[k] = mask[static_cast<std::size_t>(k & 3)];
+  std::memcpy(&m8, m, 8);
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t v;
+    std::memcpy(&v, src + i, 8);
+    v ^= m8;
+    std::memcpy(dst + i, &v, 8);
+  }
+  for (; i < n; ++i) dst[i] = src[i] ^ mask[i & 3];
+}
+
+void Load::markDirty(Conn& c) {
+  if (!c.dirty) {
+    c.dirty = true;
+    dirty_.push_back(&c);
+  }
+}
+
+void Load::flushDirty() {
+  for (Conn* c : dirty_) {
+    c->dirty = false;
+    flush(*c);
+  }
+  dirty_.clear();
+}
+
+void Load::flush(Conn& c) {
+  if (c.writing || c.out.empty() || c.state == State::kClosed) return;
+  auto* stream = reinterpret_cast<uv_stream_t*>(&c.tcp);
+  uv_buf_t buf = uv_buf_init(c.out.data(), static_cast<unsigned>(c.out.size()));
+  const int n = uv_try_write(stream, &buf, 1);
+  if (n == static_cast<int>(c.out.size())) {
+    c.out.clear();
+    return;
+  }
+  if (n < 0 && n != UV_EAGAIN) {
+    if (c.state != State::kClosing) fail("write: " + std::string(uv_strerror(n)));
+    closeConn(c);
+    return;
+  }
+  if (n > 0) c.out.erase(0, static_cast<std::size_t>(n));
+  auto* w = new WriteReq;
+  w->conn = &c;
+  w->data.swap(c.out);
+  w->req.data = w;
+  buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+  c.writing = true;
+  const int rc = uv_write(&w->req, stream, &buf, 1, [](uv_write_t* req, int status) {
+    std::unique_ptr<WriteReq> done(static_cast<WriteReq*>(req->data));
+    Conn& conn = *done->conn;
+    conn.writing = false;
+    if (status < 0) {
+      if (conn.state != State::kClosing && conn.state != State::kClosed) {
+        conn.load->fail("write: " + std::string(uv_strerror(status)));
+      }
+      conn.load->closeConn(conn);
+      return;
+    }
+    conn.load->flush(conn);
+  });
+  if (rc != 0) {
+    c.writing = false;
+    delete w;
+    fail("write: " + std::string(uv_strerror(rc)));
+    closeConn(c);
+  }
+}
+
+// ---------------------------------------------------------------- scenarios
+
+void Load::sendEcho(Conn& c, std::uint64_t stamp) {
+  appendFrame(c, opcode_, pattern_.data() + offsetFor(c.index, c.sendSeq), o_.size);
+  ++c.sendSeq;
+  c.sent.push(stamp);
+  ++sentTotal_;
+  markDirty(c);
+}
+
+void Load::onEchoReply(Conn& c, const char* p, std::size_t n, bool rawFrame) {
+  const std::uint64_t now = uv_hrtime();
+  if (c.sent.empty()) {
+    fail("a reply nobody asked for on connection " + std::to_string(c.index));
+    return;
+  }
+  const std::uint64_t stamp = c.sent.pop();
+  const char* expected = pattern_.data() + offsetFor(c.index, c.recvSeq);
+  bool ok;
+  if (rawFrame) {
+    // The same bytes back: header, mask key, masked payload.
+    rawScratch_.clear();
+    appendMaskedFrame(rawScratch_, c.mask, opcode_, expected, o_.size);
+    ok = n == rawScratch_.size() && std::memcmp(p, rawScratch_.data(), n) == 0;
+  } else {
+    ok = n == o_.size && std::memcmp(p, expected, n) == 0;
+  }
+  ++c.recvSeq;
+  ++receivedTotal_;
+  if (!ok) {
+    fail("echoed payload differs from what was sent (connection " + std::to_string(c.index) +
+         ", message " + std::to_string(c.recvSeq - 1) + ")");
+  }
+  if (measuring_) latency_.record(now - stamp);
+  if (o_.rate > 0) return;  // open loop: the pacer sends
+  if (quota_ != 0 ? sentTotal_ < quota_ : !stopping_) sendEcho(c, uv_hrtime());
+}
+
+void Load::pumpPublisher(std::size_t pub) {
+  Publisher& p = publishers_[pub];
+  Conn& c = *conns_[pub];
+  char payload[32];
+  while (!stopping_ && p.inFlight < o_.depth && (quota_ == 0 || sentTotal_ < quota_) &&
+         c.state == State::kOpen) {
+    const std::uint64_t seq = c.sendSeq++;
+    const std::size_t slot = seq % o_.depth;
+    if (p.remaining[slot] != 0) {
+      fail("fanout bookkeeping: slot still in flight");
+      return;
+    }
+    // "F" + publisher (4 hex) + seq (8 hex), then the pattern.
+    std::snprintf(payload, sizeof(payload), "F%04zx%08" PRIx64, pub, seq & 0xFFFFFFFFu);
+    std::string msg(payload, 13);
+    msg.append(pattern_.data() + offsetFor(pub, seq), o_.size - 13);
+    appendFrame(c, opcode_, msg.data(), msg.size());
+    p.remaining[slot] = expectedDeliveries_;
+    p.stamp[slot] = uv_hrtime();
+    ++p.inFlight;
+    ++sentTotal_;
+    markDirty(c);
+  }
+}
+
+void Load::onDelivery(Conn& c, const char* p, std::size_t n) {
+  const std::uint64_t now = uv_hrtime();
+  ++receivedTotal_;
+  unsigned pubId = 0;
+  unsigned long long seq = 0;
+  char head[14];
+  if (n != o_.size || p[0] != 'F') {
+    fail("fanout: malformed delivery");
+    return;
+  }
+  std::memcpy(head, p, 13);
+  head[13] = '\0';
+  if (std::sscanf(head + 1, "%4x%8llx", &pubId, &seq) != 2 || pubId >= publishers_.size()) {
+    fail("fanout: malformed delivery header");
+    return;
+  }
+  auto& expect = expectSeq_[c.index * publishers_.size() + pubId];
+  if ((expect & 0xFFFFFFFFu) != seq) {
+    fail("fanout: delivery out of order on connection " + std::to_string(c.index));
+    expect = seq;
+  }
+  const std::uint64_t fullSeq = expect++;
+  if (std::memcmp(p + 13, pattern_.data() + offsetFor(pubId, fullSeq), n - 13) != 0) {
+    fail("fanout: delivered payload differs from what was published");
+  }
+  Publisher& pub = publishers_[pubId];
+  const std::size_t slot = fullSeq % o_.depth;
+  if (pub.remaining[slot] == 0) {
+    fail("fanout: more deliveries than subscribers");
+    return;
+  }
+  if (measuring_) latency_.record(now - pub.stamp[slot]);
+  if (--pub.remaining[slot] == 0) {
+    --pub.inFlight;
+    ++completedTotal_;
+    pumpPublisher(pubId);
+  }
+}
+
+std::uint64_t Load::outstanding() const noexcept {
+  if (mode_ == Mode::kFanout) return sentTotal_ - completedTotal_;
+  return sentTotal_ - receivedTotal_;
+}
+
+void Load::startPacer() {
+  timerFd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (timerFd_ < 0) {
+    fail("timerfd_create failed");
+    return;
+  }
+  intervalNs_ = 1e9 / o_.rate;
+  // The tick is the send interval (at most one message per tick when the
+  // client keeps up), but no shorter than 5 us.
+  const auto tick = static_cast<long>(std::max(intervalNs_, 5000.0));
+  itimerspec spec{};
+  spec.it_interval.tv_sec = tick / 1000000000L;
+  spec.it_interval.tv_nsec = tick % 1000000000L;
+  spec.it_value = spec.it_interval;
+  pacerStart_ = uv_hrtime() + static_cast<std::uint64_t>(tick);
+  timerfd_settime(timerFd_, 0, &spec, nullptr);
+  uv_poll_init(loop_, &pacer_, timerFd_);
+  pacerInit_ = true;
+  pacer_.data = this;
+  uv_poll_start(&pacer_, UV_READABLE, [](uv_poll_t* h, int, int) {
+    static_cast<Load*>(h->data)->onPacerTick();
+  });
+}
+
+void Load::onPacerTick() {
+  std::uint64_t expirations;
+  if (::read(timerFd_, &expirations, sizeof(expirations)) < 0) return;
+  if (stopping_ || phase_ != Phase::kRunning) return;
+  const std::uint64_t now = uv_hrtime();
+  if (now < pacerStart_) return;
+  auto due = static_cast<std::uint64_t>(static_cast<double>(now - pacerStart_) / intervalNs_) + 1;
+  due = std::min(due, quota_);
+  while (sentTotal_ < due) {
+    Conn& c = *conns_[sentTotal_ % conns_.size()];
+    const auto scheduled =
+        pacerStart_ + static_cast<std::uint64_t>(static_cast<double>(sentTotal_) * intervalNs_);
+    const std::uint64_t lag = now - std::min(now, scheduled);
+    maxLagNs_ = std::max(maxLagNs_, lag);
+    if (lag > 1000000) ++lateSends_;
+    if (c.state == State::kOpen) {
+      sendEcho(c, scheduled);
+    } else {
+      ++sentTotal_;
+    }
+  }
+  flushDirty();
+  if (sentTotal_ >= quota_) {
+    stopping_ = true;
+    uv_poll_stop(&pacer_);
+  }
+}
+
+void Load::maybeDone() {
+  if (phase_ != Phase::kRunning) return;
+  if (quota_ != 0 && !stopping_) {
+    const std::uint64_t done = mode_ == Mode::kFanout ? completedTotal_ : receivedTotal_;
+    if (done >= quota_) stopping_ = true;
+  }
+  if (stopping_ && outstanding() == 0) {
+    if (measuring_) stopMeasuring();
+    closeAll();
+  }
+}
+
+// ---------------------------------------------------------------- phases
+
+Snapshot Load::snapshot() const {
+  Snapshot s;
+  s.t = uv_hrtime();
+  s.received = receivedTotal_;
+  s.completed = completedTotal_;
+  s.proc = sampleProcess(o_.serverPid);
+  return s;
+}
+
+void Load::startTimer(uv_timer_t* t, double seconds, uv_timer_cb cb) {
+  uv_timer_start(t, cb, static_cast<std::uint64_t>(std::max(0.0, seconds) * 1000.0), 0);
+}
+
+void Load::allOpen() {
+  connectEnd_ = uv_hrtime();
+  phase_ = Phase::kRunning;
+  if (mode_ == Mode::kIdle) {
+    rssOpen_ = sampleProcess(o_.serverPid);
+    startTimer(&phaseTimer_, o_.hold, [](uv_timer_t* t) {
+      auto& self = *static_cast<Load*>(t->data);
+      self.rssAfter_ = sampleProcess(self.o_.serverPid);
+      self.closeAll();
+    });
+    return;
+  }
+  if (mode_ == Mode::kFanout) {
+    expectedDeliveries_ = static_cast<std::uint32_t>(conns_.size() - 1);
+    publishers_.resize(o_.publishers);
+    for (auto& p : publishers_) {
+      p.stamp.assign(o_.depth, 0);
+      p.remaining.assign(o_.depth, 0);
+    }
+    expectSeq_.assign(conns_.size() * o_.publishers, 0);
+  }
+  if (o_.messages != 0) {
+    // A fixed count: everything is measured, from the first send to the last reply.
+    quota_ = o_.messages;
+    startMeasuring();
+  } else if (o_.rate > 0) {
+    quota_ = static_cast<std::uint64_t>(o_.rate * o_.duration);
+    startMeasuring();
+  } else {
+    startTimer(&phaseTimer_, o_.warmup, [](uv_timer_t* t) {
+      auto& self = *static_cast<Load*>(t->data);
+      self.startMeasuring();
+      startTimer(&self.phaseTimer_, self.o_.duration, [](uv_timer_t* t2) {
+        auto& s = *static_cast<Load*>(t2->data);
+        s.stopMeasuring();
+        s.stopping_ = true;
+        s.maybeDone();
+      });
+    });
+  }
+  if (o_.rate > 0) {
+    startPacer();
+    return;
+  }
+  if (mode_ == Mode::kEcho) {
+    const std::uint64_t now = uv_hrtime();
+    for (std::size_t d = 0; d < o_.depth; ++d) {
+      for (auto& c : conns_) {
+        if (quota_ != 0 && sentTotal_ >= quota_) break;
+        sendEcho(*c, now);
+      }
+    }
+  } else {
+    for (std::size_t p = 0; p < o_.publishers; ++p) pumpPublisher(p);
+  }
+  flushDirty();
+}
+
+void Load::startMeasuring() {
+  measuring_ = true;
+  start_ = snapshot();
+}
+
+void Load::stopMeasuring() {
+  if (!measuring_) return;
+  end_ = snapshot();
+  measuring_ = false;
+}
+
+void Load::closeAll() {
+  if (phase_ == Phase::kClosing || phase_ == Phase::kDone) return;
+  phase_ = Phase::kClosing;
+  stopping_ = true;
+  if (pacerInit_) uv_poll_stop(&pacer_);
+  uv_timer_stop(&phaseTimer_);
+  for (auto& cp : conns_) {
+    Conn& c = *cp;
+    if (c.state == State::kOpen && !o_.raw) {
+      // A polite close: our Close, then the server's, then TCP.
+      const char payload[2] = {static_cast<char>(1000 >> 8), static_cast<char>(1000 & 0xFF)};
+      appendFrame(c, kOpClose, payload, 2);
+      c.state = State::kClosing;
+      flush(c);
+    } else if (c.state != State::kNew) {
+      closeConn(c);
+    }
+  }
+  startTimer(&graceTimer_, 5.0, [](uv_timer_t* t) {
+    auto& self = *static_cast<Load*>(t->data);
+    for (auto& c : self.conns_) self.closeConn(*c);
+  });
+  if (closed_ == inited_) finish();
+}
+
+void Load::closeConn(Conn& c) {
+  if (c.state == State::kClosed || c.state == State::kNew) return;
+  if (c.state == State::kConnecting || c.state == State::kHandshake) --connecting_;
+  c.state = State::kClosed;
+  uv_close(reinterpret_cast<uv_handle_t*>(&c.tcp), [](uv_handle_t* h) {
+    static_cast<Conn*>(h->data)->load->onConnClosed();
+  });
+}
+
+void Load::onConnClosed() {
+  ++closed_;
+  if (phase_ == Phase::kClosing && closed_ == inited_) finish();
+}
+
+void Load::finish() {
+  if (phase_ == Phase::kDone) return;
+  phase_ = Phase::kDone;
+  uv_close(reinterpret_cast<uv_handle_t*>(&phaseTimer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&graceTimer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&deadlineTimer_), nullptr);
+  if (pacerInit_) uv_close(reinterpret_cast<uv_handle_t*>(&pacer_), nullptr);
+}
+
+void Load::fail(const std::string& what) {
+  if (++errors_ <= 5) std::fprintf(stderr, "spry-load: %s\n", what.c_str());
+  if (errors_ == 6) std::fprintf(stderr, "spry-load: (further errors not shown)\n");
+  // Anything that breaks the set-up or the bookkeeping ends the run.
+  if (phase_ == Phase::kConnecting) closeAll();
+}
+
+// ---------------------------------------------------------------- report
+
+void Load::report() {
+  const char* modeName = mode_ == Mode::kEcho ? "echo" : mode_ == Mode::kFanout ? "fanout" : "idle";
+  std::string r = "RESULT mode=" + std::string(modeName);
+  auto add = [&r](const char* key, const std::string& value) {
+    r.append(" ").append(key).append("=").append(value);
+  };
+  auto num = [](double v, int decimals = 3) {
+    char b[64];
+    std::snprintf(b, sizeof(b), "%.*f", decimals, v);
+    return std::string(b);
+  };
+  if (!o_.label.empty()) add("label", o_.label);
+  add("transport", o_.raw ? "raw" : "ws");
+  add("connections", std::to_string(conns_.size()));
+  add("connect_s", num(static_cast<double>(connectEnd_ - connectStart_) / 1e9));
+
+  if (mode_ == Mode::kIdle) {
+    const double perConn =
+        open_ ? (static_cast<double>(rssAfter_.rssKb) - static_cast<double>(rssBefore_.rssKb)) *
+                    1024.0 / static_cast<double>(conns_.size())
+              : 0;
+    std::printf("idle: %zu connections open in %.2f s; server RSS %" PRIu64 " kB before, %" PRIu64
+                " kB all open, %" PRIu64 " kB after %.1f s: %.0f bytes per connection\n",
+                conns_.size(), static_cast<double>(connectEnd_ - connectStart_) / 1e9,
+                rssBefore_.rssKb, rssOpen_.rssKb, rssAfter_.rssKb, o_.hold, perConn);
+    add("rss_before_kb", std::to_string(rssBefore_.rssKb));
+    add("rss_open_kb", std::to_string(rssOpen_.rssKb));
+    add("rss_after_kb", std::to_string(rssAfter_.rssKb));
+    add("rss_per_conn_bytes", num(perConn, 0));
+    if (rssBefore_.ok && rssOpen_.ok) {
+      add("server_cpu_us_per_conn",
+          num(static_cast<double>(rssOpen_.cpuNs - rssBefore_.cpuNs) / 1000.0 /
+                  static_cast<double>(conns_.size()),
+              2));
+    }
+  } else {
+    const double secs = static_cast<double>(end_.t - start_.t) / 1e9;
+    const auto count = static_cast<double>(end_.received - start_.received);
+    const auto completed = static_cast<double>(end_.completed - start_.completed);
+    const double cpuUs = static_cast<double>(end_.proc.cpuNs - start_.proc.cpuNs) / 1000.0;
+    const double ticks = static_cast<double>((end_.proc.userTicks - start_.proc.userTicks) +
+                                             (end_.proc.sysTicks - start_.proc.sysTicks));
+    const double userFrac =
+        ticks > 0 ? static_cast<double>(end_.proc.userTicks - start_.proc.userTicks) / ticks : 0;
+    auto us = [](std::uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
+    add("size", std::to_string(o_.size));
+    add("type", o_.binary ? "binary" : "text");
+    add("depth", std::to_string(o_.depth));
+    add("rate", num(o_.rate, 0));
+    add("seconds", num(secs));
+    if (mode_ == Mode::kEcho) {
+      add("messages", num(count, 0));
+      add("msgs_per_s", num(secs > 0 ? count / secs : 0, 0));
+    } else {
+      add("publishers", std::to_string(o_.publishers));
+      add("subscribers", std::to_string(o_.subscribers));
+      add("deliveries", num(count, 0));
+      add("deliveries_per_s", num(secs > 0 ? count / secs : 0, 0));
+      add("publishes_per_s", num(secs > 0 ? completed / secs : 0, 0));
+    }
+    add("p50_us", num(us(latency_.quantile(0.50)), 1));
+    add("p99_us", num(us(latency_.quantile(0.99)), 1));
+    add("p999_us", num(us(latency_.quantile(0.999)), 1));
+    add("max_us", num(us(latency_.max()), 1));
+    if (o_.serverPid > 0 && start_.proc.ok && end_.proc.ok) {
+      add("server_cpu_us_per_msg", num(count > 0 ? cpuUs / count : 0, 4));
+      add("server_cpu_util", num(secs > 0 ? cpuUs / 1e6 / secs : 0));
+      add("server_user_frac", num(userFrac));
+    }
+    if (o_.rate > 0) {
+      add("max_send_lag_us", num(us(maxLagNs_), 1));
+      add("late_sends", std::to_string(lateSends_));
+    }
+    std::printf("%s %s: %.0f %s in %.2f s = %.0f/s; latency p50 %.1f us, p99 %.1f us, "
+                "p99.9 %.1f us, max %.1f us\n",
+                modeName, o_.raw ? "raw" : "ws", count,
+                mode_ == Mode::kEcho ? "messages" : "deliveries", secs,
+                secs > 0 ? count / secs : 0, us(latency_.quantile(0.5)),
+                us(latency_.quantile(0.99)), us(latency_.quantile(0.999)), us(latency_.max()));
+    if (o_.serverPid > 0 && count > 0) {
+      std::printf("server CPU: %.3f us per %s (%.0f %% of a core, %.0f %% user)\n", cpuUs / count,
+                  mode_ == Mode::kEcho ? "message" : "delivery", secs > 0 ? cpuUs / 1e4 / secs : 0,
+                  userFrac * 100);
+    }
+    if (o_.rate > 0 && lateSends_ > 0) {
+      std::printf("warning: %" PRIu64 " sends were over 1 ms behind schedule (max %.0f us): the "
+                  "client could not keep the offered rate\n",
+                  lateSends_, us(maxLagNs_));
+    }
+  }
+  add("timed_out", timedOut_ ? "1" : "0");
+  add("errors", std::to_string(errors_));
+  std::printf("%s\n", r.c_str());
+  std::fflush(stdout);
+}
+
+int Load::run() {
+  if (!resolve()) {
+    std::fprintf(stderr, "spry-load: %s is not a numeric loopback address (127.0.0.0/8 or ::1)\n",
+                 o_.host.c_str());
+    return 2;
+  }
+  buildPattern();
+  createConnections();
+  // Many connections need many descriptors: take the hard limit.
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < conns_.size() + 64) {
+    std::fprintf(stderr, "spry-load: %zu connections need more descriptors than ulimit -n (%lu)\n",
+                 conns_.size(), static_cast<unsigned long>(lim.rlim_cur));
+    return 2;
+  }
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  loop_ = &loop;
+  for (uv_timer_t* t : {&phaseTimer_, &graceTimer_, &deadlineTimer_}) {
+    uv_timer_init(loop_, t);
+    t->data = this;
+  }
+  double bound = o_.timeout;
+  if (bound <= 0) {
+    if (mode_ == Mode::kIdle) {
+      bound = o_.hold + 120;
+    } else if (o_.messages != 0) {
+      bound = o_.rate > 0 ? static_cast<double>(o_.messages) / o_.rate + 120 : 600;
+    } else {
+      bound = o_.warmup + o_.duration + 60;
+    }
+  }
+  startTimer(&deadlineTimer_, bound, [](uv_timer_t* t) {
+    auto& self = *static_cast<Load*>(t->data);
+    std::fprintf(stderr, "spry-load: timed out\n");
+    self.timedOut_ = true;
+    self.stopMeasuring();
+    if (self.phase_ != Phase::kClosing) self.closeAll();
+    for (auto& c : self.conns_) self.closeConn(*c);
+    if (self.closed_ == self.inited_) self.finish();
+  });
+  uv_unref(reinterpret_cast<uv_handle_t*>(&deadlineTimer_));
+
+  rssBefore_ = sampleProcess(o_.serverPid);
+  connectStart_ = uv_hrtime();
+  connectNext();
+  uv_run(loop_, UV_RUN_DEFAULT);
+  // Anything still open (a hang) is closed by the deadline; run what it closed.
+  if (phase_ != Phase::kDone) {
+    finish();
+    uv_run(loop_, UV_RUN_DEFAULT);
+  }
+  if (timerFd_ >= 0) ::close(timerFd_);
+  uv_loop_close(loop_);
+  if (mode_ != Mode::kIdle && end_.t == 0) end_ = start_;
+  report();
+  if (timedOut_) return 3;
+  return errors_ == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace load
+
+int main(int argc, char** argv) {
+  load::Options o;
+  CLI::App cli{"spry-load: WebSocket load generator for loopback benchmarks"};
+  cli.add_option("--mode", o.mode, "echo | fanout | idle")
+      ->check(CLI::IsMember({"echo", "fanout", "idle"}))
+      ->capture_default_str();
+  cli.add_option("--host", o.host, "numeric loopback address")->capture_default_str();
+  cli.add_option("--port", o.port, "server port")->capture_default_str();
+  cli.add_option("--path", o.path, "WebSocket path (default /echo, fanout /broadcast)");
+  cli.add_flag("--raw", o.raw, "plain TCP: the frame bytes without handshake, expect them back");
+  cli.add_option("--connections,-c", o.connections, "connections (echo, idle)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  cli.add_option("--size,-s", o.size, "payload bytes per message")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64 << 20));
+  cli.add_flag("--binary", o.binary, "binary messages (default text)");
+  cli.add_option("--depth,-d", o.depth, "messages in flight per connection / publisher")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  cli.add_option("--rate", o.rate, "open loop: messages/s offered in total (0: closed loop)")
+      ->capture_default_str();
+  cli.add_option("--messages,-n", o.messages,
+                 "stop after this many messages (echo) or publishes (fanout); no warm-up")
+      ->capture_default_str();
+  cli.add_option("--duration", o.duration, "measured seconds (without --messages)")
+      ->capture_default_str();
+  cli.add_option("--warmup", o.warmup, "unmeasured seconds before (closed loop)")
+      ->capture_default_str();
+  cli.add_option("--timeout", o.timeout, "hard bound in seconds (0: derived)");
+  cli.add_option("--server-pid", o.serverPid, "server process: CPU and RSS from /proc");
+  cli.add_option("--publishers", o.publishers, "fanout publishers")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  cli.add_option("--subscribers", o.subscribers, "fanout subscribers")->capture_default_str();
+  cli.add_option("--hold", o.hold, "idle: seconds to hold the connections")->capture_default_str();
+  cli.add_option("--source-addrs", o.sourceAddrs,
+                 "spread connections over 127.0.0.1..N (0: one per 25,000)")
+      ->capture_default_str();
+  cli.add_option("--connect-concurrency", o.connectConcurrency, "connections set up at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cli.add_option("--label", o.label, "copied into the RESULT line");
+  CLI11_PARSE(cli, argc, argv);
+
+  load::Mode mode = o.mode == "echo"     ? load::Mode::kEcho
+                    : o.mode == "fanout" ? load::Mode::kFanout
+                                         : load::Mode::kIdle;
+  if (o.path.empty()) o.path = mode == load::Mode::kFanout ? "/broadcast" : "/echo";
+  if (mode == load::Mode::kFanout) {
+    if (o.raw) {
+      std::fprintf(stderr, "spry-load: fanout has no raw mode\n");
+      return 2;
+    }
+    if (o.size < 16) {
+      std::fprintf(stderr, "spry-load: fanout needs --size of at least 16\n");
+      return 2;
+    }
+  }
+  if (o.rate > 0 && mode != load::Mode::kEcho) {
+    std::fprintf(stderr, "spry-load: --rate applies to echo only\n");
+    return 2;
+  }
+  return load::Load(std::move(o), mode).run();
+}

@@ -1,0 +1,238 @@
+#!/usr/bin/python3
+"""Process-level graceful shutdown of examples/echo (stdlib only).
+
+  1. echo --threads 2 --port 0 with WebSocket clients on /echo and /broadcast:
+     SIGTERM makes every client receive Close 1001; once they answer, the
+     process exits 0 within the 5 s shutdown deadline.
+  2. A shutdown stalled by clients that never answer the Close: a second
+     SIGINT ends the process at once (any non-zero status).
+
+  shutdown_test.py --echo-exe build/examples/echo
+"""
+
+import argparse
+import base64
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+STEP = 5.0
+results = {"passed": 0, "failed": 0}
+
+
+def report(ok, what, detail=""):
+    results["passed" if ok else "failed"] += 1
+    print("%s - %s%s" % ("ok" if ok else "not ok", what,
+                         (": " + detail) if detail and not ok else ""), flush=True)
+    return ok
+
+
+def start_server(exe, threads):
+    proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", "0", "--threads", str(threads)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    line = b""
+    deadline = time.monotonic() + 15
+    fd = proc.stdout.fileno()
+    while not line.endswith(b"\n"):
+        r, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        if not r:
+            proc.kill()
+            raise RuntimeError("no listening line within 15s")
+        b = os.read(fd, 1)
+        if not b:
+            raise RuntimeError("server exited with %s before listening" % proc.wait())
+        line += b
+    m = re.match(r"listening on http://([^:/]+):(\d+)/", line.decode())
+    if not m:
+        proc.kill()
+        raise RuntimeError("unexpected first line %r" % line)
+    return proc, int(m.group(2))
+
+
+class Client:
+    """A blocking WebSocket client: masked frames out, unmasked frames in."""
+
+    def __init__(self, port, path):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=STEP)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n" % (path, key)).encode())
+        while b"\r\n\r\n" not in self.buf:
+            self._more()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError("handshake refused: %r" % head[:40])
+
+    def _more(self, timeout=STEP):
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError("connection closed")
+        self.buf += data
+
+    def _exact(self, n, timeout):
+        until = time.monotonic() + timeout
+        while len(self.buf) < n:
+            self._more(max(until - time.monotonic(), 0.01))
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def send(self, opcode, payload):
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + body)
+
+    def send_text(self, text):
+        self.send(0x1, text.encode())
+
+    def send_close(self, code):
+        self.send(0x8, struct.pack("!H", code))
+
+    def read_frame(self, timeout=STEP):
+        b0, b1 = self._exact(2, timeout)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._exact(2, timeout))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._exact(8, timeout))[0]
+        return b0 & 0x0F, self._exact(n, timeout)
+
+    def read_close(self, timeout=STEP):
+        """The code of the next Close (pings answered, data skipped); None on failure."""
+        until = time.monotonic() + timeout
+        try:
+            while True:
+                opcode, payload = self.read_frame(max(until - time.monotonic(), 0.01))
+                if opcode == 0x8:
+                    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                if opcode == 0x9:
+                    self.send(0xA, payload)
+        except (OSError, EOFError):
+            return None
+
+    def wait_eof(self, timeout=STEP):
+        until = time.monotonic() + timeout
+        try:
+            while True:
+                self._more(max(until - time.monotonic(), 0.01))
+        except EOFError:
+            return True
+        except OSError:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def wait_exit(proc, timeout):
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def graceful_sigterm(exe):
+    proc, port = start_server(exe, 2)
+    try:
+        echo = [Client(port, "/echo") for _ in range(4)]
+        broadcast = [Client(port, "/broadcast") for _ in range(4)]
+        ok = True
+        for i, c in enumerate(echo):
+            c.send_text("hi %d" % i)
+            opcode, payload = c.read_frame()
+            ok = ok and opcode == 0x1 and payload == ("hi %d" % i).encode()
+        report(ok, "every /echo client gets its message back")
+        broadcast[0].send_text("to all")
+        got = [c.read_frame() for c in broadcast[1:]]
+        report(all(g == (0x1, b"to all") for g in got), "/broadcast reaches the other clients")
+
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        clients = echo + broadcast
+        codes = [c.read_close() for c in clients]
+        report(codes == [1001] * len(clients), "every client receives Close 1001",
+               "codes %r" % codes)
+        for c in clients:
+            c.send_close(1001)
+        eofs = [c.wait_eof() for c in clients]
+        report(all(eofs), "the server closes every connection after the handshake")
+        status = wait_exit(proc, max(started + 5.0 - time.monotonic(), 0.01))
+        report(status == 0, "the process exits 0 within 5 s of SIGTERM",
+               "still running" if status is None else "status %s" % status)
+        for c in clients:
+            c.close()
+        # No new connection is accepted once it has gone.
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            refused = False
+        except OSError:
+            refused = True
+        report(refused, "the port no longer accepts connections")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err = proc.stderr.read().decode(errors="replace")
+        report("SIGTERM" in err and "ThreadSanitizer" not in err,
+               "stderr names the signal and has no sanitizer report", err[-2000:])
+
+
+def second_signal(exe):
+    proc, port = start_server(exe, 2)
+    try:
+        # Clients that never answer the Close: the shutdown waits for them.
+        stalled = [Client(port, "/echo") for _ in range(6)]
+        proc.send_signal(signal.SIGINT)
+        codes = [c.read_close() for c in stalled]
+        report(codes == [1001] * len(stalled), "stalled clients receive Close 1001",
+               "codes %r" % codes)
+        report(proc.poll() is None, "the shutdown waits for the stalled clients")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        status = wait_exit(proc, 2.0)
+        report(status is not None and status != 0, "a second SIGINT ends the process at once",
+               "still running after %.1f s" % (time.monotonic() - started) if status is None
+               else "status %s" % status)
+        for c in stalled:
+            c.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err = proc.stderr.read().decode(errors="replace")
+        report("ThreadSanitizer" not in err, "no sanitizer report", err[-2000:])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--echo-exe", required=True)
+    args = parser.parse_args()
+    for test in (graceful_sigterm, second_signal):
+        try:
+            test(args.echo_exe)
+        except Exception as e:  # a step that could not run is a failure
+            report(False, test.__name__, repr(e))
+    print("%d passed, %d failed" % (results["passed"], results["failed"]))
+    return 1 if results["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -94,6 +94,9 @@ struct DeferredState {
   bool registered = false;         // the connection has seen the placeholder
   std::optional<Response> early;   // sent before the handler returned
   Headers placeholderHeaders;      // set by middleware on the placeholder
+  // The request, once its connection closed before send(): it stays valid
+  // until send() as documented, that is as long as a Deferred refers to it.
+  std::unique_ptr<Request> request;
 };
 
 // What is behind a BodyWriter.

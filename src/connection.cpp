@@ -419,6 +419,10 @@ bool Connection::streamWrite(StreamState& state, std::string_view data) {
 void Connection::streamEnd(StreamState& state) {
   if (closing_ || state.ended || stream_.get() != &state) return;
   state.ended = true;
+  // The callbacks are done with; they often hold a BodyWriter, a cycle
+  // through the state that would otherwise never be freed.
+  state.onDrain = nullptr;
+  state.onAbort = nullptr;
   if (state.chunked && !state.headOnly) writeLastChunk(out_);
   // Inside the producer call, sendResponse (or sendDeferred) finishes the
   // response itself; finishing here would destroy the request under it.
@@ -985,8 +989,10 @@ void Connection::onDrained() noexcept {
   if (stream_ && stream_->wantDrain) {
     stream_->wantDrain = false;
     if (stream_->onDrain) {
+      // A copy: the callback may end the stream, which drops it.
       auto keep = stream_;
-      LoopContext::runGuarded("a BodyWriter drain callback", keep->onDrain);
+      auto fn = keep->onDrain;
+      LoopContext::runGuarded("a BodyWriter drain callback", fn);
     }
   }
   if (mode_ == Mode::kWebSocket) {
@@ -1015,9 +1021,17 @@ void Connection::closeNow() noexcept {
   fireWsClose();
   if (stream_ && !stream_->ended) {
     stream_->aborted = true;
-    if (stream_->onAbort) {
-      auto keep = stream_;
-      LoopContext::runGuarded("a BodyWriter abort callback", keep->onAbort);
+    auto keep = stream_;
+    auto onAbort = std::move(keep->onAbort);
+    keep->onAbort = nullptr;
+    keep->onDrain = nullptr;  // see streamEnd
+    if (onAbort) LoopContext::runGuarded("a BodyWriter abort callback", onAbort);
+  }
+  if (current_) {
+    // Moved out first: the state holding the request that holds the state
+    // would be a cycle.
+    if (auto state = std::move(RequestData::of(*current_).deferredState)) {
+      state->request = std::move(current_);
     }
   }
   current_.reset();

@@ -144,10 +144,21 @@ Deferred Request::defer() {
 
 namespace detail {
 std::unique_ptr<Request> RequestData::makeRequest(std::unique_ptr<RequestData> d) {
-  auto& t = d->parsed.target;
+  std::string_view t = d->parsed.target;
+  // RFC 9112 3.2.2: a server must accept the absolute-form
+  // ("http://host/a?x"); it routes on the path, as for the origin-form.
+  bool absolute = false;
+  if (!t.empty() && t.front() != '/') {
+    if (auto scheme = t.find("://"); scheme != std::string_view::npos) {
+      absolute = true;
+      auto rest = t.find_first_of("/?#", scheme + 3);
+      t = rest == std::string_view::npos ? std::string_view{} : t.substr(rest);
+    }
+  }
   auto q = t.find('?');
-  d->path = std::string_view(t).substr(0, q);
-  d->query = q == std::string::npos ? std::string_view{} : std::string_view(t).substr(q + 1);
+  d->path = t.substr(0, q);
+  if (absolute && d->path.empty()) d->path = "/";
+  d->query = q == std::string_view::npos ? std::string_view{} : t.substr(q + 1);
   // A fragment never belongs to the query (clients should not send one).
   if (auto h = d->query.find('#'); h != std::string_view::npos) d->query = d->query.substr(0, h);
   return std::unique_ptr<Request>(new Request(std::move(d)));

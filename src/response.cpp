@@ -84,12 +84,14 @@ void BodyWriter::end() const {
   if (auto conn = state_ ? state_->conn.lock() : nullptr) conn->streamEnd(*state_);
 }
 
+// After end() or an abort the callbacks can never run; keeping them would
+// keep what they hold (often this writer: a cycle) alive.
 void BodyWriter::onDrain(std::function<void()> fn) const {
-  if (state_) state_->onDrain = std::move(fn);
+  if (state_ && !state_->ended && !state_->aborted) state_->onDrain = std::move(fn);
 }
 
 void BodyWriter::onAbort(std::function<void()> fn) const {
-  if (state_) state_->onAbort = std::move(fn);
+  if (state_ && !state_->ended && !state_->aborted) state_->onAbort = std::move(fn);
 }
 
 bool BodyWriter::isOpen() const noexcept {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +19,11 @@ void closeHandle(H*& h) noexcept {
   uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* p) { delete reinterpret_cast<H*>(p); });
   h = nullptr;
 }
+
+// How long accepting pauses when accept() fails for lack of descriptors; new
+// clients wait in the listen backlog meanwhile.
+constexpr std::uint64_t kAcceptRetryMs = 100;
+constexpr int kBacklog = 511;
 
 std::uint64_t msOf(std::chrono::milliseconds d) noexcept {
   return d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0;
@@ -49,7 +55,9 @@ std::uint64_t sweepPeriod(const AppState& app) {
 Server::Server(AppState& app, std::shared_ptr<LoopContext> loop)
     : app_(app), loop_(std::move(loop)), sweepMs_(sweepPeriod(app)) {}
 
-Server::~Server() = default;
+Server::~Server() {
+  if (listenFd_ >= 0) ::close(listenFd_);
+}
 
 bool Server::resolve(const std::string& host, std::uint16_t port, sockaddr_storage& addr) {
   std::string h = host == "localhost" ? "127.0.0.1" : host;
@@ -117,11 +125,14 @@ std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reu
     closeListener();
     cannotListen(host, port, rc);
   }
-  rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 511, onConnection);
+  rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), kBacklog, onConnection);
   if (rc != 0) {
     closeListener();  // the handle owns fd now
     cannotListen(host, port, rc);
   }
+  // Kept so that accepting can pause without giving up the socket (-1 if
+  // even this fails: then there is no pause).
+  listenFd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
   sockaddr_storage bound{};
   int len = sizeof(bound);
   uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&bound), &len);
@@ -149,11 +160,15 @@ std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reu
 void Server::onConnection(uv_stream_t* listener, int status) noexcept {
   auto* self = static_cast<Server*>(listener->data);
   if (status < 0) {
-    // libuv already sheds the pending connection on EMFILE (its reserve-fd
-    // trick), so this cannot spin; log the first and then every 1000th.
+    // Log the first and then every 1000th.
     if (self->acceptErrors_++ % 1000 == 0) {
       log(LogLevel::kWarn, std::string("spry: accept failed: ") + uv_strerror(status));
     }
+    // On EMFILE libuv sheds the pending connections with a reserve
+    // descriptor and does not call us. We are called when that reserve is
+    // gone (another thread took the descriptor it freed), and then libuv's
+    // accept loop calls again at once, forever: pause accepting instead.
+    if (status == UV_EMFILE || status == UV_ENFILE) self->pauseAccepting();
     return;
   }
   if (self->stopping_) return;
@@ -188,10 +203,56 @@ void Server::remove(Connection* c) noexcept {
 
 void Server::closeListener() noexcept { closeHandle(listener_); }
 
+void Server::pauseAccepting() noexcept {
+  if (stopping_ || !listener_ || listenFd_ < 0) return;
+  if (!acceptRetry_) {
+    acceptRetry_ = new (std::nothrow) uv_timer_t;
+    if (!acceptRetry_) return;
+    uv_timer_init(loop_->loop(), acceptRetry_);
+    acceptRetry_->data = this;
+  }
+  // Closing the handle ends libuv's accept loop; the socket stays open.
+  closeListener();
+  uv_timer_start(
+      acceptRetry_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->resumeAccepting(); },
+      kAcceptRetryMs, 0);
+}
+
+void Server::resumeAccepting() noexcept {
+  if (stopping_ || listener_ || listenFd_ < 0) return;
+  int fd = ::fcntl(listenFd_, F_DUPFD_CLOEXEC, 0);
+  if (fd >= 0) {
+    listener_ = new (std::nothrow) uv_tcp_t;
+    if (listener_) {
+      uv_tcp_init(loop_->loop(), listener_);
+      listener_->data = this;
+      if (uv_tcp_open(listener_, fd) != 0) {
+        ::close(fd);
+        closeListener();
+      } else if (uv_listen(reinterpret_cast<uv_stream_t*>(listener_), kBacklog, onConnection) !=
+                 0) {
+        closeListener();
+      } else {
+        return;
+      }
+    } else {
+      ::close(fd);
+    }
+  }
+  uv_timer_start(
+      acceptRetry_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->resumeAccepting(); },
+      kAcceptRetryMs, 0);
+}
+
 void Server::stop(std::chrono::milliseconds deadline) {
   if (stopping_) return;
   stopping_ = true;
   closeListener();
+  closeHandle(acceptRetry_);
+  if (listenFd_ >= 0) {
+    ::close(listenFd_);
+    listenFd_ = -1;
+  }
   // Copy: beginShutdown may close (and so remove) connections synchronously.
   auto conns = conns_;
   for (auto* c : conns) c->beginShutdown();

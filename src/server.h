@@ -58,6 +58,10 @@ class Server : public std::enable_shared_from_this<Server> {
  private:
   static void onConnection(uv_stream_t* listener, int status) noexcept;
   void closeListener() noexcept;
+  // Out of descriptors: closes listener_ (its socket and backlog live on in
+  // listenFd_) and reopens it from listenFd_ after a pause.
+  void pauseAccepting() noexcept;
+  void resumeAccepting() noexcept;
   void maybeFinishStop() noexcept;
 
   AppState& app_;
@@ -65,6 +69,8 @@ class Server : public std::enable_shared_from_this<Server> {
   uv_tcp_t* listener_ = nullptr;
   uv_timer_t* sweep_ = nullptr;
   uv_timer_t* stopTimer_ = nullptr;
+  uv_timer_t* acceptRetry_ = nullptr;
+  int listenFd_ = -1;  // a second descriptor of the listening socket, for pauseAccepting
   std::vector<Connection*> conns_;
   TopicTable topics_;
   std::uint64_t sweepMs_ = 250;

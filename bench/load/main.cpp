@@ -1013,7 +1013,7 @@ void Load::report() {
   if (!o_.label.empty()) add("label", o_.label);
   add("transport", o_.raw ? "raw" : "ws");
   add("connections", std::to_string(conns_.size()));
-  add("connect_s", num(static_cast<double>(connectEnd_ - connectStart_) / 1e9));
+  if (connectEnd_ != 0) add("connect_s", num(static_cast<double>(connectEnd_ - connectStart_) / 1e9));
 
   if (mode_ == Mode::kIdle) {
     const double perConn =
@@ -1022,7 +1022,7 @@ void Load::report() {
               : 0;
     std::printf("idle: %zu connections open in %.2f s; server RSS %" PRIu64 " kB before, %" PRIu64
                 " kB all open, %" PRIu64 " kB after %.1f s: %.0f bytes per connection\n",
-                conns_.size(), static_cast<double>(connectEnd_ - connectStart_) / 1e9,
+                open_, connectEnd_ ? static_cast<double>(connectEnd_ - connectStart_) / 1e9 : 0.0,
                 rssBefore_.rssKb, rssOpen_.rssKb, rssAfter_.rssKb, o_.hold, perConn);
     add("rss_before_kb", std::to_string(rssBefore_.rssKb));
     add("rss_open_kb", std::to_string(rssOpen_.rssKb));

@@ -312,9 +312,9 @@ inline std::string get(std::string_view path, std::string_view extraHeaders = {}
 
 inline std::string post(std::string_view path, std::string_view body,
                         std::string_view extraHeaders = {}) {
-  return "POST " + std::string(path) + " HTTP/1.1\r\nHost: t\r\nContent-Length: " +
-         std::to_string(body.size()) + "\r\n" + std::string(extraHeaders) + "\r\n" +
-         std::string(body);
+  return "POST " + std::string(path) +
+         " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+         std::string(extraHeaders) + "\r\n" + std::string(body);
 }
 
 // A thread-safe list of events, for recording the order in which handlers,
@@ -344,7 +344,8 @@ class LogCapture {
  public:
   explicit LogCapture(spry::LogLevel level = spry::LogLevel::kInfo) {
     spry::setLogLevel(level);
-    spry::setLogSink([this](spry::LogLevel, std::string_view line) { lines_.add(std::string(line)); });
+    spry::setLogSink(
+        [this](spry::LogLevel, std::string_view line) { lines_.add(std::string(line)); });
   }
   ~LogCapture() {
     spry::setLogSink({});

@@ -529,7 +529,8 @@ TEST_CASE("slow client: pipelined requests wait while their answers cannot be de
   std::atomic<int> handled{0};
   app.get("/big/:i", [&handled](Request& req) {
     ++handled;
-    return Response::bytes(std::string(256 * 1024, static_cast<char>('a' + std::stoi(std::string(req.param("i"))) % 26)));
+    return Response::bytes(std::string(
+        256 * 1024, static_cast<char>('a' + std::stoi(std::string(req.param("i"))) % 26)));
   });
   TestServer server(app);
   RawClient c(server.port());

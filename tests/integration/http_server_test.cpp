@@ -176,7 +176,7 @@ TEST_CASE("attach: stop closes idle connections and finishes the response in fli
     CHECK(r->headers.get("Connection") == "close");
     CHECK(busy.waitClosed(1000ms));
   }
-  stopper.join();  // checks that the loop closed cleanly
+  stopper.join();               // checks that the loop closed cleanly
   CHECK(logs.lines().empty());  // nothing was dropped at the deadline
   CHECK_FALSE(app.isListening());
   // Nothing listens any more.
@@ -329,6 +329,34 @@ TEST_CASE("deferred: send() after the client is gone returns false") {
   CHECK(r->body == "ok");
 }
 
+TEST_CASE("deferred: the request stays valid until send(), even when the client is gone") {
+  App app;
+  std::promise<void> handlerRan;
+  std::promise<std::string> seen;
+  app.get("/hold/:name", [&](Request& req) {
+    auto d = req.defer();
+    // Documented: the request is valid until send(); capturing it is allowed.
+    req.loop().setTimeout(150ms, [&req, d, &seen] {
+      std::string what = std::string(req.param("name")) + "," + std::string(req.header("X-Tag")) +
+                         "," + std::string(req.path());
+      bool sent = d.send(Response::text("late"));
+      seen.set_value(what + (sent ? ",sent" : ",dropped"));
+    });
+    handlerRan.set_value();
+    return d;
+  });
+  TestServer server(app);
+  {
+    RawClient c(server.port());
+    c.send(get("/hold/ann", "X-Tag: " + std::string(200, 't') + "\r\n"));
+    handlerRan.get_future().wait();
+    c.reset();
+  }
+  auto f = seen.get_future();
+  REQUIRE(f.wait_for(2s) == std::future_status::ready);
+  CHECK(f.get() == "ann," + std::string(200, 't') + ",/hold/ann,dropped");
+}
+
 TEST_CASE("deferred: defer() twice is a programming error answered with 500") {
   LogCapture logs;
   App app;
@@ -364,12 +392,14 @@ TEST_CASE("streaming: 8 MiB with backpressure to a slow reader stays bounded") {
   };
   auto stats = std::make_shared<Stats>();
   std::promise<Stats> finished;
+  auto token = std::make_shared<int>(0);  // held by the callbacks, see below
+  std::weak_ptr<int> watch = token;
   app.get("/stream", [&](Request&) {
     return Response::stream(
-        [stats, &finished](BodyWriter w) {
+        [stats, &finished, token](BodyWriter w) {
           auto sent = std::make_shared<std::size_t>(0);
           auto pump = std::make_shared<std::function<void()>>();
-          *pump = [w, sent, stats, &finished] {
+          *pump = [w, sent, stats, &finished, token] {
             while (*sent < kTotal) {
               std::string chunk(kChunk, '\0');
               for (std::size_t i = 0; i < kChunk; ++i) chunk[i] = patternAt(*sent + i);
@@ -423,6 +453,9 @@ TEST_CASE("streaming: 8 MiB with backpressure to a slow reader stays bounded") {
   auto after = readResponse(c);
   REQUIRE(after);
   CHECK(after->body == "after");
+  // The callbacks hold the writer; once the stream ended spry let them go.
+  token.reset();
+  CHECK(waitUntil([&] { return watch.expired(); }, 1000ms));
 }
 
 TEST_CASE("streaming: the producer may finish synchronously, and a later write is refused") {
@@ -499,10 +532,13 @@ TEST_CASE("streaming: a client that disconnects mid-stream triggers onAbort once
   std::promise<void> aborted;
   auto aborts = std::make_shared<std::atomic<int>>(0);
   auto lateWrite = std::make_shared<std::atomic<int>>(-1);
+  // Held by the callbacks, which hold the writer: spry must break that cycle.
+  auto token = std::make_shared<int>(0);
+  std::weak_ptr<int> watch = token;
   app.get("/endless", [&](Request&) {
-    return Response::stream([&aborted, aborts, lateWrite](BodyWriter w) {
+    return Response::stream([&aborted, aborts, lateWrite, token](BodyWriter w) {
       auto pump = std::make_shared<std::function<void()>>();
-      *pump = [w] {
+      *pump = [w, token] {
         while (w.write(std::string(8192, 'e'))) {
         }
       };
@@ -534,6 +570,8 @@ TEST_CASE("streaming: a client that disconnects mid-stream triggers onAbort once
   CHECK(r->body == "ok");
   server.stop();
   CHECK(*aborts == 1);
+  token.reset();
+  CHECK_MESSAGE(watch.expired(), "the stream's callbacks were never released");
 }
 
 TEST_CASE("streaming: a producer that throws truncates the body and closes") {

@@ -345,6 +345,20 @@ TEST_CASE("request: query parameters are decoded, repeated keys kept in order") 
   CHECK(send(server.port(), get("/q")) == "<none>|<none>|<none>|/q");
 }
 
+TEST_CASE("request: an absolute-form target routes on its path") {
+  App app;
+  app.get("/a/b", [](Request& req) {
+    return std::string(req.path()) + "|" + std::string(req.query("x").value_or("-")) + "|" +
+           std::string(req.target());
+  });
+  app.get("/", [](Request& req) { return "root " + std::string(req.path()); });
+  TestServer server(app);
+  CHECK(send(server.port(), "GET http://t/a/b?x=1 HTTP/1.1\r\nHost: t\r\n\r\n") ==
+        "/a/b|1|http://t/a/b?x=1");
+  CHECK(send(server.port(), "GET http://t:8080 HTTP/1.1\r\nHost: t\r\n\r\n") == "root /");
+  CHECK(send(server.port(), "GET http://t?y HTTP/1.1\r\nHost: t\r\n\r\n") == "root /");
+}
+
 TEST_CASE("request: cookies, headers, target and peer address") {
   App app;
   app.get("/c", [](Request& req) {

@@ -630,6 +630,45 @@ TEST_CASE("pubsub: frames over 512 bytes are shared between subscribers and arri
   CHECK_FALSE(peers[0].ws->raw().readable(100ms));
 }
 
+TEST_CASE("pubsub: a burst of shared frames queued behind a full socket arrives in order") {
+  // More than the kernel buffers take: the rest waits in the output queue as
+  // shared chunks, flushed many at a time once the client reads.
+  constexpr int kCount = 3000;
+  constexpr std::size_t kSize = 2000;
+  spry::App app;
+  Hub hub;
+  addPubSubRoute(app, hub, "/ps", {.maxBackpressureBytes = 32u << 20});
+  MtServer server(app);
+  auto peers = openSpread(server.port(), "/ps?sub=burst", 2);
+  auto payload = [](int i) {
+    std::string s = std::to_string(i);
+    s.resize(kSize, static_cast<char>('a' + i % 26));
+    return s;
+  };
+  for (int i = 0; i < kCount; ++i) {
+    REQUIRE(app.publish("burst", Message::text(payload(i))));
+  }
+  REQUIRE(app.publish("burst", Message::text("end")));
+  for (std::size_t p = 0; p < peers.size(); ++p) {
+    CAPTURE(p);
+    int bad = -1;
+    int i = 0;
+    for (; i < kCount; ++i) {
+      auto m = peers[p].ws->readMessage(5000ms);
+      REQUIRE(m);
+      if (m->payload != payload(i)) {
+        bad = i;
+        break;
+      }
+    }
+    CHECK(bad == -1);
+    auto end = peers[p].ws->readMessage(5000ms);
+    REQUIRE(end);
+    CHECK(end->payload == "end");
+  }
+  CHECK(hub.closed == 0);
+}
+
 // ---------------------------------------------------------------- threads
 
 TEST_CASE("threads: add, ping and close from a foreign thread keep their order") {

@@ -170,6 +170,17 @@ def graceful_sigterm(exe):
         codes = [c.read_close() for c in clients]
         report(codes == [1001] * len(clients), "every client receives Close 1001",
                "codes %r" % codes)
+        # The listeners close when the stop begins (a loop that has not seen
+        # it yet may still accept, hence the retries).
+        refused = False
+        until = time.monotonic() + 2.0
+        while not refused and time.monotonic() < until:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                time.sleep(0.05)
+            except OSError:
+                refused = True
+        report(refused, "new connections are refused during the shutdown")
         for c in clients:
             c.send_close(1001)
         eofs = [c.wait_eof() for c in clients]
@@ -179,13 +190,6 @@ def graceful_sigterm(exe):
                "still running" if status is None else "status %s" % status)
         for c in clients:
             c.close()
-        # No new connection is accepted once it has gone.
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            refused = False
-        except OSError:
-            refused = True
-        report(refused, "the port no longer accepts connections")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -36,7 +36,9 @@ uv_tcp_t gServer;
 uv_signal_t gSigint;
 uv_signal_t gSigterm;
 
-void onClosed(uv_handle_t* h) { delete static_cast<Conn*>(h->data); }
+void onClosed(uv_handle_t* h) {
+  delete static_cast<Conn*>(h->data);
+}
 
 void closeConn(Conn* c) {
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&c->tcp))) {

@@ -45,8 +45,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
     }
   }
-  std::string joined = spry::detail::joinPaths(std::string_view(reinterpret_cast<const char*>(data), size / 2),
-                                               std::string_view(reinterpret_cast<const char*>(data) + size / 2, size - size / 2));
+  std::string joined = spry::detail::joinPaths(
+      std::string_view(reinterpret_cast<const char*>(data), size / 2),
+      std::string_view(reinterpret_cast<const char*>(data) + size / 2, size - size / 2));
   if (joined.empty() || joined[0] != '/') std::abort();
   return 0;
 }

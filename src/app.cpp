@@ -1,10 +1,10 @@
 #include <uv.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
 #include <algorithm>
 #include <csignal>
 #include <thread>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include "app_state.h"
 #include "connection.h"
@@ -12,8 +12,8 @@
 #include "http_writer.h"
 #include "loop_context.h"
 #include "server.h"
-#include "websocket_session.h"
 #include "spry/log.h"
+#include "websocket_session.h"
 
 namespace spry {
 
@@ -38,8 +38,8 @@ detail::RouterOptions routerOptionsOf(const spry::RouterOptions& o) {
 Handler upgradeTerminal(const RouteEntry* route) {
   return [route](Request& req) -> Response {
     const WebSocketOptions& o = route->wsOptions;
-    HandshakeResult hs = req.method() == "GET" ? checkHandshake(req.headers(), o.protocols)
-                                               : HandshakeResult{};
+    HandshakeResult hs =
+        req.method() == "GET" ? checkHandshake(req.headers(), o.protocols) : HandshakeResult{};
     switch (hs.kind) {
       case HandshakeResult::Kind::kNotUpgrade: {
         if (o.fallback) return o.fallback(req);
@@ -73,7 +73,11 @@ Handler upgradeTerminal(const RouteEntry* route) {
 }  // namespace
 
 AppState::AppState(spry::RouterOptions r, HttpOptions h)
-    : routing(r), http(h), limits(limitsOf(h)), router(routerOptionsOf(r)), root{nullptr, "/", {}} {}
+    : routing(r),
+      http(h),
+      limits(limitsOf(h)),
+      router(routerOptionsOf(r)),
+      root{nullptr, "/", {}} {}
 
 void AppState::checkNotFrozen() const {
   if (frozen) {
@@ -225,7 +229,9 @@ std::size_t raiseFileLimit(std::size_t requested) {
 
 }  // namespace detail
 
-Response Next::operator()() const { return chain_->run(index_); }
+Response Next::operator()() const {
+  return chain_->run(index_);
+}
 
 // ---------------------------------------------------------------- Routes
 
@@ -295,8 +301,12 @@ void App::addFilter(std::function<std::optional<Response>(std::exception_ptr, Re
   state_->filters.push_back(std::move(filter));
 }
 
-std::uint16_t App::port() const noexcept { return state_->port.load(); }
-bool App::isListening() const noexcept { return state_->listening.load(); }
+std::uint16_t App::port() const noexcept {
+  return state_->port.load();
+}
+bool App::isListening() const noexcept {
+  return state_->listening.load();
+}
 
 bool App::publish(std::string_view topic, const Message& message) {
   return state_->publish(topic, message, nullptr);
@@ -399,8 +409,10 @@ void App::listen(const ListenOptions& options) {
     }
   } catch (...) {
     for (auto& s : slots) {
-      if (s->server) s->server->stop(std::chrono::milliseconds(0));
-      else if (s->ctx) s->ctx->shutdown();
+      if (s->server)
+        s->server->stop(std::chrono::milliseconds(0));
+      else if (s->ctx)
+        s->ctx->shutdown();
       uv_run(&s->loop, UV_RUN_DEFAULT);
       closeLoop(&s->loop);
     }

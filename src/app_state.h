@@ -91,9 +91,9 @@ struct DeferredState {
   std::weak_ptr<Connection> conn;
   std::uint64_t requestSerial = 0;
   bool sent = false;
-  bool registered = false;         // the connection has seen the placeholder
-  std::optional<Response> early;   // sent before the handler returned
-  Headers placeholderHeaders;      // set by middleware on the placeholder
+  bool registered = false;        // the connection has seen the placeholder
+  std::optional<Response> early;  // sent before the handler returned
+  Headers placeholderHeaders;     // set by middleware on the placeholder
   // The request, once its connection closed before send(): it stays valid
   // until send() as documented, that is as long as a Deferred refers to it.
   std::unique_ptr<Request> request;
@@ -105,8 +105,8 @@ struct StreamState {
   bool ended = false;
   bool aborted = false;
   bool wantDrain = false;
-  bool headOnly = false;  // HEAD: nothing is written
-  bool chunked = true;    // HTTP/1.0 gets a close-delimited body
+  bool headOnly = false;   // HEAD: nothing is written
+  bool chunked = true;     // HTTP/1.0 gets a close-delimited body
   bool producing = false;  // inside the producer call: sendResponse finishes the response
   std::function<void()> onDrain;
   std::function<void()> onAbort;

@@ -39,9 +39,13 @@ Connection::Connection(Server& server, AppState& app)
 
 Connection::~Connection() = default;
 
-Loop Connection::loop() const { return loopContext_->handle(); }
+Loop Connection::loop() const {
+  return loopContext_->handle();
+}
 
-LoopContext& Connection::loopContext() const noexcept { return *loopContext_; }
+LoopContext& Connection::loopContext() const noexcept {
+  return *loopContext_;
+}
 
 void Connection::start(std::shared_ptr<Connection> self, int acceptStatus) {
   self_ = std::move(self);
@@ -83,7 +87,9 @@ void Connection::start(std::shared_ptr<Connection> self, int acceptStatus) {
   resumeReading();
 }
 
-std::uint64_t Connection::now() const noexcept { return uv_now(server_.loopContext().loop()); }
+std::uint64_t Connection::now() const noexcept {
+  return uv_now(server_.loopContext().loop());
+}
 
 // ---------------------------------------------------------------- reading
 
@@ -165,10 +171,18 @@ void Connection::pauseForBackpressure() noexcept {
 void Connection::setPhase(Phase phase) noexcept {
   phase_ = phase;
   switch (phase) {
-    case Phase::kIdle: deadline_ = now() + ms(app_.http.keepAliveTimeout); break;
-    case Phase::kHeaders: deadline_ = now() + ms(app_.http.headerTimeout); break;
-    case Phase::kBody: deadline_ = now() + ms(app_.http.bodyTimeout); break;
-    case Phase::kWaiting: deadline_ = 0; break;
+    case Phase::kIdle:
+      deadline_ = now() + ms(app_.http.keepAliveTimeout);
+      break;
+    case Phase::kHeaders:
+      deadline_ = now() + ms(app_.http.headerTimeout);
+      break;
+    case Phase::kBody:
+      deadline_ = now() + ms(app_.http.bodyTimeout);
+      break;
+    case Phase::kWaiting:
+      deadline_ = 0;
+      break;
   }
 }
 
@@ -353,8 +367,8 @@ void Connection::sendResponse(Response& response, Request& req) {
     } catch (const std::exception& e) {
       state->producing = false;
       // The head is out: the truncated chunked body is how the client learns.
-      log(LogLevel::kError, "spry: " + std::string(req.path()) + ": stream producer threw: " +
-                                e.what());
+      log(LogLevel::kError,
+          "spry: " + std::string(req.path()) + ": stream producer threw: " + e.what());
       state->ended = true;
       currentKeepAlive_ = false;
       closeAfterFlush();
@@ -435,8 +449,8 @@ void Connection::streamEnd(StreamState& state) {
 }
 
 void Connection::sendHttpError(int status, std::string_view reason) {
-  log(LogLevel::kDebug, "spry: " + remoteAddress_ + ": HTTP " + std::to_string(status) + ": " +
-                            std::string(reason));
+  log(LogLevel::kDebug,
+      "spry: " + remoteAddress_ + ": HTTP " + std::to_string(status) + ": " + std::string(reason));
   Headers headers;
   headers.add("Content-Type", "text/plain; charset=utf-8");
   std::string body(reasonPhrase(status));
@@ -490,7 +504,8 @@ void Connection::upgrade(std::unique_ptr<Request> req, const RouteEntry& route,
   protocol_ = accepted.protocol;
   wsId_ = gNextSocketId.fetch_add(1, std::memory_order_relaxed);
   session_ = std::make_unique<WebSocketSession>(
-      static_cast<SessionHandler&>(*this), SessionLimits{static_cast<std::uint64_t>(route.wsOptions.maxMessageBytes)});
+      static_cast<SessionHandler&>(*this),
+      SessionLimits{static_cast<std::uint64_t>(route.wsOptions.maxMessageBytes)});
   lastReceived_ = now();
   deadline_ = 0;
   server_.countWebSocket(+1);
@@ -540,7 +555,9 @@ void Connection::onWsMessage(bool binary, std::string_view payload) noexcept {
   if (serial == listenSerial_ && !closing_) onMessage_ = std::move(fn);
 }
 
-void Connection::onWsPong(std::string_view) noexcept { awaitingPong_ = false; }
+void Connection::onWsPong(std::string_view) noexcept {
+  awaitingPong_ = false;
+}
 
 void Connection::onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept {
   peerCloseCode_ = code;
@@ -563,12 +580,11 @@ void Connection::callUser(const char* what, const std::function<void()>& fn) noe
   try {
     fn();
   } catch (const std::exception& e) {
-    log(LogLevel::kError, std::string("spry: ") + what + " threw: " + e.what() +
-                              "; closing the socket with 1011");
+    log(LogLevel::kError,
+        std::string("spry: ") + what + " threw: " + e.what() + "; closing the socket with 1011");
     failWebSocket(kCloseInternalError, "internal error");
   } catch (...) {
-    log(LogLevel::kError,
-        std::string("spry: ") + what + " threw; closing the socket with 1011");
+    log(LogLevel::kError, std::string("spry: ") + what + " threw; closing the socket with 1011");
     failWebSocket(kCloseInternalError, "internal error");
   }
 }
@@ -647,8 +663,7 @@ bool Connection::wsSend(const Message& message) {
     }
   }
   if (queue_.empty()) {
-    appendFrameHeader(out_, message.isText() ? WsOpcode::kText : WsOpcode::kBinary,
-                      payload.size());
+    appendFrameHeader(out_, message.isText() ? WsOpcode::kText : WsOpcode::kBinary, payload.size());
     out_.append(payload);
   } else {
     std::string header;
@@ -1046,7 +1061,9 @@ void Connection::onClosed(uv_handle_t* h) noexcept {
   // `last` may be the final owner: the connection is destroyed here.
 }
 
-void Connection::abort() noexcept { closeNow(); }
+void Connection::abort() noexcept {
+  closeNow();
+}
 
 void Connection::beginShutdown() noexcept {
   if (closing_) return;

@@ -160,13 +160,13 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool shutdownRequested_ = false;
   bool closeWhenFlushed_ = false;
   bool writeInFlight_ = false;
-  int cork_ = 0;                 // >0: sends only queue; flushed when it drops to 0
-  std::string out_;              // not yet handed to the kernel; precedes queue_
+  int cork_ = 0;                // >0: sends only queue; flushed when it drops to 0
+  std::string out_;             // not yet handed to the kernel; precedes queue_
   std::deque<OutChunk> queue_;  // large shared frames (pub/sub), queued without copying
   std::size_t queuedBytes_ = 0;
   std::size_t inFlightBytes_ = 0;
-  std::string in_;               // HTTP bytes received, not yet parsed
-  std::uint64_t deadline_ = 0;   // uv_now() ms; 0 = none
+  std::string in_;              // HTTP bytes received, not yet parsed
+  std::uint64_t deadline_ = 0;  // uv_now() ms; 0 = none
   std::string remoteAddress_;
   std::uint16_t remotePort_ = 0;
 
@@ -197,9 +197,9 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   std::vector<std::string> topics_;
   std::string closeReason_;
   std::optional<std::pair<std::uint16_t, std::string>> pendingClose_;  // asked during feed()
-  std::uint16_t closeCode_ = 0;      // reported to onClose
-  std::uint16_t peerCloseCode_ = 0;  // from the peer's Close
-  std::uint16_t failCode_ = 0;       // we failed the connection with it
+  std::uint16_t closeCode_ = 0;                                        // reported to onClose
+  std::uint16_t peerCloseCode_ = 0;                                    // from the peer's Close
+  std::uint16_t failCode_ = 0;  // we failed the connection with it
   bool closeFired_ = false;
   bool feeding_ = false;
   bool pulling_ = false;

@@ -19,10 +19,10 @@ std::string computeAccept(std::string_view key);
 
 struct HandshakeResult {
   enum class Kind {
-    kAccept,        // answer 101 with `accept` and `protocol`
-    kNotUpgrade,    // no "Upgrade: websocket" + "Connection: upgrade": fallback handler or 426
-    kBadVersion,    // Sec-WebSocket-Version missing or not 13: 426 with "Sec-WebSocket-Version: 13"
-    kBadKey,        // Sec-WebSocket-Key missing, repeated, or not base64 of 16 bytes: 400
+    kAccept,      // answer 101 with `accept` and `protocol`
+    kNotUpgrade,  // no "Upgrade: websocket" + "Connection: upgrade": fallback handler or 426
+    kBadVersion,  // Sec-WebSocket-Version missing or not 13: 426 with "Sec-WebSocket-Version: 13"
+    kBadKey,      // Sec-WebSocket-Key missing, repeated, or not base64 of 16 bytes: 400
   };
   Kind kind = Kind::kNotUpgrade;
   std::string accept;    // Sec-WebSocket-Accept value when kAccept

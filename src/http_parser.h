@@ -14,7 +14,8 @@
 namespace spry::detail {
 
 struct HttpLimits {
-  std::size_t maxHeaderBytes = 16 * 1024;  // request line + headers → 431 (414 when the URL alone is over maxUrlBytes)
+  std::size_t maxHeaderBytes =
+      16 * 1024;  // request line + headers → 431 (414 when the URL alone is over maxUrlBytes)
   std::size_t maxUrlBytes = 8 * 1024;      // request-target → 414
   std::size_t maxHeaderCount = 100;        // → 431
   std::size_t maxBodyBytes = 1024 * 1024;  // Content-Length or chunked total → 413
@@ -25,10 +26,10 @@ struct ParsedRequest {
   std::string target;  // raw request-target, "/a/b?x=1"
   int versionMajor = 1;
   int versionMinor = 1;
-  Headers headers;  // names as received, values trimmed of surrounding whitespace
-  std::string body;  // de-chunked
-  bool keepAlive = true;   // from version and Connection header
-  bool upgrade = false;    // Connection: upgrade with an Upgrade header (llhttp's notion)
+  Headers headers;        // names as received, values trimmed of surrounding whitespace
+  std::string body;       // de-chunked
+  bool keepAlive = true;  // from version and Connection header
+  bool upgrade = false;   // Connection: upgrade with an Upgrade header (llhttp's notion)
 };
 
 class HttpParser {

@@ -20,10 +20,14 @@ std::atomic<LogLevel> gLevel{LogLevel::kInfo};
 
 const char* levelName(LogLevel level) noexcept {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "?";
 }
@@ -34,7 +38,9 @@ void setLogSink(LogSink s) {
   sink() = std::move(s);
 }
 
-void setLogLevel(LogLevel level) noexcept { gLevel.store(level, std::memory_order_relaxed); }
+void setLogLevel(LogLevel level) noexcept {
+  gLevel.store(level, std::memory_order_relaxed);
+}
 
 void log(LogLevel level, std::string_view line) {
   if (level < gLevel.load(std::memory_order_relaxed)) return;

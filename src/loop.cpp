@@ -119,7 +119,8 @@ void LoopContext::queueWork(std::function<void()> work, std::function<void()> do
   auto* w = new WorkRequest{{}, std::move(work), std::move(done)};
   w->req.data = w;
   int rc = uv_queue_work(
-      loop_, &w->req, [](uv_work_t* r) { runGuarded("queued work", static_cast<WorkRequest*>(r->data)->work); },
+      loop_, &w->req,
+      [](uv_work_t* r) { runGuarded("queued work", static_cast<WorkRequest*>(r->data)->work); },
       [](uv_work_t* r, int) {
         std::unique_ptr<WorkRequest> owned(static_cast<WorkRequest*>(r->data));
         if (owned->done) runGuarded("a work completion", owned->done);
@@ -144,7 +145,9 @@ void LoopContext::cancelTimer(TimerState* timer) noexcept {
 
 namespace spry {
 
-bool Loop::post(std::function<void()> fn) const { return ctx_ && ctx_->post(std::move(fn)); }
+bool Loop::post(std::function<void()> fn) const {
+  return ctx_ && ctx_->post(std::move(fn));
+}
 
 Timer Loop::setTimeout(std::chrono::milliseconds delay, std::function<void()> fn) const {
   if (!ctx_) return Timer();
@@ -162,15 +165,21 @@ void Loop::queueWork(std::function<void()> work, std::function<void()> done) con
   ctx_->queueWork(std::move(work), std::move(done));
 }
 
-bool Loop::isCurrentThread() const noexcept { return ctx_ && ctx_->isCurrentThread(); }
+bool Loop::isCurrentThread() const noexcept {
+  return ctx_ && ctx_->isCurrentThread();
+}
 
-uv_loop_s* Loop::raw() const noexcept { return ctx_ ? ctx_->loop() : nullptr; }
+uv_loop_s* Loop::raw() const noexcept {
+  return ctx_ ? ctx_->loop() : nullptr;
+}
 
 void Timer::cancel() {
   if (!state_ || !state_->handle) return;
   state_->ctx->cancelTimer(state_.get());
 }
 
-bool Timer::isActive() const noexcept { return state_ && state_->handle != nullptr; }
+bool Timer::isActive() const noexcept {
+  return state_ && state_->handle != nullptr;
+}
 
 }  // namespace spry

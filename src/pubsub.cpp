@@ -10,15 +10,15 @@ namespace spry::detail {
 SharedFrame makeFrame(const Message& message) {
   auto frame = std::make_shared<std::string>();
   frame->reserve(message.size() + 10);
-  appendFrameHeader(*frame, message.isText() ? WsOpcode::kText : WsOpcode::kBinary,
-                    message.size());
+  appendFrameHeader(*frame, message.isText() ? WsOpcode::kText : WsOpcode::kBinary, message.size());
   frame->append(message.data());
   return frame;
 }
 
 bool TopicTable::subscribe(Connection* c, std::string_view topic) {
   auto it = topics_.find(topic);
-  if (it == topics_.end()) it = topics_.emplace(std::string(topic), std::vector<Connection*>{}).first;
+  if (it == topics_.end())
+    it = topics_.emplace(std::string(topic), std::vector<Connection*>{}).first;
   auto& subs = it->second;
   if (std::find(subs.begin(), subs.end(), c) != subs.end()) return false;
   subs.push_back(c);

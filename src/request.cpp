@@ -32,10 +32,18 @@ void Locals::missing(const std::type_info& type) {
 Request::Request(std::unique_ptr<detail::RequestData> data) : d_(std::move(data)) {}
 Request::~Request() = default;
 
-std::string_view Request::method() const noexcept { return d_->parsed.method; }
-std::string_view Request::path() const noexcept { return d_->path; }
-std::string_view Request::target() const noexcept { return d_->parsed.target; }
-int Request::httpMinorVersion() const noexcept { return d_->parsed.versionMinor; }
+std::string_view Request::method() const noexcept {
+  return d_->parsed.method;
+}
+std::string_view Request::path() const noexcept {
+  return d_->path;
+}
+std::string_view Request::target() const noexcept {
+  return d_->parsed.target;
+}
+int Request::httpMinorVersion() const noexcept {
+  return d_->parsed.versionMinor;
+}
 
 std::string_view Request::param(std::string_view name) const noexcept {
   for (const auto& [k, v] : d_->params) {
@@ -59,7 +67,8 @@ std::vector<std::pair<std::string, std::string>> parseQuery(std::string_view q) 
     if (part.empty()) continue;
     auto eq = part.find('=');
     std::string_view rawKey = part.substr(0, eq);
-    std::string_view rawValue = eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1);
+    std::string_view rawValue =
+        eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1);
     std::string key, value;
     if (!detail::percentDecode(rawKey, key, true)) key.assign(rawKey);
     if (!detail::percentDecode(rawValue, value, true)) value.assign(rawValue);
@@ -86,7 +95,9 @@ std::vector<std::string_view> Request::queryAll(std::string_view name) const {
   return out;
 }
 
-const Headers& Request::headers() const noexcept { return d_->parsed.headers; }
+const Headers& Request::headers() const noexcept {
+  return d_->parsed.headers;
+}
 std::string_view Request::header(std::string_view name) const noexcept {
   return d_->parsed.headers.get(name);
 }
@@ -112,7 +123,9 @@ std::optional<std::string_view> Request::cookie(std::string_view name) const {
   return std::nullopt;
 }
 
-std::string_view Request::text() const noexcept { return d_->parsed.body; }
+std::string_view Request::text() const noexcept {
+  return d_->parsed.body;
+}
 std::span<const std::byte> Request::bytes() const noexcept {
   return {reinterpret_cast<const std::byte*>(d_->parsed.body.data()), d_->parsed.body.size()};
 }
@@ -123,10 +136,18 @@ nlohmann::json Request::json() const {
   return parsed;
 }
 
-Locals& Request::locals() noexcept { return d_->locals; }
-std::string_view Request::remoteAddress() const noexcept { return d_->remoteAddress; }
-std::uint16_t Request::remotePort() const noexcept { return d_->remotePort; }
-Loop Request::loop() const { return d_->loop->handle(); }
+Locals& Request::locals() noexcept {
+  return d_->locals;
+}
+std::string_view Request::remoteAddress() const noexcept {
+  return d_->remoteAddress;
+}
+std::uint16_t Request::remotePort() const noexcept {
+  return d_->remotePort;
+}
+Loop Request::loop() const {
+  return d_->loop->handle();
+}
 
 Deferred Request::defer() {
   if (d_->webSocket) {

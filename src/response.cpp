@@ -57,8 +57,9 @@ Response Response::bytes(std::span<const std::byte> body, std::string contentTyp
 
 Response Response::redirect(std::string location, int status) {
   if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308) {
-    throw std::invalid_argument("spry: Response::redirect status must be 301, 302, 303, 307 or 308, got " +
-                                std::to_string(status));
+    throw std::invalid_argument(
+        "spry: Response::redirect status must be 301, 302, 303, 307 or 308, got " +
+        std::to_string(status));
   }
   Response r(status);
   r.headers().set("Location", std::move(location));

@@ -16,7 +16,8 @@ namespace {
 template <class H>
 void closeHandle(H*& h) noexcept {
   if (!h) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* p) { delete reinterpret_cast<H*>(p); });
+  uv_close(reinterpret_cast<uv_handle_t*>(h),
+           [](uv_handle_t* p) { delete reinterpret_cast<H*>(p); });
   h = nullptr;
 }
 
@@ -201,7 +202,9 @@ void Server::remove(Connection* c) noexcept {
   if (stopping_) maybeFinishStop();
 }
 
-void Server::closeListener() noexcept { closeHandle(listener_); }
+void Server::closeListener() noexcept {
+  closeHandle(listener_);
+}
 
 void Server::pauseAccepting() noexcept {
   if (stopping_ || !listener_ || listenFd_ < 0) return;

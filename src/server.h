@@ -42,12 +42,18 @@ class Server : public std::enable_shared_from_this<Server> {
   void add(Connection* c);
   void remove(Connection* c) noexcept;
   // Live counters, readable from any thread (App::stats).
-  void countWebSocket(int delta) noexcept { webSockets_.fetch_add(delta, std::memory_order_relaxed); }
-  void countWriteBytes(long delta) noexcept { writeBytes_.fetch_add(delta, std::memory_order_relaxed); }
+  void countWebSocket(int delta) noexcept {
+    webSockets_.fetch_add(delta, std::memory_order_relaxed);
+  }
+  void countWriteBytes(long delta) noexcept {
+    writeBytes_.fetch_add(delta, std::memory_order_relaxed);
+  }
   void reportUnsent(std::size_t bytes) noexcept { unsentBytes_ += bytes; }
 
   TopicTable& topics() noexcept { return topics_; }
-  std::size_t connectionCount() const noexcept { return connections_.load(std::memory_order_relaxed); }
+  std::size_t connectionCount() const noexcept {
+    return connections_.load(std::memory_order_relaxed);
+  }
   std::size_t webSocketCount() const noexcept {
     return static_cast<std::size_t>(webSockets_.load(std::memory_order_relaxed));
   }

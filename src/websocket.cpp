@@ -13,7 +13,8 @@ using detail::Connection;
 // The connection this handle names, if it still exists. Reads nothing that
 // the loop thread changes (wsId is fixed before any handle exists), so any
 // thread may call it.
-std::shared_ptr<Connection> named(const std::weak_ptr<Connection>& weak, std::uint64_t id) noexcept {
+std::shared_ptr<Connection> named(const std::weak_ptr<Connection>& weak,
+                                  std::uint64_t id) noexcept {
   auto c = weak.lock();
   if (!c || c->wsId() != id) return nullptr;
   return c;
@@ -88,7 +89,8 @@ bool WebSocket::add(const Message& message) const {
     throw std::invalid_argument("spry: WebSocket::add: text message is not valid UTF-8");
   }
   c.reset();
-  return onSocketLoop(conn_, id_, [m = message.owned()](Connection& conn) { return conn.wsSend(m); });
+  return onSocketLoop(conn_, id_,
+                      [m = message.owned()](Connection& conn) { return conn.wsSend(m); });
 }
 
 bool WebSocket::add(std::string_view text) const {
@@ -96,9 +98,9 @@ bool WebSocket::add(std::string_view text) const {
 }
 
 bool WebSocket::add(std::span<const std::byte> bytes) const {
-  return add(Message::view(
-      Message::Type::kBinary,
-      std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
+  return add(
+      Message::view(Message::Type::kBinary,
+                    std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
 }
 
 bool WebSocket::addStream(std::function<std::optional<Message>()> next,

@@ -81,8 +81,8 @@ constexpr std::uint8_t kOpPong = 0xA;
 
 std::string base64(const unsigned char* p, std::size_t n) {
   std::string out(4 * ((n + 2) / 3), '\0');
-  const int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), p,
-                                  static_cast<int>(n));
+  const int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), p, static_cast<int>(n));
   out.resize(static_cast<std::size_t>(len));
   return out;
 }
@@ -273,7 +273,7 @@ class Load {
   bool stopping_ = false;  // no new sends
   bool timedOut_ = false;
   std::uint64_t sentTotal_ = 0;
-  std::uint64_t receivedTotal_ = 0;  // echo replies / fanout deliveries
+  std::uint64_t receivedTotal_ = 0;   // echo replies / fanout deliveries
   std::uint64_t completedTotal_ = 0;  // fanout publishes
   std::uint64_t quota_ = 0;           // messages (echo) or publishes (fanout) to send
   std::uint64_t errors_ = 0;
@@ -319,8 +319,8 @@ bool Load::resolve() {
   // Past ~28k connections one source address runs out of ephemeral ports:
   // spread them over 127.0.0.1, .2, ...
   std::size_t total = mode_ == Mode::kFanout ? o_.publishers + o_.subscribers : o_.connections;
-  std::size_t k = o_.sourceAddrs ? o_.sourceAddrs
-                                 : (total + kConnectionsPerSource - 1) / kConnectionsPerSource;
+  std::size_t k =
+      o_.sourceAddrs ? o_.sourceAddrs : (total + kConnectionsPerSource - 1) / kConnectionsPerSource;
   if (k > 1 && addr_.ss_family == AF_INET) {
     for (std::size_t i = 0; i < k && i < 254; ++i) {
       sockaddr_in s{};
@@ -421,8 +421,8 @@ void Load::openConn(Conn& c) {
                               self.markOpen(conn);
                             } else {
                               conn.state = State::kHandshake;
-                              conn.out = "GET " + self.o_.path + " HTTP/1.1\r\nHost: " +
-                                         self.hostHeader_ +
+                              conn.out = "GET " + self.o_.path +
+                                         " HTTP/1.1\r\nHost: " + self.hostHeader_ +
                                          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                                          "Sec-WebSocket-Key: " +
                                          conn.key + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -611,7 +611,8 @@ void Load::appendMaskedFrame(std::string& out, const std::array<std::uint8_t, 4>
     o[3] = static_cast<std::uint8_t>(n);
   } else {
     o[1] = 0x80 | 127;
-    for (int k = 0; k < 8; ++k) o[2 + k] = static_cast<std::uint8_t>(std::uint64_t{n} >> (56 - 8 * k));
+    for (int k = 0; k < 8; ++k)
+      o[2 + k] = static_cast<std::uint8_t>(std::uint64_t{n} >> (56 - 8 * k));
   }
   std::memcpy(o + h, mask.data(), 4);
   std::uint8_t* dst = o + h + 4;
@@ -813,9 +814,8 @@ void Load::startPacer() {
   uv_poll_init(loop_, &pacer_, timerFd_);
   pacerInit_ = true;
   pacer_.data = this;
-  uv_poll_start(&pacer_, UV_READABLE, [](uv_poll_t* h, int, int) {
-    static_cast<Load*>(h->data)->onPacerTick();
-  });
+  uv_poll_start(&pacer_, UV_READABLE,
+                [](uv_poll_t* h, int, int) { static_cast<Load*>(h->data)->onPacerTick(); });
 }
 
 void Load::onPacerTick() {
@@ -971,9 +971,8 @@ void Load::closeConn(Conn& c) {
   if (c.state == State::kClosed || c.state == State::kNew) return;
   if (c.state == State::kConnecting || c.state == State::kHandshake) --connecting_;
   c.state = State::kClosed;
-  uv_close(reinterpret_cast<uv_handle_t*>(&c.tcp), [](uv_handle_t* h) {
-    static_cast<Conn*>(h->data)->load->onConnClosed();
-  });
+  uv_close(reinterpret_cast<uv_handle_t*>(&c.tcp),
+           [](uv_handle_t* h) { static_cast<Conn*>(h->data)->load->onConnClosed(); });
 }
 
 void Load::onConnClosed() {
@@ -1013,7 +1012,8 @@ void Load::report() {
   if (!o_.label.empty()) add("label", o_.label);
   add("transport", o_.raw ? "raw" : "ws");
   add("connections", std::to_string(conns_.size()));
-  if (connectEnd_ != 0) add("connect_s", num(static_cast<double>(connectEnd_ - connectStart_) / 1e9));
+  if (connectEnd_ != 0)
+    add("connect_s", num(static_cast<double>(connectEnd_ - connectStart_) / 1e9));
 
   if (mode_ == Mode::kIdle) {
     const double perConn =
@@ -1029,10 +1029,9 @@ void Load::report() {
     add("rss_after_kb", std::to_string(rssAfter_.rssKb));
     add("rss_per_conn_bytes", num(perConn, 0));
     if (rssBefore_.ok && rssOpen_.ok) {
-      add("server_cpu_us_per_conn",
-          num(static_cast<double>(rssOpen_.cpuNs - rssBefore_.cpuNs) / 1000.0 /
-                  static_cast<double>(conns_.size()),
-              2));
+      add("server_cpu_us_per_conn", num(static_cast<double>(rssOpen_.cpuNs - rssBefore_.cpuNs) /
+                                            1000.0 / static_cast<double>(conns_.size()),
+                                        2));
     }
   } else {
     const double secs = static_cast<double>(end_.t - start_.t) / 1e9;
@@ -1072,19 +1071,20 @@ void Load::report() {
       add("max_send_lag_us", num(us(maxLagNs_), 1));
       add("late_sends", std::to_string(lateSends_));
     }
-    std::printf("%s %s: %.0f %s in %.2f s = %.0f/s; latency p50 %.1f us, p99 %.1f us, "
-                "p99.9 %.1f us, max %.1f us\n",
-                modeName, o_.raw ? "raw" : "ws", count,
-                mode_ == Mode::kEcho ? "messages" : "deliveries", secs,
-                secs > 0 ? count / secs : 0, us(latency_.quantile(0.5)),
-                us(latency_.quantile(0.99)), us(latency_.quantile(0.999)), us(latency_.max()));
+    std::printf(
+        "%s %s: %.0f %s in %.2f s = %.0f/s; latency p50 %.1f us, p99 %.1f us, "
+        "p99.9 %.1f us, max %.1f us\n",
+        modeName, o_.raw ? "raw" : "ws", count, mode_ == Mode::kEcho ? "messages" : "deliveries",
+        secs, secs > 0 ? count / secs : 0, us(latency_.quantile(0.5)), us(latency_.quantile(0.99)),
+        us(latency_.quantile(0.999)), us(latency_.max()));
     if (o_.serverPid > 0 && count > 0) {
       std::printf("server CPU: %.3f us per %s (%.0f %% of a core, %.0f %% user)\n", cpuUs / count,
                   mode_ == Mode::kEcho ? "message" : "delivery", secs > 0 ? cpuUs / 1e4 / secs : 0,
                   userFrac * 100);
     }
     if (o_.rate > 0 && lateSends_ > 0) {
-      std::printf("warning: %" PRIu64 " sends were over 1 ms behind schedule (max %.0f us): the "
+      std::printf("warning: %" PRIu64
+                  " sends were over 1 ms behind schedule (max %.0f us): the "
                   "client could not keep the offered rate\n",
                   lateSends_, us(maxLagNs_));
     }

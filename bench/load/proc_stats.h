@@ -33,7 +33,8 @@ inline ProcSample sampleProcess(int pid) {
     buf[n] = '\0';
     if (const char* p = std::strrchr(buf, ')')) {
       unsigned long long ut = 0, st = 0;
-      // After ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+      // After ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+      // stime
       if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) ==
           2) {
         s.userTicks = ut;

@@ -28,7 +28,8 @@ inline void addServerFlags(CLI::App& cli, ServerFlags& flags) {
   cli.add_option("--port", flags.listen.port, "port to listen on (0 picks one)")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
-  cli.add_option("--threads", flags.listen.threads, "event loops, one thread each (0: one per core)")
+  cli.add_option("--threads", flags.listen.threads,
+                 "event loops, one thread each (0: one per core)")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
 }

@@ -18,29 +18,27 @@ int main(int argc, char** argv) {
   spry::App app;
   app.get("/", [](spry::Request&) { return "WebSocket echo at /echo\n"; });
 
-  app.ws(
-      "/echo",
-      [](spry::WebSocket ws, spry::Request&) {
-        ws.listen([ws](const spry::Message& message) {
-          if (message.isText() && message.data() == "close") {
-            ws.close(1000, "bye");
-            return;
-          }
-          ws.add(message);  // the same type back: text as text, binary as binary
-        });
-      },
-      {.maxMessageBytes = maxMessageBytes,
-       .backpressure = spry::BackpressurePolicy::kPauseReading});
+  app.ws("/echo",
+         [](spry::WebSocket ws, spry::Request&) {
+           ws.listen([ws](const spry::Message& message) {
+             if (message.isText() && message.data() == "close") {
+               ws.close(1000, "bye");
+               return;
+             }
+             ws.add(message);  // the same type back: text as text, binary as binary
+           });
+         },
+         {.maxMessageBytes = maxMessageBytes,
+          .backpressure = spry::BackpressurePolicy::kPauseReading});
 
-  app.ws(
-      "/broadcast",
-      [](spry::WebSocket ws, spry::Request&) {
-        ws.subscribe("broadcast");
-        ws.listen([ws](const spry::Message& message) { ws.publish("broadcast", message); });
-      },
-      {.maxMessageBytes = maxMessageBytes,
-       .maxBackpressureBytes = 4u << 20,
-       .backpressure = spry::BackpressurePolicy::kPauseReading});
+  app.ws("/broadcast",
+         [](spry::WebSocket ws, spry::Request&) {
+           ws.subscribe("broadcast");
+           ws.listen([ws](const spry::Message& message) { ws.publish("broadcast", message); });
+         },
+         {.maxMessageBytes = maxMessageBytes,
+          .maxBackpressureBytes = 4u << 20,
+          .backpressure = spry::BackpressurePolicy::kPauseReading});
 
   return examples::serve(app, flags);
 }

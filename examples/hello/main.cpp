@@ -39,9 +39,8 @@ int main(int argc, char** argv) {
 
   app.get("/", [](spry::Request&) { return "spry says hi. Try /hello/world\n"; });
 
-  app.get("/hello/:name", [](spry::Request& req) {
-    return "Hello, " + std::string(req.param("name"));
-  });
+  app.get("/hello/:name",
+          [](spry::Request& req) { return "Hello, " + std::string(req.param("name")); });
 
   app.get("/slow", [](spry::Request& req) {
     auto later = req.defer();
@@ -67,9 +66,10 @@ int main(int argc, char** argv) {
     return {{"id", 1}, {"name", "Ada"}, {"client", req.locals().get<ApiClient>().key}};
   });
 
-  app.filter<UnknownUser>([](const UnknownUser& e, spry::Request&) -> std::optional<spry::Response> {
-    return spry::Response::json({{"error", "no such user"}, {"id", e.what()}}, 404);
-  });
+  app.filter<UnknownUser>(
+      [](const UnknownUser& e, spry::Request&) -> std::optional<spry::Response> {
+        return spry::Response::json({{"error", "no such user"}, {"id", e.what()}}, 404);
+      });
 
   return examples::serve(app, flags);
 }

@@ -102,15 +102,39 @@ class Group;
 /// route, and std::logic_error once the app is listening.
 class Routes {
  public:
-  template <class F> Routes& get(std::string_view path, F&& h) { return on("GET", path, std::forward<F>(h)); }
-  template <class F> Routes& post(std::string_view path, F&& h) { return on("POST", path, std::forward<F>(h)); }
-  template <class F> Routes& put(std::string_view path, F&& h) { return on("PUT", path, std::forward<F>(h)); }
-  template <class F> Routes& patch(std::string_view path, F&& h) { return on("PATCH", path, std::forward<F>(h)); }
-  template <class F> Routes& del(std::string_view path, F&& h) { return on("DELETE", path, std::forward<F>(h)); }
-  template <class F> Routes& head(std::string_view path, F&& h) { return on("HEAD", path, std::forward<F>(h)); }
-  template <class F> Routes& options(std::string_view path, F&& h) { return on("OPTIONS", path, std::forward<F>(h)); }
+  template <class F>
+  Routes& get(std::string_view path, F&& h) {
+    return on("GET", path, std::forward<F>(h));
+  }
+  template <class F>
+  Routes& post(std::string_view path, F&& h) {
+    return on("POST", path, std::forward<F>(h));
+  }
+  template <class F>
+  Routes& put(std::string_view path, F&& h) {
+    return on("PUT", path, std::forward<F>(h));
+  }
+  template <class F>
+  Routes& patch(std::string_view path, F&& h) {
+    return on("PATCH", path, std::forward<F>(h));
+  }
+  template <class F>
+  Routes& del(std::string_view path, F&& h) {
+    return on("DELETE", path, std::forward<F>(h));
+  }
+  template <class F>
+  Routes& head(std::string_view path, F&& h) {
+    return on("HEAD", path, std::forward<F>(h));
+  }
+  template <class F>
+  Routes& options(std::string_view path, F&& h) {
+    return on("OPTIONS", path, std::forward<F>(h));
+  }
   /// Every method.
-  template <class F> Routes& all(std::string_view path, F&& h) { return on("*", path, std::forward<F>(h)); }
+  template <class F>
+  Routes& all(std::string_view path, F&& h) {
+    return on("*", path, std::forward<F>(h));
+  }
   /// Any method token ("PROPFIND"...). HEAD falls back to the GET route.
   template <class F>
   Routes& on(std::string_view method, std::string_view path, F&& h) {
@@ -145,11 +169,11 @@ class Group : public Routes {
 
 /// Live counters of a listening app, summed over its loops.
 struct Stats {
-  std::size_t connections = 0;      ///< open TCP connections (HTTP and WebSocket)
-  std::size_t webSockets = 0;       ///< open WebSockets
-  std::size_t wslayContexts = 0;    ///< wslay contexts held (process-wide; idle sockets hold none)
-  std::size_t writeQueueBytes = 0;  ///< bytes handed to libuv and not yet written
-  std::size_t subscribedTopics = 0; ///< distinct topics with at least one subscriber
+  std::size_t connections = 0;       ///< open TCP connections (HTTP and WebSocket)
+  std::size_t webSockets = 0;        ///< open WebSockets
+  std::size_t wslayContexts = 0;     ///< wslay contexts held (process-wide; idle sockets hold none)
+  std::size_t writeQueueBytes = 0;   ///< bytes handed to libuv and not yet written
+  std::size_t subscribedTopics = 0;  ///< distinct topics with at least one subscriber
 };
 
 /// A spry application. Not copyable. Registration happens before listen.

@@ -26,7 +26,9 @@ class Message {
   static Message binary(std::string payload);
   static Message binary(std::span<const std::byte> payload);
   /// A non-owning message over `payload`, which must outlive every use.
-  static Message view(Type type, std::string_view payload) noexcept { return Message(type, payload); }
+  static Message view(Type type, std::string_view payload) noexcept {
+    return Message(type, payload);
+  }
 
   Type type() const noexcept { return type_; }
   bool isText() const noexcept { return type_ == Type::kText; }

@@ -17,7 +17,8 @@ class Response;
 struct ListenOptions {
   std::string host = "127.0.0.1";  ///< address to bind: IPv4, IPv6 ("::1") or "localhost"
   std::uint16_t port = 8080;       ///< 0 picks a free port (see App::port())
-  unsigned threads = 0;            ///< event loops, one thread each; 0: one per available core (uv_available_parallelism); 1 runs on the calling thread
+  unsigned threads = 0;            ///< event loops, one thread each; 0: one per available core
+                                   ///< (uv_available_parallelism); 1 runs on the calling thread
   bool handleSignals = true;       ///< SIGINT/SIGTERM stop gracefully (listen() only)
   std::chrono::milliseconds shutdownTimeout{5000};  ///< graceful stop deadline for signals
   /// Open connections across all loops; past it a new one gets 503 and is
@@ -30,14 +31,15 @@ struct ListenOptions {
 
 /// HTTP limits and timeouts, for the whole app.
 struct HttpOptions {
-  std::size_t maxHeaderBytes = 16 * 1024;   ///< request line + headers → 431
-  std::size_t maxUrlBytes = 8 * 1024;       ///< request-target → 414
-  std::size_t maxHeaderCount = 100;         ///< → 431
-  std::size_t maxBodyBytes = 1024 * 1024;   ///< request body → 413
-  std::chrono::milliseconds headerTimeout{10'000};     ///< first byte to end of headers → 408
-  std::chrono::milliseconds bodyTimeout{30'000};       ///< end of headers to end of body → 408
-  std::chrono::milliseconds keepAliveTimeout{5'000};   ///< idle between requests → close
-  std::chrono::milliseconds lingerTimeout{2'000};      ///< after an error response: read and discard, then close
+  std::size_t maxHeaderBytes = 16 * 1024;             ///< request line + headers → 431
+  std::size_t maxUrlBytes = 8 * 1024;                 ///< request-target → 414
+  std::size_t maxHeaderCount = 100;                   ///< → 431
+  std::size_t maxBodyBytes = 1024 * 1024;             ///< request body → 413
+  std::chrono::milliseconds headerTimeout{10'000};    ///< first byte to end of headers → 408
+  std::chrono::milliseconds bodyTimeout{30'000};      ///< end of headers to end of body → 408
+  std::chrono::milliseconds keepAliveTimeout{5'000};  ///< idle between requests → close
+  std::chrono::milliseconds lingerTimeout{
+      2'000};  ///< after an error response: read and discard, then close
   std::size_t maxPipelinedBytes = 64 * 1024;  ///< unanswered pipelined input before reading pauses
   /// Output high-water mark: BodyWriter::write returns false above it, and
   /// pipelined requests wait to be handled until the output drains below it.
@@ -59,15 +61,15 @@ enum class BackpressurePolicy {
 
 /// Limits and liveness of one ws route.
 struct WebSocketOptions {
-  std::size_t maxMessageBytes = 1024 * 1024;  ///< larger incoming message → close 1009
+  std::size_t maxMessageBytes = 1024 * 1024;       ///< larger incoming message → close 1009
   std::chrono::milliseconds idleTimeout{120'000};  ///< nothing received → close 1001; 0 disables
   std::chrono::milliseconds pingInterval{30'000};  ///< ping when quiet this long; 0 disables
   std::chrono::milliseconds pongTimeout{10'000};   ///< no answer to a ping → drop TCP
   std::chrono::milliseconds closeTimeout{5'000};   ///< our Close unanswered → drop TCP
   std::size_t maxBackpressureBytes = 1024 * 1024;  ///< send buffer limit, see policy
   BackpressurePolicy backpressure = BackpressurePolicy::kPauseReading;
-  std::vector<std::string> protocols{};     ///< subprotocols, server preference order
-  std::vector<std::string> allowedOrigins{};///< empty: any Origin; else exact matches → 403
+  std::vector<std::string> protocols{};       ///< subprotocols, server preference order
+  std::vector<std::string> allowedOrigins{};  ///< empty: any Origin; else exact matches → 403
   /// Answers a GET without upgrade headers; when empty: 426 Upgrade Required.
   std::function<Response(Request&)> fallback{};
 };

@@ -1029,9 +1029,6 @@ void Connection::closeNow() noexcept {
   if (closing_) return;
   closing_ = true;
   stopReading();
-  if (!out_.empty() || inFlightBytes_) {
-    server_.reportUnsent(out_.size() + inFlightBytes_);
-  }
   leaveTopics();
   fireWsClose();
   if (stream_ && !stream_->ended) {

@@ -48,7 +48,6 @@ class Server : public std::enable_shared_from_this<Server> {
   void countWriteBytes(long delta) noexcept {
     writeBytes_.fetch_add(delta, std::memory_order_relaxed);
   }
-  void reportUnsent(std::size_t bytes) noexcept { unsentBytes_ += bytes; }
 
   TopicTable& topics() noexcept { return topics_; }
   std::size_t connectionCount() const noexcept {
@@ -83,7 +82,6 @@ class Server : public std::enable_shared_from_this<Server> {
   std::atomic<std::size_t> connections_{0};
   std::atomic<long> webSockets_{0};
   std::atomic<long> writeBytes_{0};  // in libuv write requests, not yet written
-  std::size_t unsentBytes_ = 0;
   std::uint64_t acceptErrors_ = 0;
   bool stopping_ = false;
   bool stopped_ = false;

@@ -32,6 +32,17 @@ std::uint64_t ms(std::chrono::milliseconds d) noexcept {
 }
 }  // namespace
 
+template <class F>
+void Connection::callUser(const char* what, F&& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    reportUserError(what, e.what());
+  } catch (...) {
+    reportUserError(what, nullptr);
+  }
+}
+
 Connection::Connection(Server& server, AppState& app)
     : server_(server), app_(app), loopContext_(server.loopContext().shared_from_this()) {
   std::memset(&tcp_, 0, sizeof(tcp_));
@@ -576,17 +587,13 @@ void Connection::onWsOutput(std::string_view bytes) noexcept {
   }
 }
 
-void Connection::callUser(const char* what, const std::function<void()>& fn) noexcept {
+void Connection::reportUserError(const char* what, const char* detail) noexcept {
   try {
-    fn();
-  } catch (const std::exception& e) {
-    log(LogLevel::kError,
-        std::string("spry: ") + what + " threw: " + e.what() + "; closing the socket with 1011");
-    failWebSocket(kCloseInternalError, "internal error");
+    log(LogLevel::kError, std::string("spry: ") + what + " threw" + (detail ? ": " : "") +
+                              (detail ? detail : "") + "; closing the socket with 1011");
   } catch (...) {
-    log(LogLevel::kError, std::string("spry: ") + what + " threw; closing the socket with 1011");
-    failWebSocket(kCloseInternalError, "internal error");
   }
+  failWebSocket(kCloseInternalError, "internal error");
 }
 
 void Connection::failWebSocket(std::uint16_t code, std::string_view why) noexcept {

@@ -129,7 +129,11 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   void failWebSocket(std::uint16_t code, std::string_view why) noexcept;
   void startClose(std::uint16_t code, std::string_view reason) noexcept;
   void pullStream();
-  void callUser(const char* what, const std::function<void()>& fn) noexcept;
+  // Runs user code; a throw closes this socket with 1011. A template so the
+  // per-message call wraps nothing in a std::function.
+  template <class F>
+  void callUser(const char* what, F&& fn) noexcept;
+  void reportUserError(const char* what, const char* detail) noexcept;
   void fireWsClose() noexcept;
 
   // Queues bytes after everything already queued (WebSocket mode).

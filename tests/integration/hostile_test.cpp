@@ -58,7 +58,7 @@ namespace {
 // glibc keeps some freed memory in its arenas and thread caches even after
 // malloc_trim(0), and the loop's buffers stay allocated. A leak of one
 // connection or one message per client of the burst is well above it.
-constexpr std::size_t kRssTolerance = 8u << 20;
+[[maybe_unused]] constexpr std::size_t kRssTolerance = 8u << 20;
 
 // Short timeouts, so that every defence fires within a test's time.
 HttpOptions shortHttp() {

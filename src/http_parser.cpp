@@ -223,6 +223,8 @@ HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
   if (phase == Phase::kFailed) return {Status::kError, 0};
   if (phase == Phase::kComplete) startNext();
   if (closed) return {Status::kNeedMore, data.size()};
+  // An empty view may have a null data(): llhttp would offset it (UB).
+  if (data.empty()) return {Status::kNeedMore, 0};
   if (probe != Probe::kOff) return probeRequestLine(data, 0);
 
   std::size_t pos = 0;

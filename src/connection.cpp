@@ -20,7 +20,7 @@ struct WriteRequest {
   uv_write_t req;
   Connection* conn;
   std::string data;
-  std::deque<OutChunk> chunks;  // after data; kept alive until written
+  OutQueue chunks;  // after data; kept alive until written
 };
 
 // Frames at least this large are shared between subscribers rather than
@@ -512,7 +512,7 @@ void Connection::upgrade(std::unique_ptr<Request> req, const RouteEntry& route,
   mode_ = Mode::kWebSocket;
   parser_.reset();
   wsOptions_ = &route.wsOptions;
-  protocol_ = accepted.protocol;
+  if (!accepted.protocol.empty()) extras().protocol = accepted.protocol;
   wsId_ = gNextSocketId.fetch_add(1, std::memory_order_relaxed);
   session_ = std::make_unique<WebSocketSession>(
       static_cast<SessionHandler&>(*this),
@@ -547,23 +547,31 @@ void Connection::processWebSocket(std::string_view data) {
 }
 
 void Connection::applyPending() noexcept {
-  if (pendingClose_) {
-    auto [code, reason] = std::move(*pendingClose_);
-    pendingClose_.reset();
+  if (pendingCloseCode_) {
+    const std::uint16_t code = pendingCloseCode_;
+    pendingCloseCode_ = 0;
+    std::string reason;
+    if (extras_) reason.swap(extras_->pendingCloseReason);
     startClose(code, reason);
   }
 }
 
 void Connection::onWsMessage(bool binary, std::string_view payload) noexcept {
-  if (!onMessage_ || pendingClose_ || closing_) return;
-  Message msg = Message::received(binary ? Message::Type::kBinary : Message::Type::kText, payload);
-  // The callback runs from a local: it may replace itself (ws.listen) or the
-  // socket may close under it, and neither may destroy it mid-call.
-  auto fn = std::move(onMessage_);
-  onMessage_ = nullptr;
-  const auto serial = ++listenSerial_;
-  callUser("ws listen callback", [&] { fn(msg); });
-  if (serial == listenSerial_ && !closing_) onMessage_ = std::move(fn);
+  if (!onMessage_ || pendingCloseCode_ || closing_) return;
+  const Message msg =
+      Message::received(binary ? Message::Type::kBinary : Message::Type::kText, payload);
+  // The callback may replace itself (ws.listen) or the socket may close under
+  // it; neither may destroy or move it mid-call, so both wait for its return
+  // (wsListen, fireWsClose). No copy or move per message.
+  inMessage_ = true;
+  callUser("ws listen callback", [&] { onMessage_(msg); });
+  inMessage_ = false;
+  if (replacedOnMessage_) {
+    replacedOnMessage_ = false;
+    onMessage_ = std::move(extras_->nextOnMessage);
+    extras_->nextOnMessage = nullptr;
+  }
+  if (closing_) onMessage_ = nullptr;
 }
 
 void Connection::onWsPong(std::string_view) noexcept {
@@ -573,7 +581,7 @@ void Connection::onWsPong(std::string_view) noexcept {
 void Connection::onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept {
   peerCloseCode_ = code;
   try {
-    closeReason_.assign(reason);
+    extras().closeReason.assign(reason);
   } catch (...) {
   }
 }
@@ -600,7 +608,13 @@ void Connection::failWebSocket(std::uint16_t code, std::string_view why) noexcep
   if (closing_ || !session_ || session_->closeSent()) return;
   if (!failCode_) failCode_ = code;
   if (feeding_) {
-    if (!pendingClose_) pendingClose_.emplace(code, std::string(why));
+    if (!pendingCloseCode_) {
+      pendingCloseCode_ = code;
+      try {
+        extras().pendingCloseReason.assign(why);
+      } catch (...) {  // the code alone still closes
+      }
+    }
     return;
   }
   startClose(code, why);
@@ -610,8 +624,10 @@ void Connection::startClose(std::uint16_t code, std::string_view reason) noexcep
   if (closing_ || !session_ || session_->closeSent()) return;
   session_->sendClose(code, reason);
   closeDeadline_ = now() + ms(wsOptions_->closeTimeout);
-  streamNext_ = nullptr;
-  streamDone_ = nullptr;
+  if (extras_) {
+    extras_->streamNext = nullptr;
+    extras_->streamDone = nullptr;
+  }
   if (session_->wantsTcpClose()) {
     stopReading();
     closeAfterFlush();
@@ -621,7 +637,7 @@ void Connection::startClose(std::uint16_t code, std::string_view reason) noexcep
 
 ReadyState Connection::wsReadyState() const noexcept {
   if (closing_ || !session_) return ReadyState::kClosed;
-  if (session_->closeSent() || session_->closeReceived() || pendingClose_) {
+  if (session_->closeSent() || session_->closeReceived() || pendingCloseCode_) {
     return ReadyState::kClosing;
   }
   return ReadyState::kOpen;
@@ -634,20 +650,25 @@ std::optional<std::uint16_t> Connection::wsCloseCode() const noexcept {
 
 bool Connection::wsListen(std::function<void(const Message&)> fn) {
   if (closing_) return false;
+  if (inMessage_) {
+    // Replacing the running callback would destroy it mid-call.
+    extras().nextOnMessage = std::move(fn);
+    replacedOnMessage_ = true;
+    return true;
+  }
   onMessage_ = std::move(fn);
-  ++listenSerial_;
   return true;
 }
 
 bool Connection::wsOnClose(std::function<void(std::uint16_t, std::string_view)> fn) {
   if (closing_) return false;
-  onClose_ = std::move(fn);
+  extras().onClose = std::move(fn);
   return true;
 }
 
 bool Connection::wsOnDrain(std::function<void()> fn) {
   if (closing_) return false;
-  onDrain_ = std::move(fn);
+  extras().onDrain = std::move(fn);
   return true;
 }
 
@@ -669,7 +690,7 @@ bool Connection::wsSend(const Message& message) {
         break;
     }
   }
-  if (queue_.empty()) {
+  if (queueEmpty()) {
     appendFrameHeader(out_, message.isText() ? WsOpcode::kText : WsOpcode::kBinary, payload.size());
     out_.append(payload);
   } else {
@@ -706,8 +727,9 @@ bool Connection::wsSendFrame(const SharedFrame& frame) {
 
 bool Connection::wsSubscribe(std::string_view topic) {
   if (wsReadyState() != ReadyState::kOpen) return false;
+  auto& x = extras();
   if (!server_.topics().subscribe(this, topic)) return false;
-  topics_.emplace_back(topic);
+  x.topics.emplace_back(topic);
   app_.subscribers.add(topic, +1);
   return true;
 }
@@ -715,31 +737,35 @@ bool Connection::wsSubscribe(std::string_view topic) {
 bool Connection::wsUnsubscribe(std::string_view topic) {
   if (mode_ != Mode::kWebSocket || closing_) return false;
   if (!server_.topics().unsubscribe(this, topic)) return false;
-  std::erase(topics_, topic);
+  std::erase(extras_->topics, topic);
   app_.subscribers.add(topic, -1);
   return true;
 }
 
 bool Connection::wsIsSubscribed(std::string_view topic) const noexcept {
-  return std::find(topics_.begin(), topics_.end(), topic) != topics_.end();
+  if (!extras_) return false;
+  const auto& t = extras_->topics;
+  return std::find(t.begin(), t.end(), topic) != t.end();
 }
 
 void Connection::leaveTopics() noexcept {
-  for (const auto& t : topics_) {
+  if (!extras_) return;
+  for (const auto& t : extras_->topics) {
     server_.topics().unsubscribe(this, t);
     app_.subscribers.add(t, -1);
   }
-  topics_.clear();
+  extras_->topics.clear();
 }
 
 bool Connection::wsAddStream(std::function<std::optional<Message>()> next,
                              std::function<void()> done) {
   if (wsReadyState() != ReadyState::kOpen) return false;
-  if (streamNext_ || sourceRunning_) {
+  if (streaming() || sourceRunning_) {
     throw std::logic_error("spry: WebSocket::addStream: a stream is already being sent");
   }
-  streamNext_ = std::move(next);
-  streamDone_ = std::move(done);
+  auto& x = extras();
+  x.streamNext = std::move(next);
+  x.streamDone = std::move(done);
   pullStream();
   return true;
 }
@@ -747,24 +773,24 @@ bool Connection::wsAddStream(std::function<std::optional<Message>()> next,
 void Connection::pullStream() {
   if (pulling_) return;
   pulling_ = true;
-  while (streamNext_ && wsReadyState() == ReadyState::kOpen &&
+  while (streaming() && wsReadyState() == ReadyState::kOpen &&
          bufferedAmount() < wsOptions_->maxBackpressureBytes / 2) {
     std::optional<Message> next;
     // The source runs from a local: closing the socket drops the stream, and
     // must not destroy the source mid-call.
-    auto source = std::move(streamNext_);
-    streamNext_ = nullptr;
+    auto source = std::move(extras_->streamNext);
+    extras_->streamNext = nullptr;
     sourceRunning_ = true;
     callUser("addStream source", [&] { next = source(); });
     sourceRunning_ = false;
     if (wsReadyState() != ReadyState::kOpen) break;
     if (!next) {
-      auto done = std::move(streamDone_);
-      streamDone_ = nullptr;
+      auto done = std::move(extras_->streamDone);
+      extras_->streamDone = nullptr;
       if (done) callUser("addStream done callback", done);
       continue;  // done may have started the next stream
     }
-    streamNext_ = std::move(source);
+    extras_->streamNext = std::move(source);
     callUser("addStream", [&] { wsSend(*next); });
   }
   pulling_ = false;
@@ -773,7 +799,8 @@ void Connection::pullStream() {
 bool Connection::wsClose(std::uint16_t code, std::string_view reason) {
   if (wsReadyState() != ReadyState::kOpen) return false;
   if (feeding_) {
-    pendingClose_.emplace(code, std::string(reason));
+    extras().pendingCloseReason.assign(reason);
+    pendingCloseCode_ = code;
     return true;
   }
   startClose(code, reason);
@@ -794,30 +821,26 @@ bool Connection::wsPing(std::string_view payload) {
 void Connection::flushSoon() noexcept {
   if (cork_ || flushPosted_ || closing_) return;
   flushPosted_ = true;
-  bool posted = false;
+  bool queued = false;
   try {
-    posted = loopContext().post([weak = weak_from_this()] {
-      if (auto c = weak.lock()) {
-        c->flushPosted_ = false;
-        c->flush();
-      }
-    });
+    queued = server_.flushLater(self_);
   } catch (...) {
   }
-  if (!posted) {
+  if (!queued) {
     flushPosted_ = false;
     flush();
   }
 }
 
 void Connection::wsPutData(const std::type_info& type, std::shared_ptr<void> value) {
-  userDataType_ = &type;
-  userData_ = std::move(value);
+  auto& x = extras();
+  x.userDataType = &type;
+  x.userData = std::move(value);
 }
 
 void* Connection::wsGetData(const std::type_info& type) const noexcept {
-  if (!userDataType_ || *userDataType_ != type) return nullptr;
-  return userData_.get();
+  if (!extras_ || !extras_->userDataType || *extras_->userDataType != type) return nullptr;
+  return extras_->userData.get();
 }
 
 void Connection::fireWsClose() noexcept {
@@ -831,32 +854,40 @@ void Connection::fireWsClose() noexcept {
     closeCode_ = kCloseAbnormal;
   }
   server_.countWebSocket(-1);
-  auto onClose = std::move(onClose_);
-  onMessage_ = nullptr;
-  onDrain_ = nullptr;
-  streamNext_ = nullptr;
-  streamDone_ = nullptr;
+  // The listen callback is destroyed once it returns when it is running now.
+  if (!inMessage_) onMessage_ = nullptr;
+  if (!extras_) return;
+  auto onClose = std::move(extras_->onClose);
+  extras_->onClose = nullptr;
+  extras_->onDrain = nullptr;
+  extras_->streamNext = nullptr;
+  extras_->streamDone = nullptr;
   if (onClose) {
     try {
-      onClose(closeCode_, closeReason_);
+      onClose(closeCode_, extras_->closeReason);
     } catch (const std::exception& e) {
       log(LogLevel::kError, std::string("spry: ws onClose callback threw: ") + e.what());
     } catch (...) {
       log(LogLevel::kError, "spry: ws onClose callback threw");
     }
   }
-  userData_.reset();
+  extras_->userData.reset();
 }
 
 // ---------------------------------------------------------------- writing
 
+WsExtras& Connection::extras() {
+  if (!extras_) extras_ = std::make_unique<WsExtras>();
+  return *extras_;
+}
+
 void Connection::append(std::string_view bytes) {
-  if (queue_.empty()) {
+  if (queueEmpty()) {
     out_.append(bytes);
     return;
   }
-  if (queue_.back().shared) queue_.emplace_back();
-  queue_.back().owned.append(bytes);
+  if (queue_->back().shared) queue_->emplace_back();
+  queue_->back().owned.append(bytes);
   queuedBytes_ += bytes.size();
 }
 
@@ -865,17 +896,18 @@ void Connection::appendShared(const SharedFrame& frame) {
     append(*frame);
     return;
   }
-  queue_.push_back(OutChunk{frame, {}, 0});
+  if (!queue_) queue_ = std::make_unique<std::deque<OutChunk>>();
+  queue_->push_back(OutChunk{frame, {}, 0});
   queuedBytes_ += frame->size();
 }
 
 void Connection::flush() noexcept {
   if (writeInFlight_ || closing_ || cork_) return;
-  if (out_.empty() && queue_.empty()) {
+  if (out_.empty() && queueEmpty()) {
     onDrained();
     return;
   }
-  if (queue_.empty()) {
+  if (queueEmpty()) {
     // The common case: one buffer, written at once without a request.
     uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
     int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
@@ -894,7 +926,7 @@ void Connection::flush() noexcept {
     uv_buf_t bufs[kMaxBufs];
     unsigned count = 0;
     if (!out_.empty()) bufs[count++] = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-    for (const auto& c : queue_) {
+    for (const auto& c : *queue_) {
       if (count == kMaxBufs) break;
       auto v = c.view();
       bufs[count++] = uv_buf_init(const_cast<char*>(v.data()), static_cast<unsigned>(v.size()));
@@ -908,16 +940,17 @@ void Connection::flush() noexcept {
     std::size_t fromOut = std::min(written, out_.size());
     out_.erase(0, fromOut);
     written -= fromOut;
-    while (written > 0 && !queue_.empty()) {
-      auto& c = queue_.front();
+    while (written > 0 && !queue_->empty()) {
+      auto& c = queue_->front();
       std::size_t left = c.view().size();
       std::size_t take = std::min(left, written);
       c.offset += take;
       queuedBytes_ -= take;
       written -= take;
-      if (take == left) queue_.pop_front();
+      if (take == left) queue_->pop_front();
     }
-    if (out_.empty() && queue_.empty()) {
+    if (queue_->empty()) queue_.reset();
+    if (out_.empty() && queueEmpty()) {
       onDrained();
       return;
     }
@@ -930,18 +963,20 @@ void Connection::flush() noexcept {
   }
   w->conn = this;
   w->data.swap(out_);
-  w->chunks.swap(queue_);
+  w->chunks = std::move(queue_);
   queuedBytes_ = 0;
   std::vector<uv_buf_t> bufs;
-  bufs.reserve(1 + w->chunks.size());
+  bufs.reserve(1 + (w->chunks ? w->chunks->size() : 0));
   std::size_t total = w->data.size();
   if (!w->data.empty()) {
     bufs.push_back(uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size())));
   }
-  for (const auto& c : w->chunks) {
-    auto v = c.view();
-    bufs.push_back(uv_buf_init(const_cast<char*>(v.data()), static_cast<unsigned>(v.size())));
-    total += v.size();
+  if (w->chunks) {
+    for (const auto& c : *w->chunks) {
+      auto v = c.view();
+      bufs.push_back(uv_buf_init(const_cast<char*>(v.data()), static_cast<unsigned>(v.size())));
+      total += v.size();
+    }
   }
   w->req.data = w;
   int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), bufs.data(),
@@ -1021,9 +1056,12 @@ void Connection::onDrained() noexcept {
     if (wantDrain_) {
       wantDrain_ = false;
       // A copy: the callback may replace itself or close the socket.
-      if (auto fn = onDrain_) callUser("ws onDrain callback", fn);
+      if (extras_ && extras_->onDrain) {
+        auto fn = extras_->onDrain;
+        callUser("ws onDrain callback", fn);
+      }
     }
-    if (streamNext_) pullStream();
+    if (streaming()) pullStream();
   }
 }
 
@@ -1122,7 +1160,14 @@ void Connection::sweep(std::uint64_t t) noexcept {
     pongDeadline_ = t + ms(o.pongTimeout);
     flush();
   }
-  if (quiet >= server_.sweepIntervalMs()) session_->releaseIfIdle();
+  if (quiet >= server_.sweepIntervalMs()) {
+    // Quiet for a sweep period: give back what an idle socket need not hold
+    // (the wslay context, the output buffer's capacity).
+    session_->releaseIfIdle();
+    if (out_.empty() && !writeInFlight_ && out_.capacity() > std::string().capacity()) {
+      std::string().swap(out_);
+    }
+  }
 }
 
 }  // namespace spry::detail

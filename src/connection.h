@@ -34,6 +34,27 @@ struct OutChunk {
     return std::string_view(shared ? *shared : owned).substr(offset);
   }
 };
+// Allocated only while a large shared frame is queued: an idle connection
+// holds no deque (libstdc++'s allocates ~570 bytes on construction).
+using OutQueue = std::unique_ptr<std::deque<OutChunk>>;
+
+// WebSocket state that most sockets never use (onClose, onDrain, addStream,
+// setData, a subprotocol, a Close being received or asked for mid-feed),
+// allocated on first use so an idle echo socket stays small.
+struct WsExtras {
+  std::function<void(std::uint16_t, std::string_view)> onClose;
+  std::function<void()> onDrain;
+  std::function<std::optional<Message>()> streamNext;
+  std::function<void()> streamDone;
+  // listen() called from inside the listen callback: installed once it returns.
+  std::function<void(const Message&)> nextOnMessage;
+  std::shared_ptr<void> userData;
+  const std::type_info* userDataType = nullptr;
+  std::string protocol;
+  std::string closeReason;
+  std::string pendingCloseReason;
+  std::vector<std::string> topics;
+};
 
 class Connection final : public std::enable_shared_from_this<Connection>, private SessionHandler {
  public:
@@ -53,6 +74,11 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   void beginShutdown() noexcept;
   // Drops the TCP connection now (deadline passed); reports what is unsent.
   void abort() noexcept;
+  // The flush flushSoon() scheduled (Server::runFlushes).
+  void flushDeferred() noexcept {
+    flushPosted_ = false;
+    flush();
+  }
   bool isClosed() const noexcept { return closing_; }
   std::size_t bufferedAmount() const noexcept {
     return out_.size() + queuedBytes_ + inFlightBytes_;
@@ -84,8 +110,8 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool wsPing(std::string_view payload);
   ReadyState wsReadyState() const noexcept;
   std::optional<std::uint16_t> wsCloseCode() const noexcept;
-  std::string wsCloseReason() const { return closeReason_; }
-  std::string wsProtocol() const { return protocol_; }
+  std::string wsCloseReason() const { return extras_ ? extras_->closeReason : std::string(); }
+  std::string wsProtocol() const { return extras_ ? extras_->protocol : std::string(); }
   std::string wsRemoteAddress() const { return remoteAddress_; }
   Loop loop() const;
   void wsPutData(const std::type_info& type, std::shared_ptr<void> value);
@@ -139,6 +165,9 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   // Queues bytes after everything already queued (WebSocket mode).
   void append(std::string_view bytes);
   void appendShared(const SharedFrame& frame);
+  bool queueEmpty() const noexcept { return !queue_ || queue_->empty(); }
+  WsExtras& extras();  // allocates on first use (may throw std::bad_alloc)
+  bool streaming() const noexcept { return extras_ && extras_->streamNext; }
   void leaveTopics() noexcept;
   void flush() noexcept;
   void flushSoon() noexcept;  // flush after the current callback (WebSocket API calls)
@@ -166,7 +195,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool writeInFlight_ = false;
   int cork_ = 0;                // >0: sends only queue; flushed when it drops to 0
   std::string out_;             // not yet handed to the kernel; precedes queue_
-  std::deque<OutChunk> queue_;  // large shared frames (pub/sub), queued without copying
+  OutQueue queue_;              // large shared frames (pub/sub), queued without copying
   std::size_t queuedBytes_ = 0;
   std::size_t inFlightBytes_ = 0;
   std::string in_;              // HTTP bytes received, not yet parsed
@@ -190,20 +219,13 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   const WebSocketOptions* wsOptions_ = nullptr;
   std::uint64_t wsId_ = 0;
   std::function<void(const Message&)> onMessage_;
-  std::uint64_t listenSerial_ = 0;  // bumped by listen(): a callback replaced itself
-  std::function<void(std::uint16_t, std::string_view)> onClose_;
-  std::function<void()> onDrain_;
-  std::function<std::optional<Message>()> streamNext_;
-  std::function<void()> streamDone_;
-  std::shared_ptr<void> userData_;
-  const std::type_info* userDataType_ = nullptr;
-  std::string protocol_;
-  std::vector<std::string> topics_;
-  std::string closeReason_;
-  std::optional<std::pair<std::uint16_t, std::string>> pendingClose_;  // asked during feed()
-  std::uint16_t closeCode_ = 0;                                        // reported to onClose
-  std::uint16_t peerCloseCode_ = 0;                                    // from the peer's Close
-  std::uint16_t failCode_ = 0;  // we failed the connection with it
+  std::unique_ptr<WsExtras> extras_;
+  std::uint16_t pendingCloseCode_ = 0;  // a Close asked for during feed(); reason in extras_
+  std::uint16_t closeCode_ = 0;         // reported to onClose
+  std::uint16_t peerCloseCode_ = 0;     // from the peer's Close
+  std::uint16_t failCode_ = 0;          // we failed the connection with it
+  bool inMessage_ = false;              // the listen callback is running
+  bool replacedOnMessage_ = false;      // listen() ran inside it: see WsExtras::nextOnMessage
   bool closeFired_ = false;
   bool feeding_ = false;
   bool pulling_ = false;

@@ -155,7 +155,40 @@ std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reu
       sweepMs_, sweepMs_);
   // The sweep timer alone must not keep an otherwise idle embedded loop alive.
   uv_unref(reinterpret_cast<uv_handle_t*>(sweep_));
+
+  flushIdle_ = new uv_idle_t;
+  uv_idle_init(loop_->loop(), flushIdle_);
+  flushIdle_->data = this;
+  flushCheck_ = new uv_check_t;
+  uv_check_init(loop_->loop(), flushCheck_);
+  flushCheck_->data = this;
   return actual;
+}
+
+bool Server::flushLater(const std::shared_ptr<Connection>& c) {
+  if (!flushCheck_ || !c) return false;
+  toFlush_.push_back(c);
+  if (!flushArmed_) {
+    flushArmed_ = true;
+    uv_idle_start(flushIdle_,
+                  [](uv_idle_t* h) { static_cast<Server*>(h->data)->runFlushes(); });
+    uv_check_start(flushCheck_,
+                   [](uv_check_t* h) { static_cast<Server*>(h->data)->runFlushes(); });
+  }
+  return true;
+}
+
+void Server::runFlushes() noexcept {
+  // One pass: what the flushes queue again waits for the next phase, so a
+  // drain callback that always sends more cannot hold the loop here.
+  flushing_.swap(toFlush_);
+  for (auto& c : flushing_) c->flushDeferred();
+  flushing_.clear();
+  if (toFlush_.empty() && flushArmed_) {
+    flushArmed_ = false;
+    uv_idle_stop(flushIdle_);
+    uv_check_stop(flushCheck_);
+  }
 }
 
 void Server::onConnection(uv_stream_t* listener, int status) noexcept {
@@ -286,6 +319,11 @@ void Server::maybeFinishStop() noexcept {
   stopped_ = true;
   closeHandle(sweep_);
   closeHandle(stopTimer_);
+  for (auto& c : toFlush_) c->flushDeferred();
+  toFlush_.clear();
+  flushArmed_ = false;
+  closeHandle(flushIdle_);
+  closeHandle(flushCheck_);
   loop_->shutdown();
   if (onStopped_) {
     auto fn = std::move(onStopped_);

@@ -49,6 +49,12 @@ class Server : public std::enable_shared_from_this<Server> {
     writeBytes_.fetch_add(delta, std::memory_order_relaxed);
   }
 
+  // Flushes `c` after the current callback (Connection::flushSoon): the
+  // connections queued here are drained in the loop's idle and check phases,
+  // one pass per phase, with no allocation once the list has grown. False
+  // once the server has stopped (the caller flushes at once).
+  bool flushLater(const std::shared_ptr<Connection>& c);
+
   TopicTable& topics() noexcept { return topics_; }
   std::size_t connectionCount() const noexcept {
     return connections_.load(std::memory_order_relaxed);
@@ -68,6 +74,7 @@ class Server : public std::enable_shared_from_this<Server> {
   void pauseAccepting() noexcept;
   void resumeAccepting() noexcept;
   void maybeFinishStop() noexcept;
+  void runFlushes() noexcept;
 
   AppState& app_;
   std::shared_ptr<LoopContext> loop_;
@@ -75,6 +82,13 @@ class Server : public std::enable_shared_from_this<Server> {
   uv_timer_t* sweep_ = nullptr;
   uv_timer_t* stopTimer_ = nullptr;
   uv_timer_t* acceptRetry_ = nullptr;
+  // While connections wait in toFlush_: the idle handle keeps the next poll
+  // from blocking, the check handle flushes right after the poll's callbacks.
+  uv_idle_t* flushIdle_ = nullptr;
+  uv_check_t* flushCheck_ = nullptr;
+  bool flushArmed_ = false;
+  std::vector<std::shared_ptr<Connection>> toFlush_;
+  std::vector<std::shared_ptr<Connection>> flushing_;
   int listenFd_ = -1;  // a second descriptor of the listening socket, for pauseAccepting
   std::vector<Connection*> conns_;
   TopicTable topics_;

@@ -31,6 +31,16 @@ bool TopicTable::unsubscribe(Connection* c, std::string_view topic) {
   auto& subs = it->second;
   auto pos = std::find(subs.begin(), subs.end(), c);
   if (pos == subs.end()) return false;
+  if (delivering_ > 0) {
+    *pos = nullptr;
+    if (std::find(holes_.begin(), holes_.end(), topic) == holes_.end()) {
+      try {
+        holes_.emplace_back(topic);
+      } catch (...) {  // left for the next compaction of this topic
+      }
+    }
+    return true;
+  }
   // Order among subscribers does not matter: swap-remove.
   *pos = subs.back();
   subs.pop_back();
@@ -42,15 +52,29 @@ std::size_t TopicTable::deliver(std::string_view topic, const SharedFrame& frame
                                 const Connection* skip) {
   auto it = topics_.find(topic);
   if (it == topics_.end()) return 0;
-  // A delivery can close a subscriber (backpressure policy), which
-  // unsubscribes it: iterate over a copy.
-  std::vector<Connection*> subs = it->second;
+  // References into the map stay valid while it grows; nothing is erased
+  // during a delivery. Subscribers added meanwhile get the next message.
+  auto& subs = it->second;
+  const std::size_t count = subs.size();
   std::size_t n = 0;
-  for (Connection* c : subs) {
-    if (c == skip) continue;
+  ++delivering_;
+  for (std::size_t i = 0; i < count; ++i) {
+    Connection* c = subs[i];
+    if (c == nullptr || c == skip) continue;
     if (c->wsSendFrame(frame)) ++n;
   }
+  if (--delivering_ == 0 && !holes_.empty()) compact();
   return n;
+}
+
+void TopicTable::compact() noexcept {
+  for (const auto& topic : holes_) {
+    auto it = topics_.find(topic);
+    if (it == topics_.end()) continue;
+    std::erase(it->second, nullptr);
+    if (it->second.empty()) topics_.erase(it);
+  }
+  holes_.clear();
 }
 
 void SubscriberCounts::add(std::string_view topic, long delta) {

@@ -39,7 +39,15 @@ class TopicTable {
   std::size_t topicCount() const noexcept { return topics_.size(); }
 
  private:
+  // While a delivery runs (it can close subscribers, which unsubscribe, and
+  // run callbacks that subscribe or publish), removal leaves a null slot and
+  // a topic is never erased; compact() tidies up after the outermost one.
+  // So a publish iterates the list in place, with no copy.
+  void compact() noexcept;
+
   std::unordered_map<std::string, std::vector<Connection*>, StringHash, std::equal_to<>> topics_;
+  int delivering_ = 0;
+  std::vector<std::string> holes_;  // topics with null slots
 };
 
 // Subscriber counts across loops (thread-safe).

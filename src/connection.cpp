@@ -4,6 +4,9 @@
 #include <atomic>
 #include <cstring>
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include "handshake.h"
 #include "http_writer.h"
 #include "loop_context.h"
@@ -988,6 +991,8 @@ void Connection::flush() noexcept {
   }
   writeInFlight_ = true;
   inFlightBytes_ = total;
+  stallSince_ = now();
+  stallPending_ = unacknowledgedBytes();
   server_.countWriteBytes(static_cast<long>(total));
 }
 
@@ -1120,8 +1125,47 @@ void Connection::beginShutdown() noexcept {
   }
 }
 
+std::size_t Connection::unacknowledgedBytes() noexcept {
+  // libuv's queue, plus what the kernel holds that the client has not
+  // acknowledged: while a write is in flight nothing is added to the sum, so
+  // any decrease means the client read something. (libuv's queue alone may
+  // not move for a long time: a full send buffer only wakes the writer when
+  // half of it has drained.)
+  std::size_t pending = tcp_.write_queue_size;
+  uv_os_fd_t fd;
+  int outq = 0;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0 &&
+      ::ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0) {
+    pending += static_cast<std::size_t>(outq);
+  }
+  return pending;
+}
+
+bool Connection::sendStalled(std::uint64_t t) noexcept {
+  if (!writeInFlight_) return false;
+  const std::size_t pending = unacknowledgedBytes();
+  if (pending < stallPending_) {
+    stallPending_ = pending;  // the client read some: progress
+    stallSince_ = t;
+    return false;
+  }
+  const std::uint64_t limit =
+      mode_ == Mode::kWebSocket ? ms(wsOptions_->sendTimeout) : ms(app_.http.sendTimeout);
+  if (!limit || t - stallSince_ < limit) return false;
+  try {
+    log(LogLevel::kDebug, "spry: " + remoteAddress_ + ": send timeout, " + std::to_string(pending) +
+                              " bytes unread; closing");
+  } catch (...) {
+  }
+  return true;
+}
+
 void Connection::sweep(std::uint64_t t) noexcept {
   if (closing_) return;
+  if (sendStalled(t)) {
+    closeNow();
+    return;
+  }
   if (mode_ == Mode::kHttp) {
     if (!deadline_ || t < deadline_) return;
     if (lingering_ || phase_ == Phase::kIdle || closeWhenFlushed_) {

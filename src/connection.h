@@ -148,6 +148,9 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   void finishResponse();
   void sendHttpError(int status, std::string_view reason);
   void startLinger() noexcept;
+  // True once output has waited sendTimeout with the client reading none of it.
+  bool sendStalled(std::uint64_t now) noexcept;
+  std::size_t unacknowledgedBytes() noexcept;
 
   void upgrade(std::unique_ptr<Request> req, const RouteEntry& route, Response& handshake);
   void processWebSocket(std::string_view data);
@@ -193,13 +196,17 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool shutdownRequested_ = false;
   bool closeWhenFlushed_ = false;
   bool writeInFlight_ = false;
-  int cork_ = 0;                // >0: sends only queue; flushed when it drops to 0
-  std::string out_;             // not yet handed to the kernel; precedes queue_
-  OutQueue queue_;              // large shared frames (pub/sub), queued without copying
+  int cork_ = 0;     // >0: sends only queue; flushed when it drops to 0
+  std::string out_;  // not yet handed to the kernel; precedes queue_
+  OutQueue queue_;   // large shared frames (pub/sub), queued without copying
   std::size_t queuedBytes_ = 0;
   std::size_t inFlightBytes_ = 0;
   std::string in_;              // HTTP bytes received, not yet parsed
   std::uint64_t deadline_ = 0;  // uv_now() ms; 0 = none
+  // Send timeout: when libuv's write queue last shrank (or the write began),
+  // and its size then.
+  std::uint64_t stallSince_ = 0;
+  std::size_t stallPending_ = 0;
   std::string remoteAddress_;
   std::uint16_t remotePort_ = 0;
 

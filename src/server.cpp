@@ -42,12 +42,15 @@ std::uint64_t sweepPeriod(const AppState& app) {
   consider(app.http.bodyTimeout);
   consider(app.http.keepAliveTimeout);
   consider(app.http.lingerTimeout);
+  consider(app.http.sendTimeout);
   for (const auto& r : app.routes) {
     if (!r.isWebSocket) continue;
     consider(r.wsOptions.idleTimeout);
     consider(r.wsOptions.pingInterval);
     consider(r.wsOptions.pongTimeout);
     consider(r.wsOptions.closeTimeout);
+    consider(r.wsOptions.sendTimeout);
+    consider(r.wsOptions.messageTimeout);
   }
   return std::clamp<std::uint64_t>(shortest / 4, 10, 1000);
 }
@@ -170,10 +173,8 @@ bool Server::flushLater(const std::shared_ptr<Connection>& c) {
   toFlush_.push_back(c);
   if (!flushArmed_) {
     flushArmed_ = true;
-    uv_idle_start(flushIdle_,
-                  [](uv_idle_t* h) { static_cast<Server*>(h->data)->runFlushes(); });
-    uv_check_start(flushCheck_,
-                   [](uv_check_t* h) { static_cast<Server*>(h->data)->runFlushes(); });
+    uv_idle_start(flushIdle_, [](uv_idle_t* h) { static_cast<Server*>(h->data)->runFlushes(); });
+    uv_check_start(flushCheck_, [](uv_check_t* h) { static_cast<Server*>(h->data)->runFlushes(); });
   }
   return true;
 }

@@ -40,6 +40,9 @@ struct HttpOptions {
   std::chrono::milliseconds keepAliveTimeout{5'000};  ///< idle between requests → close
   std::chrono::milliseconds lingerTimeout{
       2'000};  ///< after an error response: read and discard, then close
+  /// Output waiting for a client that reads none of it this long → close
+  /// (a response or stream the client stopped reading); 0 disables.
+  std::chrono::milliseconds sendTimeout{30'000};
   std::size_t maxPipelinedBytes = 64 * 1024;  ///< unanswered pipelined input before reading pauses
   /// Output high-water mark: BodyWriter::write returns false above it, and
   /// pipelined requests wait to be handled until the output drains below it.
@@ -66,6 +69,13 @@ struct WebSocketOptions {
   std::chrono::milliseconds pingInterval{30'000};  ///< ping when quiet this long; 0 disables
   std::chrono::milliseconds pongTimeout{10'000};   ///< no answer to a ping → drop TCP
   std::chrono::milliseconds closeTimeout{5'000};   ///< our Close unanswered → drop TCP
+  /// Queued output the client reads none of for this long → drop TCP (with
+  /// kDrop the socket would otherwise live on, sending nothing); 0 disables.
+  std::chrono::milliseconds sendTimeout{30'000};
+  /// A message begun (first fragment or part of a frame) and not complete
+  /// within this long → close 1008 (a client trickling one message forever
+  /// keeps idleTimeout from firing); 0 disables.
+  std::chrono::milliseconds messageTimeout{30'000};
   std::size_t maxBackpressureBytes = 1024 * 1024;  ///< send buffer limit, see policy
   BackpressurePolicy backpressure = BackpressurePolicy::kPauseReading;
   std::vector<std::string> protocols{};       ///< subprotocols, server preference order

@@ -45,27 +45,30 @@ TEST_CASE("sendTimeout: an HTTP client that reads nothing of a large response is
 }
 
 TEST_CASE("sendTimeout: a slow but steady reader keeps its connection") {
-  App app({}, http(300ms));
+  App app({}, http(500ms));
   const std::string body = bigBody();
   app.get("/big", [&](Request&) { return Response::text(body); });
   TestServer server(app);
 
   RawClient c(server.port());
-  // Default buffers: 32 MiB is far more than they hold.
-
+  // A small window: each read below frees all of it, so the client's TCP
+  // acknowledges progress every time (with a huge buffer it would only
+  // announce a window once much of it was free, and look stalled meanwhile).
+  c.setReceiveBuffer(64 * 1024);
   REQUIRE(c.send(get("/big")));
-  // Reads a little every 100 ms for over a second: progress every time.
-  for (int i = 0; i < 12; ++i) {
-    std::this_thread::sleep_for(100ms);
-    c.buffer() += c.readSome(50ms);
+  // Reads a little every 50 ms for 1.5 s, three times the send timeout.
+  for (int i = 0; i < 30; ++i) {
+    std::this_thread::sleep_for(50ms);
+    c.buffer() += c.readSome(20ms);
   }
   CHECK(c.buffer().size() > 0);
   CHECK(app.stats().connections == 1);
+  CHECK(app.stats().writeQueueBytes > 0);  // the server did wait on this client
   // Then it reads the rest at full speed: the whole response arrives.
   auto head = c.readUntil("\r\n\r\n", 2000ms);
   REQUIRE(head);
   CHECK(head->find("Content-Length: " + std::to_string(body.size())) != std::string::npos);
-  const bool filled = c.fill(body.size(), 10000ms);
+  const bool filled = c.fill(body.size(), 20000ms);
   CAPTURE(c.buffer().size());
   CAPTURE(c.closed());
   REQUIRE(filled);

@@ -43,13 +43,13 @@ import random
 import re
 import select
 import shlex
-import signal
 import socket
 import struct
-import subprocess
 import sys
-import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from server_process import ServerProcess  # noqa: E402
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 OPCODE_NAMES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
@@ -1350,59 +1350,6 @@ def build_cases(limit):
 
 # -- running -----------------------------------------------------------------
 
-class Server:
-    """Starts --server-cmd, reads 'listening on http://HOST:PORT/'."""
-
-    LINE = re.compile(r"listening on (?:https?|wss?)://(\[[^\]]+\]|[^:/\s]+):(\d+)")
-
-    def __init__(self, argv, startup_timeout):
-        self.argv = argv
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + startup_timeout
-        line = b""
-        fd = self.proc.stdout.fileno()
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            r, _, _ = select.select([fd], [], [], max(remaining, 0))
-            if not r:
-                self.stop()
-                raise RuntimeError("server printed no listening line within %gs"
-                                   % startup_timeout)
-            b = os.read(fd, 1)
-            if not b:
-                code = self.proc.wait(timeout=5)
-                self.exit_code = code
-                raise RuntimeError("server exited with status %s before listening" % code)
-            line += b
-        m = self.LINE.search(line.decode("utf-8", "replace"))
-        if not m:
-            self.stop()
-            raise RuntimeError("first stdout line is not 'listening on ...': %r" % line)
-        self.host = m.group(1).strip("[]")
-        self.port = int(m.group(2))
-        # Keep draining stdout so a chatty server never blocks on a full pipe.
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self):
-        try:
-            while self.proc.stdout.read(65536):
-                pass
-        except (OSError, ValueError):
-            pass
-
-    def stop(self, sig=signal.SIGINT, wait=10.0):
-        """Returns the exit status, or None if it had to be killed."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                return self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        return self.proc.returncode
-
-
 def main():
     ap = argparse.ArgumentParser(
         description="RFC 6455 conformance suite for WebSocket echo servers",
@@ -1448,7 +1395,7 @@ def main():
         if len(argv) == 1 and " " in argv[0]:
             argv = shlex.split(argv[0])
         try:
-            server = Server(argv, args.startup_timeout)
+            server = ServerProcess(argv, args.startup_timeout)
         except RuntimeError as e:
             print("conformance: %s" % e, file=sys.stderr)
             status = 2

@@ -4,11 +4,12 @@
 // Prints one line per check and a last line "N passed, M failed"; exits 1 on
 // a failure, 77 (skipped) when playwright-core or chromium is missing.
 
-import {spawn} from 'node:child_process';
 import {existsSync, mkdirSync} from 'node:fs';
 import {createRequire} from 'node:module';
 import path from 'node:path';
 import {parseArgs} from 'node:util';
+
+import {ServerProcess} from '../jslib/server_process.mjs';
 
 const kChromium = '/usr/bin/chromium';
 const kBudgetMs = 55_000;   // the whole run
@@ -42,54 +43,35 @@ try {
 
 // ---------------------------------------------------------------- the server
 
+// examples/chat with --threads 2, restartable on the same port.
 class Server {
   constructor(exe) {
     this.exe = exe;
-    this.proc = null;
+    this.process = null;  // a ServerProcess while running
     this.port = 0;
   }
 
   // Starts the server (on `port`, 0: any) and waits for its "listening on" line.
-  start(port = 0) {
-    return new Promise((resolve, reject) => {
-      const proc = spawn(this.exe, ['--port', String(port), '--threads', '2'],
-                         {stdio: ['ignore', 'pipe', 'pipe']});
-      this.proc = proc;
-      this.exited = new Promise((done) => proc.once('exit', (code, signal) => done({code, signal})));
-      let out = '';
-      let err = '';
-      const timer = setTimeout(() => reject(new Error(`no "listening on" line; stderr: ${err}`)),
-                               5000);
-      proc.stderr.on('data', (d) => { err += d; });
-      proc.stdout.on('data', (d) => {
-        out += d;
-        const m = /^listening on http:\/\/127\.0\.0\.1:(\d+)\/$/m.exec(out);
-        if (m) {
-          clearTimeout(timer);
-          this.port = Number(m[1]);
-          resolve(this.port);
-        }
-      });
-      proc.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`the server exited with ${code} before listening; stderr: ${err}`));
-      });
-    });
+  async start(port = 0) {
+    const started = await ServerProcess.start(this.exe, ['--port', String(port), '--threads', '2'],
+                                              {timeoutMs: 5000, stderr: 'pipe'});
+    this.process = started;
+    if (started.host !== '127.0.0.1') {
+      throw new Error(`listening on ${started.host}, not on 127.0.0.1 by default`);
+    }
+    this.port = started.port;
+    return this.port;
   }
 
-  // Ctrl-C, then the exit status.
+  // Ctrl-C, then the exit status ({code, signal}; null: killed after 7 s).
   async interrupt() {
-    this.proc.kill('SIGINT');
-    const result = await Promise.race([
-      this.exited,
-      new Promise((resolve) => setTimeout(() => resolve(null), 7000)),
-    ]);
-    this.proc = null;
+    const result = await this.process.interrupt(7000);
+    this.process = null;
     return result;
   }
 
   kill() {
-    if (this.proc && this.proc.exitCode === null) this.proc.kill('SIGKILL');
+    if (this.process) this.process.kill();
   }
 }
 
@@ -320,10 +302,7 @@ try {
   console.log(`FAIL ${e && e.stack || e}`);
 } finally {
   if (browser) await browser.close().catch(() => {});
-  if (server.proc) {
-    const result = await server.interrupt();
-    if (!result) server.kill();
-  }
+  if (server.process) await server.interrupt();
   clearTimeout(watchdog);
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Loopback test harness: an App served on a libuv loop of the test's own (on
-// a background thread), and blocking raw-socket clients with timeouts.
+// a background thread), blocking raw-socket clients with timeouts, and a
+// Probe that records what the server's WebSockets saw.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -27,6 +29,15 @@
 namespace spry::test {
 
 using namespace std::chrono_literals;
+
+// Runs fn on `loop` and waits for its result.
+template <class F>
+auto runOn(const Loop& loop, F fn) -> decltype(fn()) {
+  std::packaged_task<decltype(fn())()> task(std::move(fn));
+  auto result = task.get_future();
+  REQUIRE(loop.post([&task] { task(); }));
+  return result.get();
+}
 
 // Runs `app` on a loop owned by the test, attached with App::attach. The
 // destructor stops the app, joins the thread and checks that the loop closes
@@ -64,10 +75,7 @@ class TestServer {
   // Runs fn on the server's loop and waits for it.
   template <class F>
   auto onLoop(F fn) -> decltype(fn()) {
-    std::packaged_task<decltype(fn())()> task(std::move(fn));
-    auto result = task.get_future();
-    REQUIRE(loop().post([&task] { task(); }));
-    return result.get();
+    return runOn(loop(), std::move(fn));
   }
 
   void stop(std::chrono::milliseconds deadline = 2000ms) {
@@ -378,6 +386,74 @@ bool waitUntil(F done, std::chrono::milliseconds timeout = 2000ms) {
     std::this_thread::sleep_for(1ms);
   }
   return true;
+}
+
+// What the server saw of its WebSockets, written on the loop thread and read
+// by the test: opens, messages, closes with every code, and notes.
+struct Probe {
+  std::atomic<int> opened{0};
+  std::atomic<int> closed{0};
+  std::atomic<int> lastCode{0};
+  std::atomic<long> messages{0};
+  std::mutex mutex;
+  std::string lastReason;
+  std::vector<int> codes;
+  std::vector<std::string> notes;
+
+  // Counts the open and registers an onClose that records the close; it also
+  // notes a socket that still looks live inside its onClose.
+  void watch(const WebSocket& ws) {
+    ++opened;
+    ws.onClose([this, ws](std::uint16_t code, std::string_view reason) {
+      {
+        std::lock_guard lock(mutex);
+        lastReason = std::string(reason);
+        // closeCode() already reports the code inside onClose.
+        if (ws.closeCode() != code) notes.push_back("closeCode() differs in onClose");
+        if (ws.add("late") || ws.close() || ws.isOpen()) notes.push_back("live in onClose");
+      }
+      record(code);
+    });
+  }
+  // Records a close with `code` (for routes with an onClose of their own).
+  void record(std::uint16_t code) {
+    {
+      std::lock_guard lock(mutex);
+      codes.push_back(code);
+    }
+    lastCode = code;
+    ++closed;
+  }
+  void note(std::string s) {
+    std::lock_guard lock(mutex);
+    notes.push_back(std::move(s));
+  }
+  std::vector<std::string> takeNotes() {
+    std::lock_guard lock(mutex);
+    return notes;
+  }
+  std::vector<int> takeCodes() {
+    std::lock_guard lock(mutex);
+    return codes;
+  }
+  std::string reason() {
+    std::lock_guard lock(mutex);
+    return lastReason;
+  }
+  // True once `n` sockets have closed (waits up to `timeout`).
+  bool waitClosed(int n = 1, std::chrono::milliseconds timeout = 2000ms) {
+    return waitUntil([&] { return closed.load() >= n; }, timeout);
+  }
+};
+
+// A ws route handler's body: watches `ws` and echoes every message with its
+// type, counting it.
+inline void echo(Probe& p, const WebSocket& ws) {
+  p.watch(ws);
+  ws.listen([ws, &p](const Message& m) {
+    ++p.messages;
+    ws.add(m);
+  });
 }
 
 }  // namespace spry::test

@@ -80,50 +80,12 @@ WebSocketOptions shortWs() {
   return o;
 }
 
-// Opens, messages and closes as seen by the server, with every close code.
-struct Probe {
-  std::atomic<int> opened{0};
-  std::atomic<int> closed{0};
-  std::atomic<int> lastCode{0};
-  std::atomic<long> messages{0};
-  std::mutex mutex;
-  std::vector<int> codes;
-
-  void watch(const WebSocket& ws) {
-    ++opened;
-    ws.onClose([this](std::uint16_t code, std::string_view) { record(code); });
-  }
-  void record(std::uint16_t code) {
-    {
-      std::lock_guard lock(mutex);
-      codes.push_back(code);
-    }
-    lastCode = code;
-    ++closed;
-  }
-  std::vector<int> takeCodes() {
-    std::lock_guard lock(mutex);
-    return codes;
-  }
-  bool waitClosed(int n, std::chrono::milliseconds timeout = 2000ms) {
-    return waitUntil([&] { return closed.load() >= n; }, timeout);
-  }
-};
-
 // GET / → "ok"; POST /size → the body's size; ws /echo (with `ws` options).
 void routes(App& app, Probe& p, const WebSocketOptions& ws = shortWs()) {
   app.get("/", [](Request&) { return "ok"; });
   app.post("/size", [](Request& req) { return std::to_string(req.text().size()); });
   app.ws(
-      "/echo",
-      [&p](WebSocket ws, Request&) {
-        p.watch(ws);
-        ws.listen([ws, &p](const Message& m) {
-          ++p.messages;
-          ws.add(m);
-        });
-      },
-      ws);
+      "/echo", [&p](WebSocket ws, Request&) { echo(p, ws); }, ws);
 }
 
 // A well-behaved client gets correct service: an HTTP request and a full
@@ -209,16 +171,6 @@ double cpuSeconds() {
   ::getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-// A masked frame header announcing `length` (127 form), without payload.
-std::string hugeFrameHeader(std::uint64_t length) {
-  std::string h;
-  h.push_back(static_cast<char>(0x82));
-  h.push_back(static_cast<char>(0x80 | 127));
-  for (int i = 7; i >= 0; --i) h.push_back(static_cast<char>(length >> (8 * i)));
-  h.append("\x37\xfa\x21\x3d", 4);
-  return h;
 }
 
 }  // namespace
@@ -512,7 +464,7 @@ TEST_CASE("hostile: absurd frame lengths: 2^63 and more is 1002, 2^62 is 1009") 
     CAPTURE(k.length);
     WsClient c(server.port());
     REQUIRE(c.open("/echo"));
-    REQUIRE(c.raw().send(hugeFrameHeader(k.length) + "some payload"));
+    REQUIRE(c.raw().send(WsClient::frameHeader(ws::kBinary, k.length) + "some payload"));
     CHECK(c.readCloseCode() == k.code);
     CHECK(c.raw().waitClosed());
     REQUIRE(p.waitClosed(++n));

@@ -96,15 +96,6 @@ int loopIndex(spry::App& app, const spry::Loop& loop) {
   return -1;
 }
 
-// Runs fn on `loop` and waits for its result.
-template <class F>
-auto runOn(const spry::Loop& loop, F fn) -> decltype(fn()) {
-  std::packaged_task<decltype(fn())()> task(std::move(fn));
-  auto result = task.get_future();
-  REQUIRE(loop.post([&task] { task(); }));
-  return result.get();
-}
-
 // What the server's sockets did, shared with the test thread.
 struct Hub {
   std::mutex mutex;

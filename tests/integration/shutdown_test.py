@@ -13,8 +13,6 @@
 import argparse
 import base64
 import os
-import re
-import select
 import signal
 import socket
 import struct
@@ -22,38 +20,17 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from checks import report, summary  # noqa: E402
+from server_process import ServerProcess  # noqa: E402
+
 STEP = 5.0
-results = {"passed": 0, "failed": 0}
-
-
-def report(ok, what, detail=""):
-    results["passed" if ok else "failed"] += 1
-    print("%s - %s%s" % ("ok" if ok else "not ok", what,
-                         (": " + detail) if detail and not ok else ""), flush=True)
-    return ok
 
 
 def start_server(exe, threads):
-    proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", "0", "--threads", str(threads)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
-    line = b""
-    deadline = time.monotonic() + 15
-    fd = proc.stdout.fileno()
-    while not line.endswith(b"\n"):
-        r, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        if not r:
-            proc.kill()
-            raise RuntimeError("no listening line within 15s")
-        b = os.read(fd, 1)
-        if not b:
-            raise RuntimeError("server exited with %s before listening" % proc.wait())
-        line += b
-    m = re.match(r"listening on http://([^:/]+):(\d+)/", line.decode())
-    if not m:
-        proc.kill()
-        raise RuntimeError("unexpected first line %r" % line)
-    return proc, int(m.group(2))
+    """examples/echo on 127.0.0.1, any port; its stderr is kept for the checks."""
+    return ServerProcess([exe, "--host", "127.0.0.1", "--port", "0", "--threads", str(threads)],
+                         stderr=subprocess.PIPE)
 
 
 class Client:
@@ -150,7 +127,8 @@ def wait_exit(proc, timeout):
 
 
 def graceful_sigterm(exe):
-    proc, port = start_server(exe, 2)
+    server = start_server(exe, 2)
+    proc, port = server.proc, server.port
     try:
         echo = [Client(port, "/echo") for _ in range(4)]
         broadcast = [Client(port, "/broadcast") for _ in range(4)]
@@ -191,16 +169,15 @@ def graceful_sigterm(exe):
         for c in clients:
             c.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        server.kill()
         err = proc.stderr.read().decode(errors="replace")
         report("SIGTERM" in err and "ThreadSanitizer" not in err,
                "stderr names the signal and has no sanitizer report", err[-2000:])
 
 
 def second_signal(exe):
-    proc, port = start_server(exe, 2)
+    server = start_server(exe, 2)
+    proc, port = server.proc, server.port
     try:
         # Clients that never answer the Close: the shutdown waits for them.
         stalled = [Client(port, "/echo") for _ in range(6)]
@@ -218,9 +195,7 @@ def second_signal(exe):
         for c in stalled:
             c.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        server.kill()
         err = proc.stderr.read().decode(errors="replace")
         report("ThreadSanitizer" not in err, "no sanitizer report", err[-2000:])
 
@@ -234,8 +209,7 @@ def main():
             test(args.echo_exe)
         except Exception as e:  # a step that could not run is a failure
             report(False, test.__name__, repr(e))
-    print("%d passed, %d failed" % (results["passed"], results["failed"]))
-    return 1 if results["failed"] else 0
+    return summary()
 
 
 if __name__ == "__main__":

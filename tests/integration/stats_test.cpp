@@ -1,6 +1,6 @@
 // Live counters and the connection cap.
 
-#include "harness.h"
+#include "ws_client.h"
 
 using namespace spry::test;
 
@@ -38,11 +38,8 @@ TEST_CASE("stats: counters rise with connections and return to baseline") {
   CHECK(app.stats().connections == 0);
   {
     RawClient http(server.port());
-    RawClient ws(server.port());
-    ws.send(
-        "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-    auto hs = readResponse(ws);
+    WsClient ws(server.port());
+    auto hs = ws.handshake("/ws");
     REQUIRE(hs);
     REQUIRE(hs->status == 101);
     http.send(get("/"));

@@ -20,42 +20,6 @@ using spry::WebSocket;
 
 namespace {
 
-struct Probe {
-  std::atomic<int> opened{0};
-  std::atomic<int> closed{0};
-  std::atomic<int> lastCode{0};
-  std::atomic<int> messages{0};
-  std::mutex mutex;
-  std::vector<std::string> notes;
-
-  void watch(const WebSocket& ws) {
-    ++opened;
-    ws.onClose([this](std::uint16_t code, std::string_view) {
-      lastCode = code;
-      ++closed;
-    });
-  }
-  void note(std::string s) {
-    std::lock_guard lock(mutex);
-    notes.push_back(std::move(s));
-  }
-  std::vector<std::string> takeNotes() {
-    std::lock_guard lock(mutex);
-    return notes;
-  }
-  bool waitClosed(int n = 1, std::chrono::milliseconds timeout = 2000ms) {
-    return waitUntil([&] { return closed.load() >= n; }, timeout);
-  }
-};
-
-void echo(Probe& p, const WebSocket& ws) {
-  p.watch(ws);
-  ws.listen([ws, &p](const Message& m) {
-    ++p.messages;
-    ws.add(m);
-  });
-}
-
 // Reads data frames until `bytes` payload bytes arrived (pings answered).
 std::size_t drain(WsClient& c, std::size_t bytes) {
   std::size_t got = 0;

@@ -21,62 +21,11 @@ using spry::WebSocket;
 
 namespace {
 
-// What the server saw, written on the loop thread and read by the test.
-struct Probe {
-  std::atomic<int> opened{0};
-  std::atomic<int> closed{0};
-  std::atomic<int> lastCode{0};
-  std::atomic<int> messages{0};
-  std::mutex mutex;
-  std::string lastReason;
-  std::vector<std::string> notes;
-
-  // Counts the open and registers an onClose that counts the close.
-  void watch(const WebSocket& ws) {
-    ++opened;
-    ws.onClose([this, ws](std::uint16_t code, std::string_view reason) {
-      {
-        std::lock_guard lock(mutex);
-        lastReason = std::string(reason);
-        // closeCode() already reports the code inside onClose.
-        if (ws.closeCode() != code) notes.push_back("closeCode() differs in onClose");
-        if (ws.add("late") || ws.close() || ws.isOpen()) notes.push_back("live in onClose");
-      }
-      lastCode = code;
-      ++closed;
-    });
-  }
-  void note(std::string s) {
-    std::lock_guard lock(mutex);
-    notes.push_back(std::move(s));
-  }
-  std::vector<std::string> takeNotes() {
-    std::lock_guard lock(mutex);
-    return notes;
-  }
-  std::string reason() {
-    std::lock_guard lock(mutex);
-    return lastReason;
-  }
-  bool waitClosed(int n = 1) {
-    return waitUntil([&] { return closed.load() >= n; });
-  }
-};
-
 std::size_t countLines(const LogCapture& logs, std::string_view text) {
   auto lines = logs.lines();
   return static_cast<std::size_t>(std::count_if(lines.begin(), lines.end(), [&](const auto& l) {
     return l.find(text) != std::string::npos;
   }));
-}
-
-// Echoes every message with its type and counts it.
-void echo(Probe& p, const WebSocket& ws) {
-  p.watch(ws);
-  ws.listen([ws, &p](const Message& m) {
-    ++p.messages;
-    ws.add(m);
-  });
 }
 
 }  // namespace

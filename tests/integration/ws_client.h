@@ -93,25 +93,32 @@ class WsClient {
   }
   static std::string frame(std::uint8_t opcode, std::string_view payload, bool fin = true,
                            bool masked = true, std::uint8_t rsv = 0) {
+    std::string f = frameHeader(opcode, payload.size(), fin, masked, rsv);
+    if (!masked) return f.append(payload);
+    for (std::size_t i = 0; i < payload.size(); ++i) {
+      f.push_back(static_cast<char>(static_cast<std::uint8_t>(payload[i]) ^ kMask[i % 4]));
+    }
+    return f;
+  }
+  // The header of such a frame announcing `length` payload bytes (in the
+  // shortest length form), masking key included; any length may be claimed.
+  static std::string frameHeader(std::uint8_t opcode, std::uint64_t length, bool fin = true,
+                                 bool masked = true, std::uint8_t rsv = 0) {
     std::string f;
     f.push_back(static_cast<char>((fin ? 0x80 : 0) | ((rsv & 0x7) << 4) | (opcode & 0x0F)));
     const std::uint8_t maskBit = masked ? 0x80 : 0;
-    const std::uint64_t n = payload.size();
-    if (n < 126) {
-      f.push_back(static_cast<char>(maskBit | n));
-    } else if (n <= 0xFFFF) {
+    if (length < 126) {
+      f.push_back(static_cast<char>(maskBit | length));
+    } else if (length <= 0xFFFF) {
       f.push_back(static_cast<char>(maskBit | 126));
-      f.push_back(static_cast<char>(n >> 8));
-      f.push_back(static_cast<char>(n));
+      f.push_back(static_cast<char>(length >> 8));
+      f.push_back(static_cast<char>(length));
     } else {
       f.push_back(static_cast<char>(maskBit | 127));
-      for (int i = 7; i >= 0; --i) f.push_back(static_cast<char>(n >> (8 * i)));
+      for (int i = 7; i >= 0; --i) f.push_back(static_cast<char>(length >> (8 * i)));
     }
-    if (!masked) return f.append(payload);
-    static constexpr std::uint8_t kMask[4] = {0x37, 0xfa, 0x21, 0x3d};
-    for (auto b : kMask) f.push_back(static_cast<char>(b));
-    for (std::size_t i = 0; i < payload.size(); ++i) {
-      f.push_back(static_cast<char>(static_cast<std::uint8_t>(payload[i]) ^ kMask[i % 4]));
+    if (masked) {
+      for (auto b : kMask) f.push_back(static_cast<char>(b));
     }
     return f;
   }
@@ -208,6 +215,9 @@ class WsClient {
   bool isOpen() const noexcept { return open_; }
 
  private:
+  // The masking key of every client frame: fixed, so that tests are repeatable.
+  static constexpr std::uint8_t kMask[4] = {0x37, 0xfa, 0x21, 0x3d};
+
   RawClient raw_;
   bool open_ = false;
 };

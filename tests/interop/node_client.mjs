@@ -8,9 +8,10 @@
 //
 //   node node_client.mjs --echo-exe build/examples/echo
 
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+
+import { ServerProcess } from '../jslib/server_process.mjs';
 
 let WebSocket;
 try {
@@ -37,44 +38,6 @@ function withTimeout(promise, what, ms = STEP_TIMEOUT_MS) {
     timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function startServer(exe) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(exe, ['--host', '127.0.0.1', '--port', '0'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let buf = '';
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error('no listening line within 15 s'));
-    }, 15000);
-    proc.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code} before listening`));
-    });
-    const onData = (chunk) => {
-      buf += chunk.toString();
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      clearTimeout(timer);
-      proc.stdout.off('data', onData);
-      proc.stdout.resume(); // keep draining
-      const m = /^listening on http:\/\/([^:/]+):(\d+)\//.exec(buf.slice(0, nl));
-      if (!m) {
-        proc.kill('SIGKILL');
-        reject(new Error(`unexpected first line ${JSON.stringify(buf.slice(0, nl))}`));
-        return;
-      }
-      proc.removeAllListeners('exit');
-      resolve({ proc, url: `ws://${m[1]}:${m[2]}/echo` });
-    };
-    proc.stdout.on('data', onData);
-  });
 }
 
 // A client whose incoming messages can be awaited one at a time.
@@ -201,28 +164,22 @@ if (exeAt < 0 || !argv[exeAt + 1]) {
 
 let server;
 try {
-  server = await startServer(argv[exeAt + 1]);
+  server = await ServerProcess.start(argv[exeAt + 1], ['--host', '127.0.0.1', '--port', '0']);
 } catch (e) {
   console.log(`could not start the echo server: ${e.message}`);
   process.exit(1);
 }
-console.log(`ws client -> ${server.url}`);
+const url = `ws://${server.host}:${server.port}/echo`;
+console.log(`ws client -> ${url}`);
 for (const step of [exchange, serverClose, concurrent]) {
   try {
-    await withTimeout(step(server.url), step.name, 30000);
+    await withTimeout(step(url), step.name, 30000);
   } catch (e) {
     report(false, step.name, e.message);
   }
 }
-const exited = once(server.proc, 'exit');
-server.proc.kill('SIGINT');
-let status;
-try {
-  [status] = await withTimeout(exited, 'server exit after SIGINT');
-} catch {
-  server.proc.kill('SIGKILL');
-  status = 'none (killed)';
-}
+const exit = await server.interrupt(STEP_TIMEOUT_MS);
+const status = exit ? exit.code : 'none (killed)';
 report(status === 0, 'echo server exits 0 on SIGINT', `status ${status}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -13,12 +13,12 @@ exit status 0. Exits 77 (skip) without python3-websockets.
 import argparse
 import asyncio
 import os
-import re
-import select
 import signal
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from checks import report, summary  # noqa: E402
+from server_process import ServerProcess  # noqa: E402
 
 try:
     import websockets
@@ -29,35 +29,6 @@ except ImportError:
 SIZES = [0, 1, 125, 126, 65536, 1 << 20]
 STEP_TIMEOUT = 10.0
 
-results = {"passed": 0, "failed": 0}
-
-
-def report(ok, what, detail=""):
-    results["passed" if ok else "failed"] += 1
-    print("%s - %s%s" % ("ok" if ok else "not ok", what,
-                         (": " + detail) if detail and not ok else ""), flush=True)
-
-
-def start_server(exe):
-    proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", "0"],
-                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    line = b""
-    deadline = time.monotonic() + 15
-    fd = proc.stdout.fileno()
-    while not line.endswith(b"\n"):
-        r, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        if not r:
-            proc.kill()
-            raise RuntimeError("no listening line within 15s")
-        b = os.read(fd, 1)
-        if not b:
-            raise RuntimeError("server exited with %s before listening" % proc.wait())
-        line += b
-    m = re.match(r"listening on http://([^:/]+):(\d+)/", line.decode())
-    if not m:
-        proc.kill()
-        raise RuntimeError("unexpected first line %r" % line)
-    return proc, m.group(1), int(m.group(2))
 
 
 async def recv(ws):
@@ -150,25 +121,18 @@ def main():
     ap.add_argument("--echo-exe", required=True)
     args = ap.parse_args()
     try:
-        proc, host, port = start_server(args.echo_exe)
+        server = ServerProcess([args.echo_exe, "--host", "127.0.0.1", "--port", "0"])
     except (RuntimeError, OSError) as e:
         print("could not start %s: %s" % (args.echo_exe, e))
         return 1
-    url = "ws://%s:%d/echo" % (host, port)
+    url = "ws://%s:%d/echo" % (server.host, server.port)
     print("websockets %s -> %s" % (websockets.__version__, url))
     try:
         asyncio.run(run(url))
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            status = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            status = None
+        status = server.stop(signal.SIGINT, wait=10)
     report(status == 0, "echo server exits 0 on SIGINT", "status %s" % status)
-    print("%d passed, %d failed" % (results["passed"], results["failed"]))
-    return 1 if results["failed"] else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -113,22 +113,50 @@ Response AppState::handle(Request& req, const RouteEntry* route, const RouteMatc
       Chain chain{&route->chain, &route->handler, &req};
       return chain.run(0);
     }
-    // No route: the global middleware still sees the request (logging, CORS...).
-    Handler miss = [&match](Request& r) -> Response {
-      if (match.kind == RouteMatch::Kind::kBadPath) throw HttpError(400, "Bad Request");
-      if (match.kind == RouteMatch::Kind::kMethodNotAllowed) {
-        if (r.method() == "OPTIONS") {
-          Response res(204);
-          res.header("Allow", match.allow + ", OPTIONS");
+    // No route: the answer is returned, not thrown, so middleware reads it
+    // from next() like any other; filters still shape the 400/404/405.
+    Handler miss = [this, &match](Request& r) -> Response {
+      switch (match.kind) {
+        case RouteMatch::Kind::kAsterisk: {
+          Response res(200);  // Content-Length: 0, as RFC 9110 9.3.7 asks
+          res.header("Allow", match.allow);
           return res;
         }
-        auto res = Response::text("Method Not Allowed", 405);
-        res.header("Allow", match.allow);
-        return res;
+        case RouteMatch::Kind::kMethodNotAllowed: {
+          if (r.method() == "OPTIONS") {
+            Response res(204);
+            res.header("Allow", match.allow + ", OPTIONS");
+            return res;
+          }
+          Response res =
+              applyFilters(std::make_exception_ptr(HttpError(405, "Method Not Allowed")), r);
+          // RFC 9110 15.5.6: a 405 must say what is allowed, whoever wrote it.
+          if (res.status() == 405 && !res.headers().has("Allow")) res.header("Allow", match.allow);
+          return res;
+        }
+        case RouteMatch::Kind::kBadPath:
+          return applyFilters(std::make_exception_ptr(HttpError(400, "Bad Request")), r);
+        case RouteMatch::Kind::kNotFound:
+        case RouteMatch::Kind::kFound:
+          break;
       }
-      throw HttpError(404, "Not Found");
+      return applyFilters(std::make_exception_ptr(HttpError(404, "Not Found")), r);
     };
-    Chain chain{&globalChain, &miss, &req};
+    // A path that exists under other methods runs the middleware that all its
+    // routes share (a group's CORS answers its preflights); a 404 has no
+    // route, so only the app's own middleware runs.
+    std::vector<const Middleware*> shared;
+    const std::vector<const Middleware*>* middleware = &globalChain;
+    if (match.kind == RouteMatch::Kind::kMethodNotAllowed && !match.allowedRoutes.empty()) {
+      shared = routes[match.allowedRoutes.front()].chain;
+      for (std::size_t id : match.allowedRoutes) {
+        const auto& other = routes[id].chain;
+        auto end = std::mismatch(shared.begin(), shared.end(), other.begin(), other.end()).first;
+        shared.erase(end, shared.end());
+      }
+      middleware = &shared;
+    }
+    Chain chain{middleware, &miss, &req};
     return chain.run(0);
   } catch (...) {
     return applyFilters(std::current_exception(), req);

@@ -54,7 +54,7 @@ struct AppState {
   std::deque<GroupNode> groups;  // stable addresses
   std::deque<RouteEntry> routes;
   std::vector<ExceptionFilter> filters;
-  std::vector<const Middleware*> globalChain;  // for 404/405, frozen at listen
+  std::vector<const Middleware*> globalChain;  // for 404 and OPTIONS *, frozen at listen
   bool frozen = false;
 
   std::mutex serveMutex;
@@ -73,8 +73,9 @@ struct AppState {
   void checkNotFrozen() const;
   void freeze();
 
-  // Runs the onion for a matched route (or the global middleware around a
-  // 404/405 when route is null) and applies the exception filters. Never throws.
+  // Runs the onion for a matched route, or, when route is null, the middleware
+  // the path's routes share (405) or the global middleware (404, 400, OPTIONS *)
+  // around the answer for `match`; applies the exception filters. Never throws.
   Response handle(Request& req, const RouteEntry* route, const RouteMatch& match) noexcept;
   Response applyFilters(std::exception_ptr error, Request& req) noexcept;
 };

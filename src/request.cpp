@@ -176,12 +176,13 @@ std::unique_ptr<Request> RequestData::makeRequest(std::unique_ptr<RequestData> d
       t = rest == std::string_view::npos ? std::string_view{} : t.substr(rest);
     }
   }
+  // A fragment belongs to neither the path nor the query (clients should not
+  // send one, but llhttp lets it through).
+  t = t.substr(0, t.find('#'));
   auto q = t.find('?');
   d->path = t.substr(0, q);
   if (absolute && d->path.empty()) d->path = "/";
   d->query = q == std::string_view::npos ? std::string_view{} : t.substr(q + 1);
-  // A fragment never belongs to the query (clients should not send one).
-  if (auto h = d->query.find('#'); h != std::string_view::npos) d->query = d->query.substr(0, h);
   return std::unique_ptr<Request>(new Request(std::move(d)));
 }
 }  // namespace detail

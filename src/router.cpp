@@ -121,6 +121,18 @@ std::vector<PatternSegment> parsePattern(std::string_view pattern, const RouterO
   return segments;
 }
 
+// "GET, HEAD, POST": sorted and without duplicates.
+std::string allowHeader(std::vector<std::string_view>& methods) {
+  std::sort(methods.begin(), methods.end());
+  methods.erase(std::unique(methods.begin(), methods.end()), methods.end());
+  std::string out;
+  for (std::string_view m : methods) {
+    if (!out.empty()) out.append(", ");
+    out.append(m);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string joinPaths(std::string_view prefix, std::string_view path) {
@@ -190,6 +202,7 @@ struct Router::MatchState {
   std::vector<std::string_view> segments;  // decoded, views into one buffer
   std::vector<std::string_view> captures;  // `:name` values along the current branch
   std::vector<std::string_view> allowed;   // methods seen on nodes the path reached
+  std::vector<std::size_t> allowedIds;     // and the routes that carry them
   const Route* route = nullptr;
   std::string_view rest;  // `**` value of the chosen route
 
@@ -210,6 +223,7 @@ struct Router::MatchState {
     if (route) return true;
     for (const Route& r : node.routes) {
       allowed.push_back(r.method);
+      allowedIds.push_back(r.id);
       if (r.method == "GET") allowed.push_back("HEAD");
     }
     return false;
@@ -269,6 +283,10 @@ void Router::add(std::string_view method, std::string_view pattern, std::size_t 
   }
   node->routes.push_back(
       {std::string(method), routeId, std::move(names), catchAll, std::string(pattern)});
+  if (method != "*") {
+    auto it = std::lower_bound(methods_.begin(), methods_.end(), method);
+    if (it == methods_.end() || *it != method) methods_.emplace(it, method);
+  }
 }
 
 // Recursion follows the tree, so its depth is bounded by the deepest pattern,
@@ -300,6 +318,14 @@ bool Router::walk(const Node& node, std::size_t depth, MatchState& state) const 
 
 RouteMatch Router::match(std::string_view method, std::string_view path) const {
   RouteMatch result;
+  if (path == "*" && method == "OPTIONS") {
+    std::vector<std::string_view> allow(methods_.begin(), methods_.end());
+    allow.push_back("OPTIONS");
+    if (std::binary_search(methods_.begin(), methods_.end(), "GET")) allow.push_back("HEAD");
+    result.kind = RouteMatch::Kind::kAsterisk;
+    result.allow = allowHeader(allow);
+    return result;
+  }
   if (path.empty() || path.front() != '/') {
     result.kind = RouteMatch::Kind::kBadPath;
     return result;
@@ -335,14 +361,9 @@ RouteMatch Router::match(std::string_view method, std::string_view path) const {
       result.kind = RouteMatch::Kind::kNotFound;
       return result;
     }
-    std::sort(state.allowed.begin(), state.allowed.end());
-    state.allowed.erase(std::unique(state.allowed.begin(), state.allowed.end()),
-                        state.allowed.end());
     result.kind = RouteMatch::Kind::kMethodNotAllowed;
-    for (std::string_view m : state.allowed) {
-      if (!result.allow.empty()) result.allow.append(", ");
-      result.allow.append(m);
-    }
+    result.allow = allowHeader(state.allowed);
+    result.allowedRoutes = std::move(state.allowedIds);
     return result;
   }
 

@@ -34,6 +34,8 @@ struct RouteMatch {
     kNotFound,          // no pattern matches the path (404)
     kMethodNotAllowed,  // the path matches under other methods (405); allow is set
     kBadPath,           // bad percent-encoding in the path (400)
+    kAsterisk,          // OPTIONS with the target `*` (RFC 9110 9.3.7): about the
+                        // server, not a resource; allow lists every method registered
   };
   Kind kind = Kind::kNotFound;
   std::size_t routeId = 0;
@@ -42,6 +44,9 @@ struct RouteMatch {
   // rest of the path joined by '/' (may be empty).
   std::vector<std::pair<std::string, std::string>> params;
   std::string allow;  // "GET, HEAD, POST": sorted, comma+space separated, for the Allow header
+  // kMethodNotAllowed: the ids of the routes the path reached under other
+  // methods (unsorted), so the caller can run the middleware they share.
+  std::vector<std::size_t> allowedRoutes;
 };
 
 class Router {
@@ -64,8 +69,10 @@ class Router {
 
   // Matches a raw (still percent-encoded) path without query string. Splits on
   // '/' before decoding, so "%2F" stays inside its segment. A path that does
-  // not start with '/' or holds a bad escape is kBadPath. Priority per
-  // segment: constant, then parameter, then `*`, then `**`, with backtracking.
+  // not start with '/' or holds a bad escape is kBadPath, except `*` with
+  // OPTIONS, which is kAsterisk (its allow: every registered method, HEAD
+  // with GET, and OPTIONS). Priority per segment: constant, then parameter,
+  // then `*`, then `**`, with backtracking.
   // A HEAD request falls back to the GET route; a route registered for "*"
   // matches any method, after method-specific routes of the same pattern.
   RouteMatch match(std::string_view method, std::string_view path) const;
@@ -81,6 +88,7 @@ class Router {
 
   RouterOptions options_;
   std::unique_ptr<Node> root_;
+  std::vector<std::string> methods_;  // sorted, without "*": for OPTIONS *
 };
 
 }  // namespace spry::detail

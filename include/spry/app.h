@@ -186,15 +186,23 @@ class App : public Routes {
 
   /// Registers an exception filter for exceptions of type E (or derived):
   /// `fn(const E&, Request&) -> std::optional<Response>`. Filters run in
-  /// registration order; the first that returns a Response wins; nullopt
-  /// passes the error on. Unfiltered HttpError → its status and message;
-  /// anything else → 500 with a generic body and a log line.
+  /// registration order; the first whose type matches and that returns a
+  /// Response wins; nullopt passes the error on. An HttpError is an answer,
+  /// not a failure: it reaches only filters whose E is HttpError or derives
+  /// from it, never a filter for a base such as std::exception. Unfiltered
+  /// HttpError → its status and message; anything else → 500 with a generic
+  /// body and a log line.
   template <class E, class F>
   App& filter(F fn) {
     addFilter([fn = std::move(fn)](std::exception_ptr ep, Request& req) -> std::optional<Response> {
       try {
         std::rethrow_exception(ep);
       } catch (const E& e) {
+        // A filter for a base (std::exception...) or another branch of a
+        // class that is also an HttpError leaves the HttpError alone.
+        if constexpr (std::is_polymorphic_v<E> && !std::is_base_of_v<HttpError, E>) {
+          if (dynamic_cast<const HttpError*>(&e)) return std::nullopt;
+        }
         return fn(e, req);
       } catch (...) {
         return std::nullopt;

@@ -255,6 +255,56 @@ TEST_CASE("routing: 404, 405 with Allow, automatic OPTIONS") {
   CHECK(bad->status == 400);
 }
 
+TEST_CASE("routing: OPTIONS * answers for the whole server, other methods on * are 400") {
+  App app;
+  app.get("/a", [](Request&) { return "a"; });
+  app.post("/b/:id", [](Request&) { return "b"; });
+  app.on("PROPFIND", "/c", [](Request&) { return "c"; });
+  app.all("/d", [](Request&) { return "d"; });
+  Recorder seen;
+  app.use([&seen](Request& req, const Next& next) {
+    Response r = next();
+    seen.add(std::string(req.method()) + " " + std::string(req.target()) + " " +
+             std::to_string(r.status()));
+    return r;
+  });
+  TestServer server(app);
+  RawClient c(server.port());
+  c.send("OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n");
+  auto r = only(c);
+  CHECK(r.status == 200);
+  CHECK(r.headers.get("Allow") == "GET, HEAD, OPTIONS, POST, PROPFIND");
+  CHECK(r.headers.get("Content-Length") == "0");
+  CHECK(r.body.empty());
+  c.send(get("/a"));  // the connection stays usable
+  CHECK(only(c).body == "a");
+
+  auto g = request(server.port(), "GET * HTTP/1.1\r\nHost: t\r\n\r\n");
+  REQUIRE(g);
+  CHECK(g->status == 400);
+  CHECK(seen.events() == std::vector<std::string>{"OPTIONS * 200", "GET /a 200", "GET * 400"});
+}
+
+TEST_CASE("routing: the app answers OPTIONS * itself through global middleware") {
+  App app;
+  app.get("/a", [](Request&) { return "a"; });
+  app.use([](Request& req, const Next& next) {
+    if (req.method() == "OPTIONS" && req.target() == "*") {
+      Response r(204);
+      r.header("Allow", "GET, OPTIONS");
+      r.header("Accept-Patch", "application/json");
+      return r;
+    }
+    return next();
+  });
+  TestServer server(app);
+  auto r = request(server.port(), "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n");
+  REQUIRE(r);
+  CHECK(r->status == 204);
+  CHECK(r->headers.get("Allow") == "GET, OPTIONS");
+  CHECK(r->headers.get("Accept-Patch") == "application/json");
+}
+
 TEST_CASE("routing: parameters are decoded, %2F stays inside its segment") {
   App app;
   app.get("/files/:name", [](Request& req) { return "file:" + std::string(req.param("name")); });
@@ -343,6 +393,18 @@ TEST_CASE("request: query parameters are decoded, repeated keys kept in order") 
   TestServer server(app);
   CHECK(send(server.port(), get("/q?q=a+b%21&x=1&x=2&empty=&x=%26")) == "a b!,1,2,&|<none>||/q");
   CHECK(send(server.port(), get("/q")) == "<none>|<none>|<none>|/q");
+}
+
+TEST_CASE("request: a fragment is cut from the path as from the query") {
+  App app;
+  app.get("/a", [](Request& req) {
+    return std::string(req.path()) + "|" + std::string(req.query("x").value_or("-"));
+  });
+  TestServer server(app);
+  CHECK(send(server.port(), get("/a#frag")) == "/a|-");
+  CHECK(send(server.port(), get("/a?x=1#frag")) == "/a|1");
+  CHECK(send(server.port(), get("/a?x=1#f?x=2")) == "/a|1");
+  CHECK(send(server.port(), "GET http://t/a#f HTTP/1.1\r\nHost: t\r\n\r\n") == "/a|-");
 }
 
 TEST_CASE("request: an absolute-form target routes on its path") {
@@ -453,35 +515,89 @@ TEST_CASE("middleware: the onion runs global, outer group, inner group, handler,
                                                    "<outer", "<global2", "<global1"});
 }
 
-TEST_CASE("middleware: global middleware also wraps 404 (thrown) and 405 (returned)") {
+TEST_CASE("middleware: next() returns 404 and 405 alike, so code after it sees them") {
   App app;
   Recorder seen;
   app.use([&seen](Request& req, const Next& next) {
-    seen.add(std::string(req.method()) + " " + std::string(req.path()));
-    try {
-      Response r = next();
-      r.header("X-Seen", std::to_string(r.status()));
-      return r;
-    } catch (const HttpError& e) {
-      auto r = Response::text("caught", e.status());
-      r.header("X-Caught", std::to_string(e.status()));
-      return r;
-    }
+    Response r = next();  // a logger: records the status the client gets
+    seen.add(std::string(req.method()) + " " + std::string(req.path()) + " " +
+             std::to_string(r.status()));
+    r.header("X-Seen", std::to_string(r.status()));
+    return r;
+  });
+  app.use([](Request& req, const Next& next) {
+    Response r = next();
+    if (r.status() == 404 && req.path() == "/replace") return Response::text("replaced", 410);
+    return r;
   });
   app.get("/only-get", [](Request&) { return "x"; });
   TestServer server(app);
   auto nf = request(server.port(), get("/missing"));
   REQUIRE(nf);
   CHECK(nf->status == 404);
-  CHECK(nf->headers.get("X-Caught") == "404");
-  CHECK(nf->body == "caught");
+  CHECK(nf->body == "Not Found");
+  CHECK(nf->headers.get("X-Seen") == "404");
   auto na =
       request(server.port(), "PUT /only-get HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
   REQUIRE(na);
   CHECK(na->status == 405);
   CHECK(na->headers.get("X-Seen") == "405");
   CHECK(na->headers.get("Allow") == "GET, HEAD");
-  CHECK(seen.events() == std::vector<std::string>{"GET /missing", "PUT /only-get"});
+  auto bad = request(server.port(), get("/a%zz"));
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  CHECK(bad->headers.get("X-Seen") == "400");
+  auto replaced = request(server.port(), get("/replace"));
+  REQUIRE(replaced);
+  CHECK(replaced->status == 410);
+  CHECK(replaced->body == "replaced");
+  CHECK(seen.events() == std::vector<std::string>{"GET /missing 404", "PUT /only-get 405",
+                                                  "GET /a%zz 400", "GET /replace 410"});
+}
+
+TEST_CASE("middleware: a 405 runs the middleware its path's routes share, a 404 only the app's") {
+  App app;
+  Recorder ran;
+  auto cors = [&ran](Request& req, const Next& next) {
+    ran.add("cors " + std::string(req.method()) + " " + std::string(req.path()));
+    Response r = next();
+    r.header("Access-Control-Allow-Origin", "*");
+    return r;
+  };
+  auto tag = [&ran](std::string name) {
+    return [&ran, name](Request&, const Next& next) {
+      ran.add(name);
+      return next();
+    };
+  };
+  app.use(tag("app"));
+  auto api = app.group("api", {cors});
+  api.group("", {tag("items-only")}).get("items", [](Request&) { return "[]"; });
+  api.post("items", [](Request&) { return "created"; });
+  api.get("users", [](Request&) { return "[]"; });
+  TestServer server(app);
+
+  // The CORS preflight of a group's route gets the group's headers.
+  auto pre = request(server.port(),
+                     "OPTIONS /api/items HTTP/1.1\r\nHost: t\r\n"
+                     "Origin: http://x\r\n"
+                     "Access-Control-Request-Method: PUT\r\n\r\n");
+  REQUIRE(pre);
+  CHECK(pre->status == 204);
+  CHECK(pre->headers.get("Allow") == "GET, HEAD, POST, OPTIONS");
+  CHECK(pre->headers.get("Access-Control-Allow-Origin") == "*");
+  auto del = request(server.port(), "DELETE /api/users HTTP/1.1\r\nHost: t\r\n\r\n");
+  REQUIRE(del);
+  CHECK(del->status == 405);
+  CHECK(del->headers.get("Access-Control-Allow-Origin") == "*");
+  // No route at all: no group owns the path, only the app's middleware runs.
+  auto nf = request(server.port(), get("/api/nothing"));
+  REQUIRE(nf);
+  CHECK(nf->status == 404);
+  CHECK_FALSE(nf->headers.has("Access-Control-Allow-Origin"));
+  // "items-only" is on GET /api/items alone, not shared with POST: it stays out.
+  CHECK(ran.events() == std::vector<std::string>{"app", "cors OPTIONS /api/items", "app",
+                                                 "cors DELETE /api/users", "app"});
 }
 
 TEST_CASE("middleware: short-circuit, and changing the response after next()") {
@@ -582,8 +698,6 @@ TEST_CASE("exception filters: by type, first match wins, nullopt passes on") {
   });
   app.filter<std::runtime_error>(
       [&seen](const std::runtime_error& e, Request& req) -> std::optional<Response> {
-        // HttpError is a runtime_error too: leave it to its own mapping.
-        if (dynamic_cast<const HttpError*>(&e)) return std::nullopt;
         seen.add(std::string("runtime:") + e.what());
         return Response::text("runtime at " + std::string(req.path()), 502);
       });
@@ -628,6 +742,76 @@ TEST_CASE("exception filters: by type, first match wins, nullopt passes on") {
 
   CHECK(seen.events() == std::vector<std::string>{"quota:limit", "quota:pass", "runtime:pass",
                                                   "runtime:boom", "http:409", "http:404"});
+}
+
+namespace {
+struct NotYours : HttpError {
+  NotYours() : HttpError(403, "not yours") {}
+};
+}  // namespace
+
+TEST_CASE("exception filters: an HttpError only reaches filters for HttpError") {
+  App app;
+  Recorder seen;
+  app.filter<std::exception>([&seen](const std::exception& e, Request&) -> std::optional<Response> {
+    seen.add(std::string("exception:") + e.what());
+    return Response::text("oops", 500);
+  });
+  app.filter<std::runtime_error>(
+      [&seen](const std::runtime_error& e, Request&) -> std::optional<Response> {
+        seen.add(std::string("runtime:") + e.what());
+        return Response::text("oops", 500);
+      });
+  app.get("/forbidden", [](Request&) -> std::string { throw HttpError(403, "go away"); });
+  app.get("/derived", [](Request&) -> std::string { throw NotYours(); });
+  app.get("/boom", [](Request&) -> std::string { throw std::runtime_error("boom"); });
+  TestServer server(app);
+
+  auto f = request(server.port(), get("/forbidden"));
+  REQUIRE(f);
+  CHECK(f->status == 403);
+  CHECK(f->body == "go away");
+  auto d = request(server.port(), get("/derived"));
+  REQUIRE(d);
+  CHECK(d->status == 403);
+  CHECK(d->body == "not yours");
+  auto nf = request(server.port(), get("/missing"));
+  REQUIRE(nf);
+  CHECK(nf->status == 404);
+  auto b = request(server.port(), get("/boom"));
+  REQUIRE(b);
+  CHECK(b->status == 500);
+  CHECK(b->body == "oops");
+  CHECK(seen.events() == std::vector<std::string>{"exception:boom"});
+}
+
+TEST_CASE("exception filters: a type derived from HttpError, and a 405 page keeps its Allow") {
+  App app;
+  Recorder seen;
+  app.filter<NotYours>([&seen](const NotYours& e, Request&) -> std::optional<Response> {
+    seen.add(std::string("mine:") + e.what());
+    return Response::html("<p>not yours</p>", e.status());
+  });
+  app.filter<HttpError>([&seen](const HttpError& e, Request&) -> std::optional<Response> {
+    seen.add("http:" + std::to_string(e.status()));
+    return Response::html("<p>" + std::string(e.what()) + "</p>", e.status());
+  });
+  app.get("/derived", [](Request&) -> std::string { throw NotYours(); });
+  app.get("/plain", [](Request&) -> std::string { throw HttpError(409, "conflict"); });
+  TestServer server(app);
+  auto d = request(server.port(), get("/derived"));
+  REQUIRE(d);
+  CHECK(d->status == 403);
+  CHECK(d->body == "<p>not yours</p>");
+  auto p = request(server.port(), get("/plain"));
+  REQUIRE(p);
+  CHECK(p->body == "<p>conflict</p>");
+  auto na = request(server.port(), "POST /plain HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+  REQUIRE(na);
+  CHECK(na->status == 405);
+  CHECK(na->body == "<p>Method Not Allowed</p>");
+  CHECK(na->headers.get("Allow") == "GET, HEAD");
+  CHECK(seen.events() == std::vector<std::string>{"mine:not yours", "http:409", "http:405"});
 }
 
 TEST_CASE("exception filters: other exceptions are a generic 500 and a log line") {

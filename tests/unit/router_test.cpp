@@ -31,6 +31,8 @@ long idOf(const Router& r, std::string_view method, std::string_view path) {
       return -405;
     case Kind::kBadPath:
       return -400;
+    case Kind::kAsterisk:
+      return -200;
   }
   return -1;
 }
@@ -377,6 +379,44 @@ TEST_SUITE("router") {
     const RouteMatch m = r.match("DELETE", "/f/x");
     CHECK(m.kind == Kind::kMethodNotAllowed);
     CHECK(m.allow == "GET, HEAD, PATCH");
+  }
+
+  TEST_CASE("405 lists the routes the path reached, for their shared middleware") {
+    Router r;
+    r.add("GET", "/f/:a", 1);
+    r.add("POST", "/f/x", 2);
+    r.add("GET", "/g", 3);
+    RouteMatch m = r.match("DELETE", "/f/x");
+    REQUIRE(m.kind == Kind::kMethodNotAllowed);
+    std::sort(m.allowedRoutes.begin(), m.allowedRoutes.end());
+    CHECK(m.allowedRoutes == std::vector<std::size_t>{1, 2});
+    m = r.match("DELETE", "/f/y");
+    CHECK(m.allowedRoutes == std::vector<std::size_t>{1});
+    CHECK(r.match("GET", "/f/y").allowedRoutes.empty());
+    CHECK(r.match("GET", "/nothing").allowedRoutes.empty());
+  }
+
+  TEST_CASE("OPTIONS * is about the server: every registered method is allowed") {
+    Router r;
+    CHECK(r.match("OPTIONS", "*").kind == Kind::kAsterisk);
+    CHECK(r.match("OPTIONS", "*").allow == "OPTIONS");
+    r.add("POST", "/b", 1);
+    r.add("*", "/any", 2);
+    CHECK(r.match("OPTIONS", "*").allow == "OPTIONS, POST");
+    r.add("GET", "/a", 3);
+    r.add("PROPFIND", "/c/:x", 4);
+    r.add("GET", "/d", 5);
+    r.add("OPTIONS", "/e", 6);
+    const RouteMatch m = r.match("OPTIONS", "*");
+    CHECK(m.kind == Kind::kAsterisk);
+    CHECK(m.allow == "GET, HEAD, OPTIONS, POST, PROPFIND");
+    CHECK(m.params.empty());
+    // Only OPTIONS has an asterisk form; a failed registration adds no method.
+    CHECK(idOf(r, "GET", "*") == -400);
+    CHECK(idOf(r, "HEAD", "*") == -400);
+    CHECK(idOf(r, "OPTIONS", "*x") == -400);
+    CHECK_FALSE(addError(r, "PATCH", "no-slash").empty());
+    CHECK(r.match("OPTIONS", "*").allow == "GET, HEAD, OPTIONS, POST, PROPFIND");
   }
 
   TEST_CASE("HEAD falls back to GET, an explicit HEAD wins") {

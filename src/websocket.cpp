@@ -40,9 +40,9 @@ template <class Op>
 bool onSocketLoop(const std::weak_ptr<Connection>& weak, std::uint64_t id, Op op) {
   auto c = named(weak, id);
   if (!c) return false;
+  if (c->loopContext().isCurrentThread()) return !c->isClosed() && op(*c);
   // Shared: `c` may be the last owner of the connection, and it of the loop.
   auto loop = c->loopContext().shared_from_this();
-  if (loop->isCurrentThread()) return !c->isClosed() && op(*c);
   c.reset();
   return loop->post([weak, id, op = std::move(op)]() mutable {
     auto conn = named(weak, id);

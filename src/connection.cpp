@@ -539,7 +539,7 @@ void Connection::processWebSocket(std::string_view data) {
   lastReceived_ = now();
   awaitingPong_ = false;
   feeding_ = true;
-  session_->feed(data);
+  session_->feed(const_cast<char*>(data.data()), data.size());
   feeding_ = false;
   applyPending();
   if (session_ && session_->failed() && !failCode_) failCode_ = session_->failCode();

@@ -1,5 +1,6 @@
 #pragma once
-// UTF-8 validation for what we send (wslay checks what we receive).
+// UTF-8 validation (RFC 3629) for what we send and for what the session
+// receives without wslay (whole text frames, Close reasons).
 
 #include <cstdint>
 #include <cstring>
@@ -7,21 +8,21 @@
 
 namespace spry::detail {
 
-// RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF.
-inline bool isValidUtf8(std::string_view s) noexcept {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
+inline constexpr std::uint64_t kHighBits = 0x8080808080808080ull;
+
+// The full validator: no overlongs, no surrogates, nothing above U+10FFFF.
+// ASCII runs inside are still skipped a word at a time.
+inline bool isValidUtf8From(const unsigned char* p, const unsigned char* end) noexcept {
   while (p < end) {
-    // ASCII runs are the common case: check eight bytes at a time.
     if (end - p >= 8) {
       std::uint64_t word;
       std::memcpy(&word, p, 8);
-      if ((word & 0x8080808080808080ull) == 0) {
+      if ((word & kHighBits) == 0) {
         p += 8;
         continue;
       }
     }
-    unsigned char c = *p;
+    const unsigned char c = *p;
     if (c < 0x80) {
       ++p;
       continue;
@@ -30,20 +31,20 @@ inline bool isValidUtf8(std::string_view s) noexcept {
     std::uint32_t cp;
     if (c >= 0xC2 && c <= 0xDF) {
       len = 2;
-      cp = c & 0x1F;
+      cp = c & 0x1Fu;
     } else if (c >= 0xE0 && c <= 0xEF) {
       len = 3;
-      cp = c & 0x0F;
+      cp = c & 0x0Fu;
     } else if (c >= 0xF0 && c <= 0xF4) {
       len = 4;
-      cp = c & 0x07;
+      cp = c & 0x07u;
     } else {
       return false;
     }
     if (static_cast<std::size_t>(end - p) < len) return false;
     for (std::size_t i = 1; i < len; ++i) {
       if ((p[i] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3F);
+      cp = (cp << 6) | (p[i] & 0x3Fu);
     }
     if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
         (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
@@ -52,6 +53,20 @@ inline bool isValidUtf8(std::string_view s) noexcept {
     p += len;
   }
   return true;
+}
+
+// ASCII is the common case: eight bytes at a time up to the first word with
+// a high bit, then the full validator from there.
+inline bool isValidUtf8(std::string_view s) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (end - p >= 8) {
+    std::uint64_t word;
+    std::memcpy(&word, p, 8);
+    if ((word & kHighBits) != 0) break;
+    p += 8;
+  }
+  return isValidUtf8From(p, end);
 }
 
 }  // namespace spry::detail

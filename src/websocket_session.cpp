@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <new>
+
+#include "utf8.h"
 
 namespace spry::detail {
 namespace {
@@ -16,11 +19,9 @@ constexpr std::uint8_t kRsvBits = 0x70;
 constexpr std::uint8_t kMaskBit = 0x80;
 constexpr std::uint8_t kCloseByte0 = kFin | static_cast<std::uint8_t>(WsOpcode::kClose);
 constexpr std::uint8_t kPingByte0 = kFin | static_cast<std::uint8_t>(WsOpcode::kPing);
+constexpr std::uint8_t kPongByte0 = kFin | static_cast<std::uint8_t>(WsOpcode::kPong);
 constexpr std::size_t kMaxControlPayload = 125;
 constexpr std::size_t kMaxCloseReason = kMaxControlPayload - 2;
-// A reassembly buffer grown past this by one large message is given back
-// rather than kept for the connection's lifetime.
-constexpr std::size_t kKeptMessageCapacity = 64 << 10;
 
 std::uint64_t readBigEndian(const std::uint8_t* p, int bytes) noexcept {
   std::uint64_t v = 0;
@@ -28,42 +29,41 @@ std::uint64_t readBigEndian(const std::uint8_t* p, int bytes) noexcept {
   return v;
 }
 
-// Only the peer's Close reason comes through here: text messages are
-// checked by wslay as they stream in.
-bool isValidUtf8(std::string_view s) noexcept {
+// Unmasks a payload in place, eight bytes at a time (the key repeats every
+// four), and tells whether it is all ASCII, which then needs no UTF-8 check.
+bool unmaskIsAscii(std::uint8_t* p, std::size_t n, const std::uint8_t* maskKey) noexcept {
+  std::uint8_t key[4];
+  std::memcpy(key, maskKey, 4);
+  std::uint32_t key32;
+  std::memcpy(&key32, key, 4);
+  const std::uint64_t key64 = (std::uint64_t{key32} << 32) | key32;
+  std::uint64_t seen = 0;
   std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    const auto c = static_cast<std::uint8_t>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len;
-    std::uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-      cp = c & 0x1Fu;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0Fu;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07u;
-    } else {
-      return false;
-    }
-    if (n - i < len) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto b = static_cast<std::uint8_t>(s[i + k]);
-      if ((b & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (b & 0x3Fu);
-    }
-    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return false;
-    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return false;
-    i += len;
+  for (; n - i >= 8; i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, p + i, 8);
+    word ^= key64;
+    std::memcpy(p + i, &word, 8);
+    seen |= word;
   }
-  return true;
+  if (n - i >= 4) {
+    std::uint32_t word;
+    std::memcpy(&word, p + i, 4);
+    word ^= key32;
+    std::memcpy(p + i, &word, 4);
+    seen |= word;
+    i += 4;
+  }
+  for (; i < n; ++i) {
+    p[i] ^= key[i & 3];
+    seen |= p[i];
+  }
+  return (seen & kHighBits) == 0;
+}
+
+// Text with a byte over 0x7F: the full check, kept out of the fast loop.
+[[gnu::noinline]] bool isValidNonAsciiText(std::string_view s) noexcept {
+  return isValidUtf8(s);
 }
 
 }  // namespace
@@ -134,10 +134,11 @@ std::uint16_t WebSocketSession::Guard::finishHeader(const std::uint8_t* h,
     if ((length >> 63) != 0 || length <= 0xFFFF) return kCloseProtocolError;
   }
   if (opcode == 0x8) {
-    closeLength = static_cast<std::uint8_t>(length);
-    closeHave = 0;
-    std::memcpy(closeKey, h + headerNeed - 4, 4);
-    closePayloadPending = closeLength != 0;
+    close.reset(new (std::nothrow) PeerClose);
+    if (!close) return kCloseInternalError;
+    close->length = static_cast<std::uint8_t>(length);
+    std::memcpy(close->key, h + headerNeed - 4, 4);
+    closePayloadPending = close->length != 0;
   } else {
     if (opcode < 0x8) {
       // messageBytes never exceeds the limit, so the subtraction cannot wrap.
@@ -158,40 +159,16 @@ std::uint16_t WebSocketSession::Guard::finishHeader(const std::uint8_t* h,
   return 0;
 }
 
-// The hot path, kept small enough to stay in registers: whole, small,
-// masked text or binary frames with no message in progress cannot be a
-// violation nor a Close, so they are skipped without further bookkeeping.
-WebSocketSession::Guard::Result WebSocketSession::Guard::scan(
-    const std::uint8_t* p, std::size_t n, std::uint64_t maxMessageBytes) noexcept {
-  std::size_t i = 0;
-  if (payloadLeft == 0 && headerHave == 0 && !fragmented && !closePayloadPending) {
-    while (n - i >= 6) {
-      const std::uint8_t b0 = p[i];
-      const std::uint8_t b1 = p[i + 1];
-      const std::uint8_t length = b1 & 0x7F;
-      if ((b0 != (kFin | WSLAY_TEXT_FRAME) && b0 != (kFin | WSLAY_BINARY_FRAME)) ||
-          (b1 & kMaskBit) == 0 || length > 125 || length > maxMessageBytes) {
-        break;
-      }
-      const std::size_t end = i + 6 + length;
-      if (end > n) {
-        payloadLeft = end - n;
-        return {n, 0, false};
-      }
-      i = end;
-    }
-    if (i == n) return {n, 0, false};
-  }
-  return scanSlow(p, n, i, maxMessageBytes);
-}
-
-WebSocketSession::Guard::Result WebSocketSession::Guard::scanSlow(
-    const std::uint8_t* p, std::size_t n, std::size_t i, std::uint64_t maxMessageBytes) noexcept {
+WebSocketSession::Guard::Result WebSocketSession::Guard::scan(const std::uint8_t* p, std::size_t n,
+                                                              std::uint64_t maxMessageBytes,
+                                                              bool untilIdle) noexcept {
   Result r;
+  std::size_t i = 0;
   // A header begun in an earlier chunk has its start "before" this one.
   std::size_t frameStart = 0;
   std::uint16_t code = 0;
   while (i < n) {
+    if (untilIdle && i != 0 && idle()) break;
     if (payloadLeft != 0) {
       const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(payloadLeft, n - i));
       i += take;
@@ -199,11 +176,12 @@ WebSocketSession::Guard::Result WebSocketSession::Guard::scanSlow(
       continue;
     }
     if (closePayloadPending) {
-      while (i < n && closeHave < closeLength) {
-        closePayload[closeHave] = static_cast<std::uint8_t>(p[i++] ^ closeKey[closeHave % 4]);
-        ++closeHave;
+      PeerClose& c = *close;
+      while (i < n && c.have < c.length) {
+        c.payload[c.have] = static_cast<std::uint8_t>(p[i++] ^ c.key[c.have % 4]);
+        ++c.have;
       }
-      if (closeHave == closeLength) {
+      if (c.have == c.length) {
         closePayloadPending = false;
         r.closeReady = true;
       }
@@ -244,11 +222,12 @@ WebSocketSession::Guard::Result WebSocketSession::Guard::scanSlow(
       break;
     }
   }
+  r.consumed = i;
   if (code != 0) {
     r.failCode = code;
     r.wslayBytes = frameStart;
   } else {
-    r.wslayBytes = closeFrame ? frameStart : n;
+    r.wslayBytes = closeFrame ? frameStart : i;
   }
   return r;
 }
@@ -262,15 +241,15 @@ struct WebSocketSession::WslayCallbacks {
 
   static ssize_t recv(wslay_event_context_ptr ctx, std::uint8_t* buf, std::size_t len, int,
                       void* user) noexcept {
-    WebSocketSession& s = self(user);
-    const auto avail = static_cast<std::size_t>(s.inEnd_ - s.in_);
+    WslayInput& in = *self(user).input_;
+    const auto avail = static_cast<std::size_t>(in.end - in.next);
     if (avail == 0) {
       wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
       return -1;
     }
     const std::size_t n = std::min(len, avail);
-    std::memcpy(buf, s.in_, n);
-    s.in_ += n;
+    std::memcpy(buf, in.next, n);
+    in.next += n;
     return static_cast<ssize_t>(n);
   }
 
@@ -289,9 +268,8 @@ struct WebSocketSession::WslayCallbacks {
     s.frameOpcode_ = arg->opcode;
     s.frameFin_ = arg->fin != 0;
     s.frameLength_ = arg->payload_length;
-    s.frameOffset_ = 0;
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
-      s.haveWhole_ = false;
+      s.input_->haveWhole = false;
       s.message_.clear();
     }
   }
@@ -302,15 +280,14 @@ struct WebSocketSession::WslayCallbacks {
     // wslay buffers control frames itself even without buffering.
     if (s.frameOpcode_ >= WSLAY_CONNECTION_CLOSE) return;
     const char* data = reinterpret_cast<const char*>(arg->data);
-    const bool wholeMessage = s.frameOffset_ == 0 && s.frameFin_ &&
-                              s.frameOpcode_ != WSLAY_CONTINUATION_FRAME &&
-                              arg->data_length == s.frameLength_;
-    s.frameOffset_ += arg->data_length;
-    if (wholeMessage) {
+    // A frame's chunks add up to its length, so one chunk of that length is
+    // all of it.
+    if (s.frameFin_ && s.frameOpcode_ != WSLAY_CONTINUATION_FRAME &&
+        arg->data_length == s.frameLength_) {
       // wslay's input buffer stays untouched until the message callback has
-      // run, so the common case needs no copy.
-      s.whole_ = std::string_view(data, arg->data_length);
-      s.haveWhole_ = true;
+      // run, so this needs no copy.
+      s.input_->whole = std::string_view(data, arg->data_length);
+      s.input_->haveWhole = true;
       return;
     }
     try {
@@ -327,18 +304,26 @@ struct WebSocketSession::WslayCallbacks {
     try {
       if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
         // A chunk that failed to append must not be delivered as a message.
+        WslayInput& in = *s.input_;
         if (!s.closeSent_ && !s.internalError_) {
           s.handler_.onWsMessage(arg->opcode == WSLAY_BINARY_FRAME,
-                                 s.haveWhole_ ? s.whole_ : std::string_view(s.message_));
+                                 in.haveWhole ? in.whole : std::string_view(s.message_));
         }
-        s.haveWhole_ = false;
-        if (s.message_.capacity() > kKeptMessageCapacity) {
-          std::string().swap(s.message_);
-        } else {
-          s.message_.clear();
-        }
+        in.haveWhole = false;
+        // An idle socket keeps no payload capacity.
+        std::string().swap(s.message_);
       } else if (arg->opcode == WSLAY_PING) {
         s.pingReceived_ = true;  // wslay has just queued the pong
+        // Kept until wslay has sent it: a Close that wslay queues later in
+        // this chunk goes out first and disables writing, dropping the pong.
+        WslayInput& in = *s.input_;
+        try {
+          in.pings.push_back(static_cast<char>(arg->msg_length));
+          in.pings.append(reinterpret_cast<const char*>(arg->msg), arg->msg_length);
+        } catch (...) {
+          s.internalError_ = true;
+        }
+        ++in.pingCount;
       } else if (arg->opcode == WSLAY_PONG && !s.closeSent_) {
         s.handler_.onWsPong(
             std::string_view(reinterpret_cast<const char*>(arg->msg), arg->msg_length));
@@ -352,6 +337,9 @@ struct WebSocketSession::WslayCallbacks {
       recv, send, nullptr, frameStart, frameChunk, nullptr, message,
   };
 };
+
+// Held by every open socket, idle or not.
+static_assert(sizeof(void*) != 8 || sizeof(WebSocketSession) <= 160);
 
 WebSocketSession::WebSocketSession(SessionHandler& handler, const SessionLimits& limits)
     : handler_(handler), limits_(limits) {}
@@ -382,7 +370,6 @@ void WebSocketSession::destroyContext() noexcept {
   if (ctx_ == nullptr) return;
   wslay_event_context_free(ctx_);
   ctx_ = nullptr;
-  haveWhole_ = false;
   stashLength_ = 0;
   g_liveContexts.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -390,17 +377,87 @@ void WebSocketSession::destroyContext() noexcept {
 // Once our Close is out, input is only scanned for the peer's Close, so
 // wslay has nothing left to do.
 void WebSocketSession::dropUnusedContext() noexcept {
-  if (closeSent_ && !inWslay_) {
+  if (closeSent_ && input_ == nullptr) {
     destroyContext();
     std::string().swap(message_);
   }
 }
 
-void WebSocketSession::feed(std::string_view data) noexcept {
-  if (isStopped() || data.empty()) return;
-  const auto* p = reinterpret_cast<const std::uint8_t*>(data.data());
-  const Guard::Result r = guard_.scan(p, data.size(), limits_.maxMessageBytes);
-  if (r.wslayBytes != 0 && !closeSent_) runWslay(p, r.wslayBytes);
+// The fast path. A whole single-frame text or binary message (FIN, no RSV
+// bits, masked, minimal length, within the limit) at a frame boundary is one
+// that the guard and wslay would pass through untouched: it is unmasked in
+// place and delivered here, without wslay. Stops before anything else, and
+// after a message whose handler sent a Close. Returns the bytes consumed.
+[[gnu::always_inline]] inline std::size_t WebSocketSession::deliverWholeFrames(
+    std::uint8_t* p, std::size_t n) noexcept {
+  constexpr std::uint8_t kTextByte0 = kFin | WSLAY_TEXT_FRAME;
+  constexpr std::uint8_t kBinaryByte0 = kFin | WSLAY_BINARY_FRAME;
+  std::size_t i = 0;
+  while (n - i >= 6) {
+    std::uint8_t* frame = p + i;
+    const std::uint8_t b0 = frame[0];
+    const std::uint8_t b1 = frame[1];
+    if ((b0 != kTextByte0 && b0 != kBinaryByte0) || (b1 & kMaskBit) == 0) break;
+    std::uint64_t length = b1 & 0x7F;
+    std::size_t header = 6;
+    if (length == 126) {
+      if (n - i < 8) break;
+      length = readBigEndian(frame + 2, 2);
+      if (length < 126) break;
+      header = 8;
+    } else if (length == 127) {
+      if (n - i < 14) break;
+      length = readBigEndian(frame + 2, 8);
+      if ((length >> 63) != 0 || length <= 0xFFFF) break;
+      header = 14;
+    }
+    if (length > limits_.maxMessageBytes || length > n - i - header) break;
+    const auto size = static_cast<std::size_t>(length);
+    std::uint8_t* payload = frame + header;
+    const bool ascii = unmaskIsAscii(payload, size, payload - 4);
+    const std::string_view message(reinterpret_cast<const char*>(payload), size);
+    if (b0 == kTextByte0 && !ascii && !isValidNonAsciiText(message)) {
+      fail(kCloseInvalidPayload);
+      return n;
+    }
+    i += header + size;
+    handler_.onWsMessage(b0 == kBinaryByte0, message);
+    // The handler may have sent a Close; nothing else can stop the session
+    // here (a failure sends one too).
+    if (closeSent_) break;
+  }
+  return i;
+}
+
+void WebSocketSession::feed(char* data, std::size_t size) noexcept {
+  if (isStopped() || size == 0) return;
+  auto* p = reinterpret_cast<std::uint8_t*>(data);
+  // Once our Close is out, input is only scanned for the peer's Close. A
+  // Close sent during this call leaves the rest of the chunk to wslay still,
+  // which checks it but delivers nothing.
+  const bool wslayReads = !closeSent_;
+  std::size_t i = 0;
+  while (i < size && !closeSent_) {
+    // At a frame boundary with no message in progress, wslay (which has read
+    // exactly what the guard let through) is at one too, with nothing pending.
+    if (guard_.idle()) {
+      i += deliverWholeFrames(p + i, size - i);
+      if (i == size || closeSent_) break;
+    }
+    // What the fast path left, up to the next boundary where it may resume.
+    i += feedSlow(p + i, size - i, true, true);
+  }
+  if (i < size && !isStopped()) feedSlow(p + i, size - i, false, wslayReads);
+  if (closeSent_) dropUnusedContext();
+}
+
+// The guard, then wslay over what the guard let through; stops at the first
+// frame boundary with no message in progress when untilIdle. Returns the
+// bytes consumed (all of them once the session stopped).
+std::size_t WebSocketSession::feedSlow(const std::uint8_t* p, std::size_t n, bool untilIdle,
+                                       bool wslayReads) noexcept {
+  const Guard::Result r = guard_.scan(p, n, limits_.maxMessageBytes, untilIdle);
+  if (r.wslayBytes != 0 && wslayReads) runWslay(p, r.wslayBytes);
   if ((r.failCode != 0 || r.closeReady) && !isStopped()) {
     if (r.failCode != 0) {
       fail(r.failCode);
@@ -408,7 +465,7 @@ void WebSocketSession::feed(std::string_view data) noexcept {
       handlePeerClose();
     }
   }
-  if (closeSent_) dropUnusedContext();
+  return isStopped() ? n : r.consumed;
 }
 
 void WebSocketSession::runWslay(const std::uint8_t* p, std::size_t n) noexcept {
@@ -416,19 +473,20 @@ void WebSocketSession::runWslay(const std::uint8_t* p, std::size_t n) noexcept {
     fail(kCloseInternalError);
     return;
   }
-  in_ = p;
-  inEnd_ = p + n;
-  inWslay_ = true;
+  WslayInput input;
+  input.next = p;
+  input.end = p + n;
+  input_ = &input;
   const int received = wslay_event_recv(ctx_);
   const bool readable = received == 0 && wslay_event_get_read_enabled(ctx_) != 0;
   // wslay queues a frame only to answer a ping or to close, so the common
-  // case skips the send call. Pongs go out after the messages of this chunk.
+  // case skips the send call. Pongs go out after the messages of this call.
   if (pingReceived_ || !readable) {
     pingReceived_ = false;
     wslay_event_send(ctx_);
   }
-  inWslay_ = false;
-  in_ = inEnd_ = nullptr;
+  if (input.pongsSent < input.pingCount) sendDroppedPongs(input);
+  input_ = nullptr;
   if (internalError_ || received == WSLAY_ERR_NOMEM) {
     fail(kCloseInternalError);
   } else if (wslayClosed_) {
@@ -439,27 +497,56 @@ void WebSocketSession::runWslay(const std::uint8_t* p, std::size_t n) noexcept {
   }
 }
 
+// Answers, in order, the pings of this wslay call that wslay did not: the
+// same pongs, in the same order, as if the chunk had come in pieces.
+void WebSocketSession::sendDroppedPongs(const WslayInput& input) noexcept {
+  std::string_view pings = input.pings;
+  for (std::size_t k = 0; k < input.pingCount && !pings.empty(); ++k) {
+    const auto length = static_cast<std::uint8_t>(pings[0]);
+    const std::string_view payload = pings.substr(1, length);
+    pings.remove_prefix(1 + payload.size());
+    if (k < input.pongsSent || closeSent_) continue;
+    std::uint8_t frame[2 + kMaxControlPayload];
+    frame[0] = kPongByte0;
+    frame[1] = static_cast<std::uint8_t>(payload.size());
+    if (!payload.empty()) std::memcpy(frame + 2, payload.data(), payload.size());
+    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(frame), 2 + payload.size()));
+  }
+}
+
+// wslay sends a frame's header (with WSLAY_MSG_MORE when a payload follows)
+// and then its payload within one wslay_frame_send, since our send callback
+// always takes everything: the two are joined on the stack here.
 void WebSocketSession::onWslayOutput(const std::uint8_t* data, std::size_t len,
                                      bool more) noexcept {
-  if (stashLength_ + len <= sizeof(stash_)) {
-    std::memcpy(stash_ + stashLength_, data, len);
-    stashLength_ = static_cast<std::uint8_t>(stashLength_ + len);
-    if (more) return;
-    const std::uint8_t frameLength = stashLength_;
-    stashLength_ = 0;
-    emitWslayFrame(stash_, frameLength);
+  if (more && stashLength_ == 0 && len <= sizeof(stash_)) {
+    std::memcpy(stash_, data, len);
+    stashLength_ = static_cast<std::uint8_t>(len);
     return;
   }
-  // wslay only sends control frames here, which always fit the stash; pass
-  // anything else through unchanged rather than lose it.
+  const std::size_t header = stashLength_;
+  stashLength_ = 0;
+  if (header == 0) {
+    emitWslayFrame(data, len);
+    return;
+  }
+  if (header + len <= 2 + kMaxControlPayload) {
+    std::uint8_t frame[2 + kMaxControlPayload];
+    std::memcpy(frame, stash_, header);
+    std::memcpy(frame + header, data, len);
+    emitWslayFrame(frame, header + len);
+    return;
+  }
+  // wslay only sends control frames here, which always fit; pass anything
+  // else through unchanged rather than lose it.
   if (!closeSent_) {
-    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(stash_), stashLength_));
+    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(stash_), header));
     handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(data), len));
   }
-  stashLength_ = 0;
 }
 
 void WebSocketSession::emitWslayFrame(const std::uint8_t* data, std::size_t len) noexcept {
+  if (len == 0) return;
   if (data[0] == kCloseByte0) {
     // wslay's own Close never goes out: its code may be missing or wrong,
     // and only sendClose() may send the one Close.
@@ -468,6 +555,7 @@ void WebSocketSession::emitWslayFrame(const std::uint8_t* data, std::size_t len)
         len >= 4 ? static_cast<std::uint16_t>(readBigEndian(data + 2, 2)) : std::uint16_t{0};
     return;
   }
+  if (data[0] == kPongByte0 && input_ != nullptr) ++input_->pongsSent;
   if (!closeSent_) {
     handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(data), len));
   }
@@ -479,16 +567,22 @@ void WebSocketSession::fail(std::uint16_t code) noexcept {
 }
 
 void WebSocketSession::handlePeerClose() noexcept {
+  // Either way the session stops here: the Close's buffer goes with it.
+  const std::unique_ptr<Guard::PeerClose> close = std::move(guard_.close);
+  if (!close) {
+    fail(kCloseInternalError);
+    return;
+  }
   std::uint16_t code = kCloseNoStatus;
   std::string_view reason;
-  if (guard_.closeLength >= 2) {
-    code = static_cast<std::uint16_t>(readBigEndian(guard_.closePayload, 2));
+  if (close->length >= 2) {
+    code = static_cast<std::uint16_t>(readBigEndian(close->payload, 2));
     if (!isValidCloseCode(code)) {
       fail(kCloseProtocolError);
       return;
     }
-    reason = std::string_view(reinterpret_cast<const char*>(guard_.closePayload) + 2,
-                              guard_.closeLength - 2u);
+    reason =
+        std::string_view(reinterpret_cast<const char*>(close->payload) + 2, close->length - 2u);
     if (!isValidUtf8(reason)) {
       fail(kCloseInvalidPayload);
       return;
@@ -537,7 +631,7 @@ void WebSocketSession::sendPing(std::string_view payload) noexcept {
 bool WebSocketSession::releaseIfIdle() noexcept {
   if (ctx_ == nullptr) return true;
   // Freeing the context under wslay's own call stack would be fatal.
-  if (inWslay_) return false;
+  if (input_ != nullptr) return false;
   if (!closeSent_ && (!guard_.idle() || wslay_event_get_queued_msg_count(ctx_) != 0)) {
     return false;
   }

@@ -5,9 +5,12 @@
 // with appendFrameHeader (server frames are unmasked), so one framed buffer
 // can serve many sockets; control frames (pong, close) come out of the
 // session through onWsOutput, in order with what the owner already queued.
+// Whole single-frame messages, the common case, are unmasked in place and
+// delivered without wslay; anything else goes through the guard and wslay.
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -74,7 +77,9 @@ class WebSocketSession {
   // Processes received bytes (any split). After a failure or once the close
   // handshake is done, further input is ignored. A protocol violation sends a
   // Close with its RFC code (1002, 1007, 1009) and sets failed().
-  void feed(std::string_view data) noexcept;
+  // The buffer is borrowed for the call and must be writable: payloads are
+  // unmasked in place, so its content afterwards is unspecified.
+  void feed(char* data, std::size_t size) noexcept;
 
   // Sends a Close frame once (later calls are ignored). The code is assumed
   // valid (the public API validates); code 0 sends an empty Close.
@@ -101,18 +106,28 @@ class WebSocketSession {
 
  private:
   // Frame-header checks that wslay lacks or answers wrongly, tracked across
-  // splits. It runs over every received byte before wslay sees it, and it
-  // keeps the peer's Close to itself (wslay would reject 1012-1014 and accept
-  // a 1-byte Close), so wslay never receives a Close frame.
+  // splits. It runs over every byte that wslay sees, before wslay does, and
+  // it keeps the peer's Close to itself (wslay would reject 1012-1014 and
+  // accept a 1-byte Close), so wslay never receives a Close frame.
   struct Guard {
     struct Result {
+      std::size_t consumed = 0;    // leading bytes of the chunk scanned
       std::size_t wslayBytes = 0;  // leading bytes of the chunk that wslay may read
       std::uint16_t failCode = 0;
-      bool closeReady = false;  // the peer's Close is complete in closePayload
+      bool closeReady = false;  // the peer's Close is complete in close->payload
     };
-    Result scan(const std::uint8_t* p, std::size_t n, std::uint64_t maxMessageBytes) noexcept;
-    Result scanSlow(const std::uint8_t* p, std::size_t n, std::size_t i,
-                    std::uint64_t maxMessageBytes) noexcept;
+    // The peer's Close frame: made when its header arrives, as few sockets
+    // ever get that far while idle.
+    struct PeerClose {
+      std::uint8_t length = 0;
+      std::uint8_t have = 0;
+      std::uint8_t key[4] = {};
+      std::uint8_t payload[125] = {};
+    };
+    // Scans the chunk, or its head up to the first frame boundary with no
+    // message in progress (untilIdle), stopping at a violation or a Close.
+    Result scan(const std::uint8_t* p, std::size_t n, std::uint64_t maxMessageBytes,
+                bool untilIdle) noexcept;
     // At a frame boundary with no fragmented message and no Close begun.
     bool idle() const noexcept {
       return headerHave == 0 && payloadLeft == 0 && !fragmented && !closeFrame;
@@ -124,21 +139,34 @@ class WebSocketSession {
 
     std::uint64_t payloadLeft = 0;
     std::uint64_t messageBytes = 0;  // of the fragmented message so far
-    std::uint8_t header[14] = {};    // a header split across chunks
+    std::unique_ptr<PeerClose> close;
+    std::uint8_t header[14] = {};  // a header split across chunks
     std::uint8_t headerHave = 0;
     std::uint8_t headerNeed = 2;
     bool fragmented = false;
     bool closeFrame = false;  // a Close header began; the rest is the guard's
     bool closePayloadPending = false;
-    std::uint8_t closeLength = 0;
-    std::uint8_t closeHave = 0;
-    std::uint8_t closeKey[4] = {};
-    std::uint8_t closePayload[125] = {};
   };
   struct WslayCallbacks;  // the C callbacks, defined next to the wslay code
   friend struct WslayCallbacks;
+  // What one runWslay call hands to wslay, on that call's stack.
+  struct WslayInput {
+    const std::uint8_t* next = nullptr;
+    const std::uint8_t* end = nullptr;
+    // A message that arrived in one piece is delivered straight from wslay's
+    // buffer; anything else is reassembled in message_.
+    std::string_view whole;
+    bool haveWhole = false;
+    // Pings received (each a length byte and the payload) and pongs wslay sent.
+    std::string pings;
+    std::size_t pingCount = 0;
+    std::size_t pongsSent = 0;
+  };
 
   bool isStopped() const noexcept { return failCode_ != 0 || closeReceived_; }
+  std::size_t deliverWholeFrames(std::uint8_t* p, std::size_t n) noexcept;
+  std::size_t feedSlow(const std::uint8_t* p, std::size_t n, bool untilIdle,
+                       bool wslayReads) noexcept;
   void runWslay(const std::uint8_t* p, std::size_t n) noexcept;
   bool createContext() noexcept;
   void destroyContext() noexcept;
@@ -147,36 +175,34 @@ class WebSocketSession {
   void handlePeerClose() noexcept;
   void onWslayOutput(const std::uint8_t* data, std::size_t len, bool more) noexcept;
   void emitWslayFrame(const std::uint8_t* data, std::size_t len) noexcept;
+  void sendDroppedPongs(const WslayInput& input) noexcept;
 
+  // Every idle socket holds one of these, so it is kept small (see the
+  // static_assert in the .cpp): what only a Close or a wslay call needs lives
+  // elsewhere until then.
   SessionHandler& handler_;
   SessionLimits limits_;
   wslay_event_context* ctx_ = nullptr;
+  WslayInput* input_ = nullptr;  // set while wslay runs
+  // Frame being received by wslay, as its start callback reported it.
+  std::uint64_t frameLength_ = 0;
+  // A message reassembled from fragments (or from a frame wslay read in
+  // pieces); its capacity is given back once it is delivered.
+  std::string message_;
+  Guard guard_;
+  std::uint16_t failCode_ = 0;
+  std::uint16_t wslayCloseCode_ = 0;
   bool closeSent_ = false;
   bool closeReceived_ = false;
-  std::uint16_t failCode_ = 0;
-  bool inWslay_ = false;
   bool internalError_ = false;
   bool pingReceived_ = false;  // wslay has a pong to send
   bool wslayClosed_ = false;   // wslay tried to send its own Close (intercepted)
-  std::uint16_t wslayCloseCode_ = 0;
-  Guard guard_;
-  // The chunk wslay is reading, served by the recv callback.
-  const std::uint8_t* in_ = nullptr;
-  const std::uint8_t* inEnd_ = nullptr;
-  // Frame being received by wslay, as its start callback reported it.
-  std::uint64_t frameLength_ = 0;
-  std::uint64_t frameOffset_ = 0;
   std::uint8_t frameOpcode_ = 0;
   bool frameFin_ = false;
-  // A message that arrived in one piece is delivered straight from wslay's
-  // buffer (whole_); anything else is reassembled in message_.
-  bool haveWhole_ = false;
-  std::string_view whole_;
-  std::string message_;
-  // wslay writes a frame header and its payload in two calls; they are joined
-  // so the owner gets each control frame in one piece.
-  std::uint8_t stash_[2 + 125] = {};
+  // wslay writes a frame header, then its payload, within one send call;
+  // the header waits here so the owner gets each control frame in one piece.
   std::uint8_t stashLength_ = 0;
+  std::uint8_t stash_[10] = {};
 };
 
 }  // namespace spry::detail

@@ -3,8 +3,11 @@
 #include <doctest/doctest.h>
 #include <malloc.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -34,10 +37,11 @@ struct FrameOptions {
   int lengthBits = 0;  // 0 = minimal encoding; 7, 16 or 64 forces one
   std::optional<std::uint64_t> claimedLength = std::nullopt;  // header claims this instead
   bool headerOnly = false;
+  std::array<std::uint8_t, 4> key = {0x37, 0xFA, 0x21, 0x3D};
 };
 
 std::string clientFrame(std::uint8_t opcode, std::string_view payload, FrameOptions o = {}) {
-  static constexpr std::uint8_t kKey[4] = {0x37, 0xFA, 0x21, 0x3D};
+  const auto& kKey = o.key;
   const std::uint64_t length = o.claimedLength.value_or(payload.size());
   int bits = o.lengthBits;
   if (bits == 0) bits = length < 126 ? 7 : length <= 0xFFFF ? 16 : 64;
@@ -54,7 +58,7 @@ std::string clientFrame(std::uint8_t opcode, std::string_view payload, FrameOpti
     f += static_cast<char>(maskBit | 127);
     for (int i = 7; i >= 0; --i) f += static_cast<char>(length >> (8 * i));
   }
-  if (o.masked) f.append(reinterpret_cast<const char*>(kKey), 4);
+  if (o.masked) f.append(reinterpret_cast<const char*>(kKey.data()), 4);
   if (o.headerOnly) return f;
   for (std::size_t i = 0; i < payload.size(); ++i) {
     f += o.masked ? static_cast<char>(payload[i] ^ static_cast<char>(kKey[i % 4])) : payload[i];
@@ -171,13 +175,18 @@ struct Peer {
   WebSocketSession session;
   explicit Peer(SessionLimits limits = {}) : session(rec, limits) { rec.session = &session; }
 
+  // feed() may unmask in place: each chunk goes in as a writable copy.
+  void feedChunk(std::string_view b) {
+    std::string copy(b);
+    session.feed(copy.data(), copy.size());
+  }
   void feed(std::string_view b, Split split = Split::kWhole) {
     switch (split) {
       case Split::kWhole:
-        session.feed(b);
+        feedChunk(b);
         break;
       case Split::kBytes:
-        for (std::size_t i = 0; i < b.size(); ++i) session.feed(b.substr(i, 1));
+        for (std::size_t i = 0; i < b.size(); ++i) feedChunk(b.substr(i, 1));
         break;
       case Split::kRandom: {
         std::uint32_t state = 12345;
@@ -185,7 +194,7 @@ struct Peer {
         while (i < b.size()) {
           state = state * 1664525u + 1013904223u;
           const std::size_t n = 1 + (state >> 8) % 5000;
-          session.feed(b.substr(i, n));
+          feedChunk(b.substr(i, n));
           i += n;
         }
         break;
@@ -550,6 +559,23 @@ TEST_CASE("invalid UTF-8 in a text message closes with 1007") {
   }
 }
 
+TEST_CASE("pings before invalid UTF-8 in the same chunk are answered, then the Close") {
+  for (Split split : kAllSplits) {
+    INFO("split: ", std::string(splitName(split)));
+    Peer p;
+    p.feed(text("a", false) + ping("1") + cont("b", false) + ping("2") + cont("\xC0\xAF", false) +
+               ping("after"),
+           split);
+    const auto frames = p.frames();
+    REQUIRE(frames.size() == 3);
+    CHECK(frames[0].opcode == kPong);
+    CHECK(frames[0].payload == "1");
+    CHECK(frames[1].opcode == kPong);
+    CHECK(frames[1].payload == "2");
+    checkFailed(p, kCloseInvalidPayload);
+  }
+}
+
 TEST_CASE("invalid UTF-8 fails fast, before the final fragment arrives") {
   for (Split split : kAllSplits) {
     INFO("split: ", std::string(splitName(split)));
@@ -824,7 +850,9 @@ TEST_CASE("releaseIfIdle frees the context only between messages") {
     CHECK(WebSocketSession::liveContexts() == base);
     CHECK(p.session.releaseIfIdle());
 
-    p.feed(text("one"));
+    p.feed(text("one"));  // a whole message: the fast path makes no context
+    CHECK_FALSE(p.session.holdsContext());
+    p.feed(ping("p"));  // a control frame goes through wslay
     CHECK(p.session.holdsContext());
     CHECK(WebSocketSession::liveContexts() == base + 1);
     CHECK(p.session.releaseIfIdle());
@@ -833,11 +861,11 @@ TEST_CASE("releaseIfIdle frees the context only between messages") {
     CHECK(p.session.releaseIfIdle());
 
     // A released session works as before when bytes arrive.
-    p.feed(text("two") + ping("p"));
+    p.feed(ping("p") + text("two"));
     CHECK(WebSocketSession::liveContexts() == base + 1);
     REQUIRE(p.rec.messages.size() == 2);
     CHECK(p.rec.messages[1].payload == "two");
-    CHECK(p.frames().size() == 1);
+    CHECK(p.frames().size() == 2);
 
     const std::string frame = text("three");
     p.feed(std::string_view(frame).substr(0, 1));  // half a header
@@ -861,7 +889,7 @@ TEST_CASE("releaseIfIdle frees the context only between messages") {
     // Byte by byte with a release attempt after every byte: nothing is lost.
     const std::string wire = text(makeText(300)) + text("a", false) + ping("x") + cont("b", true);
     for (char c : wire) {
-      p.session.feed(std::string_view(&c, 1));
+      p.feedChunk(std::string_view(&c, 1));
       p.session.releaseIfIdle();
     }
     REQUIRE(p.rec.messages.size() == 6);
@@ -869,7 +897,7 @@ TEST_CASE("releaseIfIdle frees the context only between messages") {
     CHECK(p.rec.messages[5].payload == "ab");
     CHECK_FALSE(p.session.failed());
 
-    p.feed(text("hold"));
+    p.feed(ping("hold"));
     CHECK(WebSocketSession::liveContexts() == base + 1);
   }
   CHECK(WebSocketSession::liveContexts() == base);  // the destructor frees it
@@ -878,9 +906,9 @@ TEST_CASE("releaseIfIdle frees the context only between messages") {
 TEST_CASE("the context is given back once the connection closes") {
   const std::size_t base = WebSocketSession::liveContexts();
   Peer a, b, c;
-  a.feed(text("x"));
-  b.feed(text("x"));
-  c.feed(text("x"));
+  a.feed(ping("x"));
+  b.feed(ping("x"));
+  c.feed(ping("x"));
   CHECK(WebSocketSession::liveContexts() == base + 3);
   a.feed(closeFrame(kCloseNormal));  // peer closed
   b.feed(text("\xFF"));              // failed
@@ -892,7 +920,7 @@ TEST_CASE("the context is given back once the connection closes") {
 TEST_CASE("a peer's Close in progress is kept across feeds") {
   Peer p;
   const std::string frame = closeFrame(kCloseNormal, "bye");
-  p.feed(text("x") + frame.substr(0, 3));
+  p.feed(ping("x") + frame.substr(0, 3));
   CHECK_FALSE(p.session.releaseIfIdle());
   p.feed(frame.substr(3, 5));
   CHECK(p.rec.closes.empty());
@@ -905,12 +933,19 @@ TEST_CASE("a peer's Close in progress is kept across feeds") {
 TEST_CASE("releaseIfIdle from inside a callback keeps the context wslay is using") {
   Peer p;
   p.rec.releaseOnMessage = true;
-  p.feed(text("one") + ping("p") + text("two"));
+  p.feed(ping("p") + text("o", false) + cont("ne", true) + binary("t", false) + cont("wo", true));
   REQUIRE(p.rec.messages.size() == 2);
   CHECK(p.rec.releaseResults == std::vector<bool>{false, false});
   CHECK(p.frames().size() == 1);
   CHECK(p.session.holdsContext());
   CHECK(p.session.releaseIfIdle());
+
+  // Messages of the fast path come with no context to keep.
+  Peer q;
+  q.rec.releaseOnMessage = true;
+  q.feed(text("one") + text("two"));
+  CHECK(q.rec.releaseResults == std::vector<bool>{true, true});
+  CHECK_FALSE(q.session.holdsContext());
 }
 
 TEST_CASE("an empty feed changes nothing") {
@@ -918,4 +953,399 @@ TEST_CASE("an empty feed changes nothing") {
   p.feed("");
   CHECK_FALSE(p.session.holdsContext());
   CHECK(p.rec.output.empty());
+}
+
+// ---- the fast path (whole single-frame messages, without wslay) --------------
+
+TEST_CASE("an idle session is small") {
+  // Every open socket holds one; what only a Close or wslay needs is elsewhere.
+  CHECK(sizeof(WebSocketSession) <= 160);
+}
+
+TEST_CASE("whole frames of any size are unmasked correctly, without a wslay context") {
+  const std::size_t base = WebSocketSession::liveContexts();
+  const std::array<std::uint8_t, 4> keys[] = {
+      {0x37, 0xFA, 0x21, 0x3D}, {0x00, 0x00, 0x00, 0x00}, {0xFF, 0x80, 0x01, 0x7F}};
+  for (const auto& key : keys) {
+    for (std::size_t n : {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 125, 126, 127, 65535, 65536}) {
+      for (bool isBinary : {false, true}) {
+        CAPTURE(n);
+        CAPTURE(isBinary);
+        CAPTURE(static_cast<int>(key[2]));
+        Peer p({.maxMessageBytes = 1u << 20});
+        const std::string payload = isBinary ? makeBinary(n) : makeText(n);
+        // Framed in the middle of a chunk, at an odd offset, between others.
+        p.feed(binary("a") + clientFrame(isBinary ? kBinary : kText, payload, {.key = key}) +
+               text("z"));
+        REQUIRE(p.rec.messages.size() == 3);
+        CHECK(p.rec.messages[1].binary == isBinary);
+        CHECK(p.rec.messages[1].payload == payload);
+        CHECK(p.rec.messages[2].payload == "z");
+        CHECK(p.rec.output.empty());
+        CHECK_FALSE(p.session.failed());
+        CHECK_FALSE(p.session.holdsContext());
+        CHECK(WebSocketSession::liveContexts() == base);
+      }
+    }
+  }
+}
+
+TEST_CASE("whole frames then a partial one: the rest completes through wslay") {
+  const std::size_t base = WebSocketSession::liveContexts();
+  Peer p;
+  const std::string last = text(makeText(300));
+  std::string wire;
+  for (int i = 0; i < 5; ++i) wire += (i % 2 == 0) ? text("t" + std::to_string(i)) : binary("b");
+  p.feed(wire + last.substr(0, 100));
+  REQUIRE(p.rec.messages.size() == 5);
+  CHECK(p.rec.messages[4].payload == "t4");
+  CHECK(WebSocketSession::liveContexts() == base + 1);  // the cut frame is wslay's
+  CHECK_FALSE(p.session.releaseIfIdle());
+  p.feed(last.substr(100) + text("after"));
+  REQUIRE(p.rec.messages.size() == 7);
+  CHECK(p.rec.messages[5].payload == makeText(300));
+  CHECK(p.rec.messages[6].payload == "after");
+  CHECK(p.session.releaseIfIdle());
+  p.feed(text("fast again"));
+  CHECK_FALSE(p.session.holdsContext());
+  REQUIRE(p.rec.messages.size() == 8);
+  CHECK(p.rec.messages[7].payload == "fast again");
+  // A header cut inside its extended length or its key.
+  for (std::size_t cut : {1, 2, 3, 5, 7, 9, 13}) {
+    CAPTURE(cut);
+    Peer q;
+    const std::string big = binary(makeBinary(70000));
+    q.feed(text("x") + big.substr(0, cut));
+    q.feed(big.substr(cut));
+    REQUIRE(q.rec.messages.size() == 2);
+    CHECK(q.rec.messages[1].payload == makeBinary(70000));
+    CHECK_FALSE(q.session.failed());
+  }
+}
+
+TEST_CASE("invalid UTF-8 in a whole frame closes with 1007, keeping what came before") {
+  const std::size_t base = WebSocketSession::liveContexts();
+  const std::string bad[] = {
+      "\xFF",
+      "0123456789abcdef\xC0\xAF",             // overlong after ASCII words
+      "\xC3\xA9\xE0\x80\xAF",                 // overlong after a valid code point
+      "abcdefgh\xED\xA0\x80",                 // surrogate
+      "\xF4\x90\x80\x80 and more text here",  // above U+10FFFF
+      "0123456789abcdef0123456789\xE2\x82",   // truncated at the end
+      std::string(200, 'a') + "\x80" + "b",   // in a 16-bit-length frame
+  };
+  for (const std::string& s : bad) {
+    CAPTURE(s);
+    Peer p;
+    p.feed(text("ok \xC3\xA9") + text(s) + text("after") + ping("never answered"));
+    REQUIRE(p.rec.messages.size() == 1);
+    CHECK(p.rec.messages[0].payload == "ok \xC3\xA9");
+    checkFailed(p, kCloseInvalidPayload);
+    CHECK(p.frames().size() == 1);
+    CHECK(WebSocketSession::liveContexts() == base);
+  }
+  // Valid UTF-8 of every length up to 4 bytes per code point passes.
+  Peer v;
+  v.feed(
+      text("\x7F\xC2\x80\xDF\xBF\xE0\xA0\x80\xED\x9F\xBF\xEE\x80\x80\xF0\x90\x80\x80\xF4\x8F\xBF"
+           "\xBF"));
+  CHECK(v.rec.messages.size() == 1);
+  CHECK_FALSE(v.session.failed());
+}
+
+namespace {
+
+// A handler that allocates nothing, for heap measurements.
+struct Counter final : SessionHandler {
+  std::size_t messages = 0;
+  std::size_t messageBytes = 0;
+  std::size_t outputBytes = 0;
+  void onWsMessage(bool, std::string_view payload) noexcept override {
+    ++messages;
+    messageBytes += payload.size();
+  }
+  void onWsPong(std::string_view) noexcept override {}
+  void onWsCloseReceived(std::uint16_t, std::string_view) noexcept override {}
+  void onWsOutput(std::string_view bytes) noexcept override { outputBytes += bytes.size(); }
+};
+
+std::size_t heapInUse() {
+  return mallinfo2().uordblks;
+}
+
+}  // namespace
+
+TEST_CASE("a whole frame over maxMessageBytes closes with 1009, nothing allocated") {
+  const std::size_t base = WebSocketSession::liveContexts();
+  for (std::uint8_t op : {kText, kBinary}) {
+    CAPTURE(static_cast<int>(op));
+    for (std::uint64_t limit : {std::uint64_t{1000}, std::uint64_t{1} << 20}) {
+      CAPTURE(limit);
+      Counter c;
+      WebSocketSession session(c, {.maxMessageBytes = limit});
+      std::string wire = clientFrame(op, "ok") + clientFrame(op, makeText(limit)) +
+                         clientFrame(op, makeText(limit + 1)) + text("after");
+      const std::size_t heapBefore = heapInUse();
+      session.feed(wire.data(), wire.size());
+      const std::size_t heapAfter = heapInUse();
+      CHECK(c.messages == 2);
+      CHECK(c.messageBytes == 2 + limit);
+      CHECK(session.failed());
+      CHECK(session.failCode() == kCloseMessageTooBig);
+      CHECK(c.outputBytes == 4);  // the Close with its code
+      CHECK(heapAfter <= heapBefore);
+      CHECK_FALSE(session.holdsContext());
+      CHECK(WebSocketSession::liveContexts() == base);
+    }
+  }
+}
+
+TEST_CASE("a reassembled message leaves no capacity behind") {
+  Counter c;
+  WebSocketSession session(c, {});
+  std::string wire = binary(makeBinary(20000), false) + cont(makeBinary(20000), true);
+  const std::size_t heapBefore = heapInUse();
+  session.feed(wire.data(), wire.size());
+  REQUIRE(c.messages == 1);
+  CHECK(c.messageBytes == 40000);
+  CHECK(session.holdsContext());
+  CHECK(heapInUse() < heapBefore + 20000);  // wslay's context, no payload
+  CHECK(session.releaseIfIdle());
+  CHECK(heapInUse() <= heapBefore);
+}
+
+TEST_CASE(
+    "a Close sent from a fast-path message: the rest of the chunk is checked, not delivered") {
+  // As before the fast path: wslay still reads the rest of a chunk once our
+  // Close went out during it, so a violation there still counts.
+  Peer p;
+  p.rec.closeOnMessage = true;
+  p.feed(text("one") + text("two") + text("\xFF") + text("three"));
+  REQUIRE(p.rec.messages.size() == 1);
+  CHECK(p.onlyCloseCode() == kCloseNormal);
+  CHECK(p.session.failed());
+  CHECK(p.session.failCode() == kCloseInvalidPayload);
+  CHECK(p.session.wantsTcpClose());
+  CHECK_FALSE(p.session.holdsContext());
+
+  Peer q;
+  q.rec.closeOnMessage = true;
+  q.feed(text("one") + text("two") + closeFrame(kCloseGoingAway));
+  REQUIRE(q.rec.messages.size() == 1);
+  REQUIRE(q.rec.closes.size() == 1);
+  CHECK(q.rec.closes[0].first == kCloseGoingAway);
+  CHECK(q.onlyCloseCode() == kCloseNormal);
+  CHECK(q.session.wantsTcpClose());
+  CHECK_FALSE(q.session.failed());
+}
+
+// ---- differential: whole chunks, random splits and single bytes agree ---------
+
+namespace {
+
+struct Transcript {
+  std::string events;  // messages, pongs and closes received, in order
+  std::string output;  // every byte sent
+  bool failed = false;
+  std::uint16_t failCode = 0;
+  bool closeSent = false;
+  bool closeReceived = false;
+  bool holdsContext = false;
+  bool operator==(const Transcript&) const = default;
+};
+
+struct EventLog final : SessionHandler {
+  Transcript t;
+  WebSocketSession* session = nullptr;
+  int withoutContext = 0;  // messages delivered while no wslay context existed
+  void onWsMessage(bool isBinary, std::string_view payload) noexcept override {
+    if (!session->holdsContext()) ++withoutContext;
+    t.events += isBinary ? "B" : "T";
+    t.events += std::to_string(payload.size()) + ":";
+    t.events += payload;
+  }
+  void onWsPong(std::string_view payload) noexcept override {
+    t.events += "P" + std::to_string(payload.size()) + ":";
+    t.events += payload;
+  }
+  void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept override {
+    t.events += "C" + std::to_string(code) + ":";
+    t.events += reason;
+  }
+  void onWsOutput(std::string_view bytes) noexcept override { t.output += bytes; }
+};
+
+// Feeds `wire` in pieces of the sizes `next` returns, each a writable copy.
+template <typename Next>
+Transcript run(std::string_view wire, SessionLimits limits, Next next, int* withoutContext) {
+  EventLog log;
+  {
+    WebSocketSession session(log, limits);
+    log.session = &session;
+    std::size_t i = 0;
+    while (i < wire.size()) {
+      const std::size_t n = std::min(next(), wire.size() - i);
+      std::string chunk(wire.substr(i, n));
+      session.feed(chunk.data(), chunk.size());
+      i += n;
+    }
+    log.t.failed = session.failed();
+    log.t.failCode = session.failCode();
+    log.t.closeSent = session.closeSent();
+    log.t.closeReceived = session.closeReceived();
+    log.t.holdsContext = session.holdsContext() && session.closeSent();
+  }
+  *withoutContext += log.withoutContext;
+  return log.t;
+}
+
+struct StreamMaker {
+  std::mt19937_64 rng;
+  std::uint64_t pick(std::uint64_t n) { return rng() % n; }
+  bool chance(int percent) { return pick(100) < static_cast<std::uint64_t>(percent); }
+
+  std::size_t size() {
+    static constexpr std::size_t kSizes[] = {0,    1,    2,    7,     8,     9,    31,
+                                             32,   33,   124,  125,   126,   127,  1000,
+                                             4095, 4096, 4097, 65535, 65536, 70000};
+    if (chance(50)) return pick(64);
+    const std::size_t n = kSizes[pick(std::size(kSizes))];
+    return n >= 65535 && !chance(30) ? pick(3000) : n;
+  }
+  std::string ascii(std::size_t n) {
+    std::string s(n, 'a');
+    for (char& c : s) c = static_cast<char>(0x20 + pick(0x5F));
+    return s;
+  }
+  std::string payload(bool isBinary, std::size_t n) {
+    if (isBinary) {
+      std::string s(n, '\0');
+      for (char& c : s) c = static_cast<char>(pick(256));
+      return s;
+    }
+    return chance(50) ? ascii(n) : makeText(n);
+  }
+  std::string invalidUtf8() {
+    static const char* kBad[] = {
+        "\xFF",     "\xC0\xAF", "\xE0\x80\xAF",        "\xED\xA0\x80", "\xF4\x90\x80\x80",
+        "\xE2\x82", "\x80",     "\xF8\x88\x80\x80\x80"};
+    return ascii(pick(20)) + kBad[pick(std::size(kBad))] + ascii(pick(20));
+  }
+  FrameOptions opts(bool fin = true) {
+    FrameOptions o;
+    o.fin = fin;
+    for (auto& k : o.key) k = static_cast<std::uint8_t>(pick(256));
+    return o;
+  }
+  std::string control() {
+    const bool isPing = chance(50);
+    return clientFrame(isPing ? kPing : kPong, payload(true, pick(126)), opts());
+  }
+  std::string fragmented() {
+    const bool isBinary = chance(50);
+    const std::string whole = payload(isBinary, size());
+    const std::size_t pieces = 1 + pick(4);
+    std::string wire;
+    std::size_t at = 0;
+    for (std::size_t k = 0; k < pieces; ++k) {
+      const bool last = k + 1 == pieces;
+      const std::size_t n = last ? whole.size() - at : pick(whole.size() - at + 1);
+      wire += clientFrame(k == 0 ? (isBinary ? kBinary : kText) : kCont,
+                          std::string_view(whole).substr(at, n), opts(last));
+      at += n;
+      if (!last && chance(30)) wire += control();
+    }
+    return wire;
+  }
+  // One frame or message, usually valid.
+  std::string item(std::uint64_t maxMessageBytes) {
+    const int r = static_cast<int>(pick(100));
+    if (r < 50) {
+      const bool isBinary = chance(50);
+      return clientFrame(isBinary ? kBinary : kText, payload(isBinary, size()), opts());
+    }
+    if (r < 68) return fragmented();
+    if (r < 85) return control();
+    FrameOptions o = opts();
+    switch (r) {
+      case 85:
+      case 86:
+        return clientFrame(kText, invalidUtf8(), o);
+      case 87:
+        return clientFrame(kText, invalidUtf8(), opts(false)) + cont("x", true);
+      case 95:
+      case 96:  // pings inside a message that turns out invalid
+        return clientFrame(kText, ascii(pick(10)), opts(false)) + control() + control() +
+               clientFrame(kCont, invalidUtf8(), opts(false)) + control();
+      case 88:
+        o.rsv = static_cast<std::uint8_t>(0x10 << pick(3));
+        return clientFrame(chance(50) ? kText : kBinary, "rsv", o);
+      case 89:
+        o.masked = false;
+        return clientFrame(chance(50) ? kText : kBinary, "unmasked", o);
+      case 90:
+        return clientFrame(kBinary, payload(true, maxMessageBytes + 1 + pick(10)), o);
+      case 91:
+        o.lengthBits = chance(50) ? 16 : 64;
+        return clientFrame(kBinary, "short", o);
+      case 92:
+        return clientFrame(static_cast<std::uint8_t>(3 + pick(5)), "reserved", o);
+      case 93:
+        return cont("stray", true);
+      case 94:
+        return clientFrame(kText, "", {.claimedLength = maxMessageBytes + 1, .headerOnly = true});
+      default:
+        return clientFrame(kBinary, payload(true, pick(40)), o);
+    }
+  }
+  std::string closing() {
+    switch (pick(4)) {
+      case 0:
+        return clientFrame(kClose, "", opts());
+      case 1:
+        return clientFrame(kClose, closePayload(kCloseNormal, ascii(pick(30))), opts());
+      case 2:
+        return clientFrame(kClose, closePayload(999), opts());
+      default:
+        return clientFrame(kClose, closePayload(kCloseGoingAway, "\xC0\xAF"), opts());
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("differential: any split of a random stream gives the same events and bytes") {
+  const std::uint64_t limitChoices[] = {1u << 20, 70000, 1000, 126, 8};
+  int fastWhole = 0;
+  int fastRandom = 0;
+  int fastBytes = 0;
+  for (std::uint64_t seed = 1; seed <= 2000; ++seed) {
+    StreamMaker m{std::mt19937_64(seed)};
+    const SessionLimits limits{.maxMessageBytes = limitChoices[m.pick(std::size(limitChoices))]};
+    std::string wire;
+    const std::size_t items = 1 + m.pick(12);
+    for (std::size_t k = 0; k < items; ++k) wire += m.item(limits.maxMessageBytes);
+    if (m.chance(70)) wire += m.closing();
+    if (m.chance(30)) wire += text("after the close");
+    CAPTURE(seed);
+    CAPTURE(wire.size());
+
+    const Transcript whole = run(
+        wire, limits, [&] { return wire.size(); }, &fastWhole);
+    std::mt19937_64 splits(seed * 7919);
+    const Transcript random = run(
+        wire, limits, [&] { return splits() % 4 == 0 ? 1 + splits() % 16 : 1 + splits() % 9000; },
+        &fastRandom);
+    const Transcript bytes = run(
+        wire, limits, [] { return std::size_t{1}; }, &fastBytes);
+    CHECK(whole.events == bytes.events);
+    CHECK(whole.output == bytes.output);
+    CHECK(whole == bytes);
+    CHECK(random == bytes);
+  }
+  // Whole chunks do take the fast path; single bytes never can.
+  CHECK(fastWhole > 1000);
+  CHECK(fastRandom > 700);
+  CHECK(fastBytes == 0);
+  MESSAGE("messages on the fast path: whole ", fastWhole, ", random splits ", fastRandom);
 }

@@ -119,7 +119,7 @@ void Connection::onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) noexcept
   if (n > 0) {
     // The callbacks below may drop the last outside reference.
     auto keep = self->self_;
-    self->handleInput(std::string_view(buf->base, static_cast<std::size_t>(n)));
+    self->handleInput(buf->base, static_cast<std::size_t>(n));
     return;
   }
   if (n == 0) return;  // EAGAIN
@@ -143,13 +143,13 @@ void Connection::onPeerEnd(int status) noexcept {
   // Otherwise requests wait behind a full output buffer: onDrained goes on.
 }
 
-void Connection::handleInput(std::string_view data) {
+void Connection::handleInput(char* data, std::size_t size) {
   if (closing_) return;
   ++cork_;
   if (mode_ == Mode::kWebSocket) {
-    processWebSocket(data);
+    processWebSocket(data, size);
   } else if (!lingering_) {
-    in_.append(data);
+    in_.append(data, size);
     processHttp();
   }
   --cork_;
@@ -234,7 +234,7 @@ void Connection::processHttp() {
       std::string rest = in_.substr(offset);
       in_.clear();
       in_.shrink_to_fit();
-      if (!rest.empty() && !closing_) processWebSocket(rest);
+      if (!rest.empty() && !closing_) processWebSocket(rest.data(), rest.size());
       return;
     }
   }
@@ -535,11 +535,11 @@ void Connection::upgrade(std::unique_ptr<Request> req, const RouteEntry& route,
   applyPending();
 }
 
-void Connection::processWebSocket(std::string_view data) {
+void Connection::processWebSocket(char* data, std::size_t size) {
   lastReceived_ = now();
   awaitingPong_ = false;
   feeding_ = true;
-  session_->feed(const_cast<char*>(data.data()), data.size());
+  session_->feed(data, size);  // unmasks in place: the loop's read buffer or `rest`
   feeding_ = false;
   applyPending();
   if (session_ && session_->failed() && !failCode_) failCode_ = session_->failCode();

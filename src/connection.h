@@ -136,7 +136,9 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
 
   std::uint64_t now() const noexcept;
   void onPeerEnd(int status) noexcept;
-  void handleInput(std::string_view data);
+  // `data` is writable (the loop's read buffer): WebSocket payloads are
+  // unmasked in place.
+  void handleInput(char* data, std::size_t size);
   void stopReading() noexcept;
   void resumeReading() noexcept;
   void pauseForBackpressure() noexcept;
@@ -153,7 +155,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   std::size_t unacknowledgedBytes() noexcept;
 
   void upgrade(std::unique_ptr<Request> req, const RouteEntry& route, Response& handshake);
-  void processWebSocket(std::string_view data);
+  void processWebSocket(char* data, std::size_t size);
   void applyPending() noexcept;
   void failWebSocket(std::uint16_t code, std::string_view why) noexcept;
   void startClose(std::uint16_t code, std::string_view reason) noexcept;

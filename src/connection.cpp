@@ -541,6 +541,13 @@ void Connection::processWebSocket(char* data, std::size_t size) {
   feeding_ = true;
   session_->feed(data, size);  // unmasks in place: the loop's read buffer or `rest`
   feeding_ = false;
+  // The clock of messageTimeout starts when a message is seen unfinished
+  // after the last complete one (onWsMessage resets it).
+  if (session_->midMessage()) {
+    if (!messageSince_) messageSince_ = lastReceived_;
+  } else {
+    messageSince_ = 0;
+  }
   applyPending();
   if (session_ && session_->failed() && !failCode_) failCode_ = session_->failCode();
   if (session_ && session_->wantsTcpClose()) {
@@ -560,6 +567,7 @@ void Connection::applyPending() noexcept {
 }
 
 void Connection::onWsMessage(bool binary, std::string_view payload) noexcept {
+  messageSince_ = 0;
   if (!onMessage_ || pendingCloseCode_ || closing_) return;
   const Message msg =
       Message::received(binary ? Message::Type::kBinary : Message::Type::kText, payload);
@@ -1192,6 +1200,10 @@ void Connection::sweep(std::uint64_t t) noexcept {
   std::uint64_t quiet = t - lastReceived_;
   if (awaitingPong_ && t >= pongDeadline_) {
     closeNow();  // a dead peer: no Close can get through
+    return;
+  }
+  if (messageSince_ && ms(o.messageTimeout) && t - messageSince_ >= ms(o.messageTimeout)) {
+    failWebSocket(kClosePolicyViolation, "message timeout");
     return;
   }
   if (ms(o.idleTimeout) && quiet >= ms(o.idleTimeout)) {

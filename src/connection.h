@@ -243,6 +243,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool flushPosted_ = false;  // flushSoon() is pending
   bool awaitingPong_ = false;
   std::uint64_t lastReceived_ = 0;
+  std::uint64_t messageSince_ = 0;  // an unfinished message was first seen; 0: none
   std::uint64_t closeDeadline_ = 0;
   std::uint64_t pongDeadline_ = 0;
 };

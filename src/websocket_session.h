@@ -101,6 +101,9 @@ class WebSocketSession {
   // Returns true when no context is held afterwards.
   bool releaseIfIdle() noexcept;
   bool holdsContext() const noexcept { return ctx_ != nullptr; }
+  // Part of a frame, of a fragmented message or of a Close has arrived and
+  // the rest has not (for the owner's message timeout).
+  bool midMessage() const noexcept { return !guard_.idle(); }
   // Number of wslay contexts alive in this process (a live counter for tests).
   static std::size_t liveContexts() noexcept;
 

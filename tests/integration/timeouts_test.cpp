@@ -120,3 +120,85 @@ TEST_CASE("sendTimeout: a WebSocket that reads nothing, under kDrop, is dropped"
   CHECK(waitUntil([&] { return closes == 1; }, 3000ms));
   CHECK(lastCode == 1006);
 }
+
+namespace {
+
+struct MessageTimeoutApp {
+  App app;
+  std::atomic<int> messages{0};
+  std::atomic<int> closes{0};
+  std::atomic<int> lastCode{0};
+
+  explicit MessageTimeoutApp(std::chrono::milliseconds messageTimeout) {
+    WebSocketOptions o;
+    o.messageTimeout = messageTimeout;
+    o.idleTimeout = 0ms;
+    o.closeTimeout = 300ms;  // the trickling client never answers our Close
+    app.ws(
+        "/ws",
+        [this](WebSocket ws, Request&) {
+          ws.listen([this](const Message&) { ++messages; });
+          ws.onClose([this](std::uint16_t code, std::string_view) {
+            lastCode = code;
+            ++closes;
+          });
+        },
+        o);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("messageTimeout: a message trickled a byte at a time is closed with 1008") {
+  MessageTimeoutApp t(300ms);
+  TestServer server(t.app);
+  WsClient c(server.port());
+  REQUIRE(c.open("/ws"));
+  // A first fragment, then the next frame one byte every 50 ms: every byte
+  // resets the idle clock, none finishes the message.
+  REQUIRE(c.sendFrame(ws::kText, "part one", false));
+  const std::string rest = WsClient::frame(ws::kContinuation, std::string(200, 'x'));
+  std::size_t sent = 0;
+  std::uint16_t code = 0;
+  for (; sent < rest.size() && code == 0; ++sent) {
+    c.raw().send(rest.substr(sent, 1));
+    if (c.raw().readable(50ms)) code = c.readCloseCode(500ms);
+  }
+  CHECK(code == 1008);
+  CHECK(sent < 60);  // well before the message could finish (~3 s)
+  CHECK(t.messages == 0);
+  CHECK(waitUntil([&] { return t.closes == 1; }, 3000ms));
+  CHECK(t.lastCode == 1008);
+}
+
+TEST_CASE("messageTimeout: a steady stream of messages cut mid-frame by every write is kept") {
+  MessageTimeoutApp t(300ms);
+  TestServer server(t.app);
+  WsClient c(server.port());
+  REQUIRE(c.open("/ws"));
+  // Every write ends inside a frame, so the server is never between messages
+  // after a read; each message still completes well within the timeout.
+  std::string stream;
+  for (int i = 0; i < 40; ++i) stream += WsClient::frame(ws::kText, "message " + std::to_string(i));
+  const std::size_t step = stream.size() / 40 + 3;
+  for (std::size_t at = 0; at < stream.size(); at += step) {
+    c.raw().send(stream.substr(at, step));
+    std::this_thread::sleep_for(30ms);  // 1.2 s in all, four times the timeout
+  }
+  CHECK(waitUntil([&] { return t.messages == 40; }));
+  CHECK(t.closes == 0);
+  REQUIRE(c.sendClose(1000));
+  CHECK(c.readCloseCode() == 1000);
+}
+
+TEST_CASE("messageTimeout: 0 disables it") {
+  MessageTimeoutApp t(0ms);
+  TestServer server(t.app);
+  WsClient c(server.port());
+  REQUIRE(c.open("/ws"));
+  REQUIRE(c.sendFrame(ws::kText, "part one", false));
+  std::this_thread::sleep_for(600ms);
+  CHECK(t.closes == 0);
+  REQUIRE(c.sendFrame(ws::kContinuation, " and two"));
+  CHECK(waitUntil([&] { return t.messages == 1; }));
+}

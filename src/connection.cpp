@@ -85,7 +85,6 @@ void Connection::start(std::shared_ptr<Connection> self, int acceptStatus) {
     }
     remoteAddress_ = name;
   }
-  parser_ = std::make_unique<HttpParser>(app_.limits);
   setPhase(Phase::kIdle);
   if (app_.openConnections.load(std::memory_order_relaxed) > app_.maxConnections) {
     // Over the cap: answer 503 and close gracefully, so the client learns why.
@@ -209,6 +208,10 @@ void Connection::processHttp() {
     bool& flag;
     ~Reset() { flag = false; }
   } reset{inProcess_};
+  // Made at the first bytes, not at accept: a parser allocated next to each
+  // accepted connection and freed at its upgrade would leave a hole per
+  // WebSocket in the heap (connections often arrive in bursts).
+  if (!parser_ && mode_ == Mode::kHttp) parser_ = std::make_unique<HttpParser>(app_.limits);
   std::size_t offset = 0;
   // Answers to pipelined requests are bounded too: with the output over the
   // high-water mark (a client that does not read), the rest waits in in_
@@ -513,13 +516,13 @@ void Connection::upgrade(std::unique_ptr<Request> req, const RouteEntry& route,
   out_.append(head);
 
   mode_ = Mode::kWebSocket;
+  releaseOut_ = true;
   parser_.reset();
   wsOptions_ = &route.wsOptions;
   if (!accepted.protocol.empty()) extras().protocol = accepted.protocol;
   wsId_ = gNextSocketId.fetch_add(1, std::memory_order_relaxed);
-  session_ = std::make_unique<WebSocketSession>(
-      static_cast<SessionHandler&>(*this),
-      SessionLimits{static_cast<std::uint64_t>(route.wsOptions.maxMessageBytes)});
+  session_.emplace(static_cast<SessionHandler&>(*this),
+                   SessionLimits{static_cast<std::uint64_t>(route.wsOptions.maxMessageBytes)});
   lastReceived_ = now();
   deadline_ = 0;
   server_.countWebSocket(+1);
@@ -924,6 +927,12 @@ void Connection::flush() noexcept {
     int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1);
     if (n == static_cast<int>(out_.size())) {
       out_.clear();
+      if (releaseOut_) {
+        // The 101 response is out: many sockets go quiet now, so its buffer
+        // is given back at once, before later allocations pin it in the heap.
+        releaseOut_ = false;
+        std::string().swap(out_);
+      }
       onDrained();
       return;
     }

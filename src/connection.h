@@ -198,9 +198,10 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   bool shutdownRequested_ = false;
   bool closeWhenFlushed_ = false;
   bool writeInFlight_ = false;
-  int cork_ = 0;     // >0: sends only queue; flushed when it drops to 0
-  std::string out_;  // not yet handed to the kernel; precedes queue_
-  OutQueue queue_;   // large shared frames (pub/sub), queued without copying
+  bool releaseOut_ = false;  // give out_'s capacity back once it is written (after a 101)
+  int cork_ = 0;             // >0: sends only queue; flushed when it drops to 0
+  std::string out_;          // not yet handed to the kernel; precedes queue_
+  OutQueue queue_;           // large shared frames (pub/sub), queued without copying
   std::size_t queuedBytes_ = 0;
   std::size_t inFlightBytes_ = 0;
   std::string in_;              // HTTP bytes received, not yet parsed
@@ -224,7 +225,9 @@ class Connection final : public std::enable_shared_from_this<Connection>, privat
   std::uint64_t serial_ = 0;
 
   // WebSocket
-  std::unique_ptr<WebSocketSession> session_;
+  // Inline rather than allocated at the upgrade: one allocation fewer, and
+  // none made late enough to pin the handshake's freed memory.
+  std::optional<WebSocketSession> session_;
   const WebSocketOptions* wsOptions_ = nullptr;
   std::uint64_t wsId_ = 0;
   std::function<void(const Message&)> onMessage_;

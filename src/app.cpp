@@ -35,8 +35,8 @@ detail::RouterOptions routerOptionsOf(const spry::RouterOptions& o) {
 
 // The terminal of a ws route's onion: the handshake checks. A 101 from here
 // tells the connection to upgrade once the middleware has unwound.
-Handler upgradeTerminal(const RouteEntry* route) {
-  return [route](Request& req) -> Response {
+Handler upgradeTerminal(const RouteEntry* route, const AppState* app) {
+  return [route, app](Request& req) -> Response {
     const WebSocketOptions& o = route->wsOptions;
     HandshakeResult hs =
         req.method() == "GET" ? checkHandshake(req.headers(), o.protocols) : HandshakeResult{};
@@ -61,7 +61,12 @@ Handler upgradeTerminal(const RouteEntry* route) {
     // Browsers always send Origin; a missing one is a non-browser client,
     // which cross-site hijacking cannot involve.
     std::string_view origin = req.header("Origin");
-    if (!origin.empty() && !originAllowed(origin, o.allowedOrigins)) {
+    const bool originOk =
+        origin.empty() || (o.allowOwnOrigin ? isOwnOrigin(origin, app->host, app->port.load()) ||
+                                                  (!o.allowedOrigins.empty() &&
+                                                   originAllowed(origin, o.allowedOrigins))
+                                            : originAllowed(origin, o.allowedOrigins));
+    if (!originOk) {
       return Response::text("Origin not allowed", 403);
     }
     Response r(101);
@@ -96,7 +101,7 @@ void AppState::freeze() {
     for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
       for (const auto& mw : (*it)->middleware) route.chain.push_back(&mw);
     }
-    if (route.isWebSocket) route.handler = upgradeTerminal(&route);
+    if (route.isWebSocket) route.handler = upgradeTerminal(&route, this);
   }
 }
 
@@ -332,6 +337,10 @@ void App::addFilter(std::function<std::optional<Response>(std::exception_ptr, Re
 std::uint16_t App::port() const noexcept {
   return state_->port.load();
 }
+
+bool App::isOwnOrigin(std::string_view origin) const noexcept {
+  return state_->listening.load() && detail::isOwnOrigin(origin, state_->host, state_->port.load());
+}
 bool App::isListening() const noexcept {
   return state_->listening.load();
 }
@@ -472,6 +481,7 @@ void App::listen(const ListenOptions& options) {
     std::lock_guard lock(state_->serveMutex);
     for (auto& s : slots) state_->servers.push_back(s->server);
   }
+  state_->host = options.host;
   state_->port = port;
   state_->listening = true;
   for (std::size_t i = 1; i < slots.size(); ++i) {
@@ -533,6 +543,7 @@ std::uint16_t App::attach(uv_loop_s* loop, const ListenOptions& options) {
     std::lock_guard lock(state_->serveMutex);
     state_->servers.push_back(server);
   }
+  state_->host = options.host;
   state_->port = port;
   state_->listening = true;
   if (options.onListening) options.onListening(options.host, port);

@@ -60,6 +60,7 @@ struct AppState {
   std::mutex serveMutex;
   std::vector<std::shared_ptr<Server>> servers;
   std::atomic<std::uint16_t> port{0};
+  std::string host;  // as bound; written before any loop thread starts
   std::atomic<bool> listening{false};
   SubscriberCounts subscribers;
   std::atomic<std::size_t> openConnections{0};  // across loops

@@ -126,6 +126,59 @@ bool originAllowed(std::string_view origin, std::span<const std::string> allowLi
   });
 }
 
+namespace {
+bool startsWithNoCase(std::string_view s, std::string_view prefix) noexcept {
+  return s.size() >= prefix.size() && equalsNoCase(s.substr(0, prefix.size()), prefix);
+}
+
+bool isLoopbackOrAny(std::string_view host) noexcept {
+  return host == "localhost" || host == "::1" || host == "0.0.0.0" || host == "::" ||
+         host.substr(0, 4) == "127.";
+}
+
+// `hostPort` is `host` followed by ":port", or by nothing for the default port.
+bool matchesHostPort(std::string_view hostPort, std::string_view host, bool bracket,
+                     std::uint16_t port, std::uint16_t defaultPort) noexcept {
+  std::size_t at = 0;
+  if (bracket) {
+    if (hostPort.empty() || hostPort[0] != '[') return false;
+    at = 1;
+  }
+  if (!equalsNoCase(hostPort.substr(at, host.size()), host)) return false;
+  at += host.size();
+  if (bracket) {
+    if (at >= hostPort.size() || hostPort[at] != ']') return false;
+    ++at;
+  }
+  std::string_view rest = hostPort.substr(at);
+  if (rest.empty()) return port == defaultPort;
+  if (rest[0] != ':' || rest.size() < 2 || rest.size() > 6) return false;
+  unsigned value = 0;
+  for (char c : rest.substr(1)) {
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  return rest[1] != '0' && value == port;
+}
+}  // namespace
+
+bool isOwnOrigin(std::string_view origin, std::string_view boundHost, std::uint16_t port) noexcept {
+  // spry serves plain HTTP: an https page on the same host and port is
+  // another origin (a TLS proxy in front has its own, for allowedOrigins).
+  constexpr std::uint16_t defaultPort = 80;
+  if (!startsWithNoCase(origin, "http://")) return false;
+  origin.remove_prefix(7);
+  if (port == 0 || origin.empty()) return false;
+  if (boundHost != "0.0.0.0" && boundHost != "::") {
+    const bool v6 = boundHost.find(':') != std::string_view::npos;
+    if (matchesHostPort(origin, boundHost, v6, port, defaultPort)) return true;
+  }
+  if (!isLoopbackOrAny(boundHost)) return false;
+  return matchesHostPort(origin, "localhost", false, port, defaultPort) ||
+         matchesHostPort(origin, "127.0.0.1", false, port, defaultPort) ||
+         matchesHostPort(origin, "::1", true, port, defaultPort);
+}
+
 void writeHandshakeResponse(std::string& out, const HandshakeResult& result) {
   out.append(
       "HTTP/1.1 101 Switching Protocols\r\n"

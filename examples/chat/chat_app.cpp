@@ -156,35 +156,14 @@ void sendError(const spry::WebSocket& ws, std::string_view code, std::string mes
 
 // ---------------------------------------------------------------- origins
 
-bool isLoopbackOrAny(std::string_view host) {
-  return host == "127.0.0.1" || host == "localhost" || host == "::1" || host == "0.0.0.0" ||
-         host == "::" || host.rfind("127.", 0) == 0;
-}
-
-// The origins a browser shows for this server's own page.
-std::vector<std::string> ownOrigins(const std::string& host, std::uint16_t port) {
-  std::vector<std::string> hosts;
-  bool v6 = host.find(':') != std::string::npos;
-  if (host != "0.0.0.0" && host != "::") hosts.push_back(v6 ? "[" + host + "]" : host);
-  if (isLoopbackOrAny(host)) {
-    for (const char* h : {"localhost", "127.0.0.1", "[::1]"}) hosts.emplace_back(h);
-  }
-  std::vector<std::string> out;
-  for (const auto& h : hosts) {
-    out.push_back("http://" + h + ":" + std::to_string(port));
-    if (port == 80) out.push_back("http://" + h);  // browsers leave the default port out
-  }
-  return out;
-}
-
-bool originAllowed(std::string_view origin, const ChatState& state, std::uint16_t port) {
+// The app's own origins (App::isOwnOrigin: the bound host and port, with the
+// loopback names for a loopback or wildcard bind), plus --allow-origin.
+bool originAllowed(std::string_view origin, const ChatState& state, const spry::App& app) {
   auto same = [origin](const std::string& allowed) {
     return allowed == "*" || lower(allowed) == lower(origin);
   };
   const auto& extra = state.options.allowedOrigins;
-  if (std::any_of(extra.begin(), extra.end(), same)) return true;
-  auto own = ownOrigins(state.options.host, port);
-  return std::any_of(own.begin(), own.end(), same);
+  return std::any_of(extra.begin(), extra.end(), same) || app.isOwnOrigin(origin);
 }
 
 // --------------------------------------------------------------- the page
@@ -257,7 +236,7 @@ void install(spry::App& app, Options options) {
   // missing one is a non-browser client, which that attack cannot involve.
   auto checkOrigin = [state, &app](spry::Request& req, const spry::Next& next) -> spry::Response {
     std::string_view origin = req.header("Origin");
-    if (!origin.empty() && !originAllowed(origin, *state, app.port())) {
+    if (!origin.empty() && !originAllowed(origin, *state, app)) {
       return refusal(403, "origin", "Origin " + std::string(origin) + " may not use this chat");
     }
     return next();

@@ -227,6 +227,12 @@ class App : public Routes {
   std::uint16_t port() const noexcept;
   /// True between binding and the end of stop(). Thread-safe.
   bool isListening() const noexcept;
+  /// True when `origin` (an Origin header) is this server's own: http://, the
+  /// host it listens on (and localhost, 127.0.0.1, [::1] when that
+  /// is a loopback or wildcard address), the bound port, even with port 0.
+  /// False when not listening. For Origin checks in middleware; a ws route
+  /// can use WebSocketOptions::allowOwnOrigin instead. Loop threads only.
+  bool isOwnOrigin(std::string_view origin) const noexcept;
   /// Sends `message` to every subscriber of `topic` on every loop, framed once.
   /// Thread-safe. Returns false when not listening.
   bool publish(std::string_view topic, const Message& message);

@@ -80,6 +80,10 @@ struct WebSocketOptions {
   BackpressurePolicy backpressure = BackpressurePolicy::kPauseReading;
   std::vector<std::string> protocols{};       ///< subprotocols, server preference order
   std::vector<std::string> allowedOrigins{};  ///< empty: any Origin; else exact matches → 403
+  /// Also allow this server's own origins (App::isOwnOrigin: the bound host
+  /// and port, known only once listening); with it, an empty allowedOrigins
+  /// no longer means any Origin.
+  bool allowOwnOrigin = false;
   /// Answers a GET without upgrade headers; when empty: 426 Upgrade Required.
   std::function<Response(Request&)> fallback{};
 };

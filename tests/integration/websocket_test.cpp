@@ -182,6 +182,9 @@ TEST_CASE("ws: handshake answers: 426, fallback, version, key, origin, token lis
          }});
   app.ws("/origin", [&p](WebSocket ws, spry::Request&) { echo(p, ws); },
          {.allowedOrigins = {"https://good.example"}});
+  app.ws("/own", [&p](WebSocket ws, spry::Request&) { echo(p, ws); }, {.allowOwnOrigin = true});
+  app.ws("/own-and-listed", [&p](WebSocket ws, spry::Request&) { echo(p, ws); },
+         {.allowedOrigins = {"https://good.example"}, .allowOwnOrigin = true});
   TestServer server(app);
   const auto port = server.port();
 
@@ -231,6 +234,31 @@ TEST_CASE("ws: handshake answers: 426, fallback, version, key, origin, token lis
     WsClient none(port);
     CHECK(none.open("/origin"));
     CHECK(waitUntil([&] { return p.opened == 2; }));
+  }
+  SUBCASE("allowOwnOrigin: the server's own origins at its bound port (here port 0), no others") {
+    const std::string own = "http://127.0.0.1:" + std::to_string(port);
+    const std::string alias = "http://localhost:" + std::to_string(port);
+    const std::string otherPort = "http://127.0.0.1:" + std::to_string(port + 1);
+    CHECK(server.onLoop([&] { return app.isOwnOrigin(own); }));
+    CHECK_FALSE(server.onLoop([&] { return app.isOwnOrigin(otherPort); }));
+    for (const auto& [path, origin, status] :
+         std::vector<std::tuple<std::string, std::string, int>>{
+             {"/own", own, 101},
+             {"/own", alias, 101},
+             {"/own", otherPort, 403},
+             {"/own", "https://good.example", 403},  // an empty list no longer means any
+             {"/own-and-listed", own, 101},
+             {"/own-and-listed", "https://good.example", 101},
+             {"/own-and-listed", "https://evil.example", 403},
+         }) {
+      CAPTURE(path);
+      CAPTURE(origin);
+      WsClient c(port);
+      auto r = c.handshake(path, "Origin: " + origin + "\r\n");
+      REQUIRE(r);
+      CHECK(r->status == status);
+    }
+    CHECK(waitUntil([&] { return p.opened == 4; }));
   }
   SUBCASE("Upgrade and Connection are token lists in any case") {
     WsClient c(port);

@@ -10,6 +10,7 @@ using spry::detail::checkHandshake;
 using spry::detail::computeAccept;
 using spry::detail::HandshakeResult;
 using spry::detail::hasToken;
+using spry::detail::isOwnOrigin;
 using spry::detail::originAllowed;
 using spry::detail::writeHandshakeResponse;
 using Kind = HandshakeResult::Kind;
@@ -270,6 +271,40 @@ TEST_SUITE("originAllowed") {
     CHECK_FALSE(originAllowed("https://evil.app.example.com", list));
     CHECK_FALSE(originAllowed("null", list));
     CHECK_FALSE(originAllowed("", list));
+  }
+}
+
+TEST_SUITE("isOwnOrigin") {
+  TEST_CASE("a loopback bind: its address and the loopback names, at the bound port") {
+    CHECK(isOwnOrigin("http://127.0.0.1:8080", "127.0.0.1", 8080));
+    CHECK(isOwnOrigin("http://localhost:8080", "127.0.0.1", 8080));
+    CHECK(isOwnOrigin("HTTP://LocalHost:8080", "127.0.0.1", 8080));
+    CHECK(isOwnOrigin("http://[::1]:8080", "127.0.0.1", 8080));
+    CHECK(isOwnOrigin("http://[::1]:8080", "::1", 8080));
+    CHECK_FALSE(isOwnOrigin("http://127.0.0.1:8081", "127.0.0.1", 8080));
+    CHECK_FALSE(isOwnOrigin("http://127.0.0.1", "127.0.0.1", 8080));
+    CHECK_FALSE(isOwnOrigin("https://127.0.0.1:8080", "127.0.0.1", 8080));  // no TLS here
+    CHECK_FALSE(isOwnOrigin("http://127.0.0.1:8080.evil", "127.0.0.1", 8080));
+    CHECK_FALSE(isOwnOrigin("http://127.0.0.1:08080", "127.0.0.1", 8080));
+    CHECK_FALSE(isOwnOrigin("http://127.0.0.1:", "127.0.0.1", 8080));
+    CHECK_FALSE(isOwnOrigin("http://localhost.evil:8080", "127.0.0.1", 8080));
+    CHECK_FALSE(isOwnOrigin("http://::1:8080", "::1", 8080));  // IPv6 needs brackets
+    CHECK_FALSE(isOwnOrigin("null", "127.0.0.1", 8080));
+    CHECK_FALSE(isOwnOrigin("", "127.0.0.1", 8080));
+    CHECK_FALSE(isOwnOrigin("http://127.0.0.1:0", "127.0.0.1", 0));  // not listening
+  }
+  TEST_CASE("port 80 may be left out") {
+    CHECK(isOwnOrigin("http://localhost", "localhost", 80));
+    CHECK(isOwnOrigin("http://localhost:80", "localhost", 80));
+    CHECK_FALSE(isOwnOrigin("http://localhost", "localhost", 8080));
+  }
+  TEST_CASE("a wildcard bind knows only the loopback names; a named bind only its name") {
+    CHECK(isOwnOrigin("http://localhost:9000", "0.0.0.0", 9000));
+    CHECK(isOwnOrigin("http://[::1]:9000", "::", 9000));
+    CHECK_FALSE(isOwnOrigin("http://0.0.0.0:9000", "0.0.0.0", 9000));
+    CHECK_FALSE(isOwnOrigin("http://my-laptop.lan:9000", "0.0.0.0", 9000));
+    CHECK(isOwnOrigin("http://10.1.2.3:9000", "10.1.2.3", 9000));
+    CHECK_FALSE(isOwnOrigin("http://localhost:9000", "10.1.2.3", 9000));
   }
 }
 

@@ -241,8 +241,11 @@ TEST_CASE("ws: handshake answers: 426, fallback, version, key, origin, token lis
     const std::string otherPort = "http://127.0.0.1:" + std::to_string(port + 1);
     CHECK(server.onLoop([&] { return app.isOwnOrigin(own); }));
     CHECK_FALSE(server.onLoop([&] { return app.isOwnOrigin(otherPort); }));
-    for (const auto& [path, origin, status] :
-         std::vector<std::tuple<std::string, std::string, int>>{
+    struct Case {
+      std::string path, origin;
+      int status;
+    };
+    for (const Case& k : std::vector<Case>{
              {"/own", own, 101},
              {"/own", alias, 101},
              {"/own", otherPort, 403},
@@ -251,12 +254,12 @@ TEST_CASE("ws: handshake answers: 426, fallback, version, key, origin, token lis
              {"/own-and-listed", "https://good.example", 101},
              {"/own-and-listed", "https://evil.example", 403},
          }) {
-      CAPTURE(path);
-      CAPTURE(origin);
+      CAPTURE(k.path);
+      CAPTURE(k.origin);
       WsClient c(port);
-      auto r = c.handshake(path, "Origin: " + origin + "\r\n");
+      auto r = c.handshake(k.path, "Origin: " + k.origin + "\r\n");
       REQUIRE(r);
-      CHECK(r->status == status);
+      CHECK(r->status == k.status);
     }
     CHECK(waitUntil([&] { return p.opened == 4; }));
   }

@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-#include "handshake.h"
+#include "http/handshake.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);

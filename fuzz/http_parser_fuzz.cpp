@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "http_parser.h"
+#include "http/http_parser.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;

@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "websocket_session.h"
+#include "ws/websocket_session.h"
 
 namespace {
 

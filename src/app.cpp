@@ -8,12 +8,12 @@
 
 #include "app_state.h"
 #include "connection.h"
-#include "handshake.h"
-#include "http_writer.h"
+#include "http/handshake.h"
+#include "http/http_writer.h"
 #include "loop_context.h"
 #include "server.h"
 #include "spry/log.h"
-#include "websocket_session.h"
+#include "ws/websocket_session.h"
 
 namespace spry {
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "http_parser.h"
+#include "http/http_parser.h"
 #include "pubsub.h"
 #include "router.h"
 #include "spry/app.h"

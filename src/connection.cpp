@@ -7,12 +7,12 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 
-#include "handshake.h"
-#include "http_writer.h"
+#include "http/handshake.h"
+#include "http/http_writer.h"
 #include "loop_context.h"
 #include "server.h"
 #include "spry/log.h"
-#include "utf8.h"
+#include "ws/utf8.h"
 
 namespace spry::detail {
 

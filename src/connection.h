@@ -14,11 +14,11 @@
 #include <typeinfo>
 
 #include "app_state.h"
-#include "http_parser.h"
+#include "http/http_parser.h"
 #include "pubsub.h"
 #include "spry/message.h"
 #include "spry/websocket.h"
-#include "websocket_session.h"
+#include "ws/websocket_session.h"
 
 namespace spry::detail {
 

@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "http_writer.h"
+#include "http/http_writer.h"
 #include "spry/loop.h"
 
 namespace spry::detail {

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "connection.h"
-#include "websocket_session.h"
+#include "ws/websocket_session.h"
 
 namespace spry::detail {
 

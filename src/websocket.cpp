@@ -2,8 +2,8 @@
 
 #include "connection.h"
 #include "loop_context.h"
-#include "utf8.h"
-#include "websocket_session.h"
+#include "ws/utf8.h"
+#include "ws/websocket_session.h"
 
 namespace spry {
 

@@ -1,4 +1,4 @@
-#include "http_writer.h"
+#include "http/http_writer.h"
 
 #include <doctest/doctest.h>
 

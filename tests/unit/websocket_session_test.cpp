@@ -1,4 +1,4 @@
-#include "websocket_session.h"
+#include "ws/websocket_session.h"
 
 #include <doctest/doctest.h>
 #include <malloc.h>

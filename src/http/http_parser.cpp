@@ -1,4 +1,4 @@
-#include "http_parser.h"
+#include "http/http_parser.h"
 
 #include <llhttp.h>
 

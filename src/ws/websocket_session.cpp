@@ -1,4 +1,4 @@
-#include "websocket_session.h"
+#include "ws/websocket_session.h"
 
 #include <wslay/wslay.h>
 
@@ -7,7 +7,7 @@
 #include <cstring>
 #include <new>
 
-#include "utf8.h"
+#include "ws/utf8.h"
 
 namespace spry::detail {
 namespace {

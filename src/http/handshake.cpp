@@ -1,4 +1,4 @@
-#include "handshake.h"
+#include "http/handshake.h"
 
 #include <openssl/evp.h>
 

@@ -4,20 +4,6 @@
 
 namespace spry {
 
-namespace {
-constexpr char lower(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') ? char(c + 32) : c;
-}
-}  // namespace
-
-bool equalsIgnoreCase(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
 std::string_view Headers::get(std::string_view name) const noexcept {
   for (const auto& [n, v] : fields_) {
     if (equalsIgnoreCase(n, name)) return v;

@@ -1,6 +1,7 @@
 #pragma once
 /// HTTP header list: ordered, repeated names kept, names compared case-insensitively.
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -9,7 +10,15 @@
 namespace spry {
 
 /// True when a and b are equal ignoring ASCII case.
-bool equalsIgnoreCase(std::string_view a, std::string_view b) noexcept;
+constexpr bool equalsIgnoreCase(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const char x = (a[i] >= 'A' && a[i] <= 'Z') ? char(a[i] + 32) : a[i];
+    const char y = (b[i] >= 'A' && b[i] <= 'Z') ? char(b[i] + 32) : b[i];
+    if (x != y) return false;
+  }
+  return true;
+}
 
 /// An ordered list of header fields; lookups ignore ASCII case in names.
 class Headers {

@@ -4,31 +4,13 @@
 
 #include <algorithm>
 
+#include "http/token.h"
+
 namespace spry::detail {
 
 namespace {
 
 constexpr std::string_view kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-constexpr bool isOws(char c) noexcept {
-  return c == ' ' || c == '\t';
-}
-
-std::string_view trimOws(std::string_view s) noexcept {
-  while (!s.empty() && isOws(s.front())) s.remove_prefix(1);
-  while (!s.empty() && isOws(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-constexpr bool equalsNoCase(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const char x = (a[i] >= 'A' && a[i] <= 'Z') ? char(a[i] + 32) : a[i];
-    const char y = (b[i] >= 'A' && b[i] <= 'Z') ? char(b[i] + 32) : b[i];
-    if (x != y) return false;
-  }
-  return true;
-}
 
 // Calls `f` on each trimmed, non-empty element of a comma list, stopping when it returns true.
 template <typename F>
@@ -65,7 +47,7 @@ bool isNonce(std::string_view key) noexcept {
 }  // namespace
 
 bool hasToken(std::string_view list, std::string_view token) noexcept {
-  return anyElement(list, [token](std::string_view e) { return equalsNoCase(e, token); });
+  return anyElement(list, [token](std::string_view e) { return equalsIgnoreCase(e, token); });
 }
 
 std::string computeAccept(std::string_view key) {
@@ -122,13 +104,13 @@ HandshakeResult checkHandshake(const Headers& headers,
 bool originAllowed(std::string_view origin, std::span<const std::string> allowList) noexcept {
   if (allowList.empty()) return true;
   return std::any_of(allowList.begin(), allowList.end(), [origin](const std::string& allowed) {
-    return allowed == "*" || equalsNoCase(allowed, origin);
+    return allowed == "*" || equalsIgnoreCase(allowed, origin);
   });
 }
 
 namespace {
 bool startsWithNoCase(std::string_view s, std::string_view prefix) noexcept {
-  return s.size() >= prefix.size() && equalsNoCase(s.substr(0, prefix.size()), prefix);
+  return s.size() >= prefix.size() && equalsIgnoreCase(s.substr(0, prefix.size()), prefix);
 }
 
 bool isLoopbackOrAny(std::string_view host) noexcept {
@@ -144,7 +126,7 @@ bool matchesHostPort(std::string_view hostPort, std::string_view host, bool brac
     if (hostPort.empty() || hostPort[0] != '[') return false;
     at = 1;
   }
-  if (!equalsNoCase(hostPort.substr(at, host.size()), host)) return false;
+  if (!equalsIgnoreCase(hostPort.substr(at, host.size()), host)) return false;
   at += host.size();
   if (bracket) {
     if (at >= hostPort.size() || hostPort[at] != ']') return false;

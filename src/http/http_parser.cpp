@@ -6,33 +6,11 @@
 #include <cstring>
 #include <utility>
 
+#include "http/token.h"
+
 namespace spry::detail {
 
 namespace {
-
-// RFC 9110 token characters; field names and method names are tokens.
-constexpr bool isTchar(unsigned char c) noexcept {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         std::string_view("!#$%&'*+-.^_`|~").find(char(c)) != std::string_view::npos;
-}
-
-constexpr bool isOws(char c) noexcept {
-  return c == ' ' || c == '\t';
-}
-
-std::string_view trimOws(std::string_view v) noexcept {
-  while (!v.empty() && isOws(v.front())) v.remove_prefix(1);
-  while (!v.empty() && isOws(v.back())) v.remove_suffix(1);
-  return v;
-}
-
-bool isToken(std::string_view s) noexcept {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!isTchar(static_cast<unsigned char>(c))) return false;
-  }
-  return true;
-}
 
 // Field values allow VCHAR, obs-text, SP and HTAB; any other control byte
 // would let a value smuggle line breaks into logs or reflected responses.

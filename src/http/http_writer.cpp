@@ -2,23 +2,17 @@
 
 #include <charconv>
 
+#include "http/token.h"
+
 namespace spry::detail {
 
 namespace {
 
-constexpr bool isTchar(unsigned char c) noexcept {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         std::string_view("!#$%&'*+-.^_`|~").find(char(c)) != std::string_view::npos;
-}
-
 // A name outside the token grammar (empty, ':', spaces, CR/LF/NUL) or a value
 // with CR, LF or NUL could split the response or inject fields.
 bool isSafeField(std::string_view name, std::string_view value) noexcept {
-  if (name.empty()) return false;
-  for (char c : name) {
-    if (!isTchar(static_cast<unsigned char>(c))) return false;
-  }
-  return value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+  return isToken(name) &&
+         value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
 void appendNumber(std::string& out, std::uint64_t n) {

@@ -1,4 +1,5 @@
 #include "http/http_parser.h"
+#include "http/token.h"
 
 #include <doctest/doctest.h>
 
@@ -789,5 +790,42 @@ TEST_CASE("mutated requests reach the same outcome under every split") {
     }
     CAPTURE(input);
     parse(input, i % 2 == 0 ? HttpLimits{} : limits);
+  }
+}
+
+// The character classes the parser, the writer and the handshake share.
+TEST_SUITE("token.h") {
+  TEST_CASE("tchar is exactly RFC 9110's set, byte by byte") {
+    const std::string_view tchars =
+        "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    for (unsigned c = 0; c < 256; ++c) {
+      CAPTURE(c);
+      CHECK(spry::detail::isTchar(static_cast<unsigned char>(c)) ==
+            (tchars.find(char(c)) != std::string_view::npos));
+    }
+  }
+  TEST_CASE("a token is one or more tchar") {
+    CHECK(spry::detail::isToken("Sec-WebSocket-Key"));
+    CHECK(spry::detail::isToken("!"));
+    CHECK_FALSE(spry::detail::isToken(""));
+    CHECK_FALSE(spry::detail::isToken("Host "));
+    CHECK_FALSE(spry::detail::isToken("a:b"));
+    CHECK_FALSE(spry::detail::isToken("caf\xc3\xa9"));
+    CHECK_FALSE(spry::detail::isToken("a\0b"s));
+  }
+  TEST_CASE("trimOws trims SP and HTAB only") {
+    CHECK(spry::detail::trimOws(" \t a b \t ") == "a b");
+    CHECK(spry::detail::trimOws("\r a\n") == "\r a\n");
+    CHECK(spry::detail::trimOws(" \t ").empty());
+    CHECK(spry::detail::trimOws("").empty());
+  }
+  TEST_CASE("equalsIgnoreCase folds ASCII letters only") {
+    CHECK(spry::equalsIgnoreCase("Content-Length", "content-LENGTH"));
+    CHECK(spry::equalsIgnoreCase("", ""));
+    CHECK_FALSE(spry::equalsIgnoreCase("host", "hos"));
+    CHECK_FALSE(spry::equalsIgnoreCase("@", "`"));  // 0x40 and 0x60 differ by the case bit
+    CHECK_FALSE(spry::equalsIgnoreCase("[", "{"));
+    CHECK_FALSE(spry::equalsIgnoreCase("\xc9", "\xe9"));
+    static_assert(spry::equalsIgnoreCase("Upgrade", "upgrade"));
   }
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "http/http_writer.h"
 #include "http/token.h"
 
 namespace spry::detail {
@@ -161,17 +162,22 @@ bool isOwnOrigin(std::string_view origin, std::string_view boundHost, std::uint1
          matchesHostPort(origin, "::1", true, port, defaultPort);
 }
 
-void writeHandshakeResponse(std::string& out, const HandshakeResult& result) {
-  out.append(
-      "HTTP/1.1 101 Switching Protocols\r\n"
-      "Upgrade: websocket\r\n"
-      "Connection: Upgrade\r\n"
-      "Sec-WebSocket-Accept: ");
-  out.append(result.accept).append("\r\n");
-  if (!result.protocol.empty()) {
-    out.append("Sec-WebSocket-Protocol: ").append(result.protocol).append("\r\n");
-  }
-  out.append("\r\n");
+void writeUpgradeResponse(std::string& out, const HandshakeResult& result, const Headers& extra) {
+  // The handshake's fields: a middleware's would contradict them. writeHead
+  // drops Content-Length and Transfer-Encoding from every response itself.
+  static constexpr std::string_view kReserved[] = {"Upgrade", "Connection", "Sec-WebSocket-Accept",
+                                                   "Sec-WebSocket-Protocol"};
+  const FieldView own[] = {
+      {"Upgrade", "websocket"},
+      {"Connection", "Upgrade"},
+      {"Sec-WebSocket-Accept", result.accept},
+      {"Sec-WebSocket-Protocol", result.protocol},
+  };
+  const std::size_t ownCount = result.protocol.empty() ? 3 : 4;
+  // An interim response needs no Date (RFC 9110 6.6.1) and, keep-alive or
+  // not, gets no Connection from the writer.
+  writeHead(out, 101, std::span(own, ownCount), kReserved, extra, BodyFraming::kNone, 0, true,
+            false, {});
 }
 
 }  // namespace spry::detail

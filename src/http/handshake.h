@@ -2,6 +2,7 @@
 // WebSocket opening handshake (RFC 6455 section 4.2): checks an HTTP request's
 // headers and writes the 101 answer. Bytes and strings only, no socket.
 
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,7 +48,11 @@ bool originAllowed(std::string_view origin, std::span<const std::string> allowLi
 // Names that only DNS maps to the server are not its own (DNS rebinding).
 bool isOwnOrigin(std::string_view origin, std::string_view boundHost, std::uint16_t port) noexcept;
 
-// Appends the "HTTP/1.1 101 Switching Protocols" response for a kAccept result.
-void writeHandshakeResponse(std::string& out, const HandshakeResult& result);
+// Appends the "HTTP/1.1 101 Switching Protocols" response for a kAccept result
+// through writeHead: Upgrade, Connection, Sec-WebSocket-Accept and (when one was
+// chosen) Sec-WebSocket-Protocol, then `extra` (the middleware's headers) less
+// those four names, Content-Length and Transfer-Encoding. Every field gets
+// writeHead's check; no Date unless `extra` has one.
+void writeUpgradeResponse(std::string& out, const HandshakeResult& result, const Headers& extra);
 
 }  // namespace spry::detail

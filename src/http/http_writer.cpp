@@ -15,6 +15,13 @@ bool isSafeField(std::string_view name, std::string_view value) noexcept {
          value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
+bool isReserved(std::string_view name, std::span<const std::string_view> reserved) noexcept {
+  for (std::string_view r : reserved) {
+    if (equalsIgnoreCase(name, r)) return true;
+  }
+  return false;
+}
+
 void appendNumber(std::string& out, std::uint64_t n) {
   char buf[24];
   const auto r = std::to_chars(buf, buf + sizeof buf, n);
@@ -211,6 +218,13 @@ std::string_view DateCache::at(std::time_t t) {
 
 void writeHead(std::string& out, int status, const Headers& headers, BodyFraming framing,
                std::uint64_t bodySize, bool keepAlive, bool http10, std::string_view date) {
+  writeHead(out, status, {}, {}, headers, framing, bodySize, keepAlive, http10, date);
+}
+
+void writeHead(std::string& out, int status, std::span<const FieldView> own,
+               std::span<const std::string_view> reserved, const Headers& headers,
+               BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,
+               std::string_view date) {
   // 1xx, 204 and 304 never carry a body, so a framing header would lie.
   const bool bodyless = (status >= 100 && status < 200) || status == 204 || status == 304;
   // Connection management belongs to the final response; on a 101 the user's
@@ -231,8 +245,12 @@ void writeHead(std::string& out, int status, const Headers& headers, BodyFraming
   out.append(reasonPhrase(status));
   out.append("\r\n");
 
+  for (const FieldView& f : own) {
+    if (isSafeField(f.name, f.value)) appendField(out, f.name, f.value);
+  }
   for (const auto& [name, value] : headers) {
     if (!isSafeField(name, value)) continue;
+    if (isReserved(name, reserved)) continue;
     if (equalsIgnoreCase(name, "content-length") || equalsIgnoreCase(name, "transfer-encoding")) {
       continue;
     }

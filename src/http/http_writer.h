@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <ctime>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -39,6 +40,21 @@ enum class BodyFraming { kContentLength, kChunked, kNone };
 // and 304 never get a body framing header.
 void writeHead(std::string& out, int status, const Headers& headers, BodyFraming framing,
                std::uint64_t bodySize, bool keepAlive, bool http10, std::string_view date);
+
+// A header field by view, for fields a protocol writes itself.
+struct FieldView {
+  std::string_view name;
+  std::string_view value;
+};
+
+// writeHead for a response some of whose fields a protocol owns (the 101 of an
+// upgrade): `own` is written right after the status line, with the same field
+// check, then `headers` less every field named (ignoring case) in `reserved`,
+// then as above.
+void writeHead(std::string& out, int status, std::span<const FieldView> own,
+               std::span<const std::string_view> reserved, const Headers& headers,
+               BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,
+               std::string_view date);
 
 // Appends one chunk ("<hex>\r\n<data>\r\n"); an empty `data` appends nothing.
 void writeChunk(std::string& out, std::string_view data);

@@ -12,7 +12,7 @@ using spry::detail::HandshakeResult;
 using spry::detail::hasToken;
 using spry::detail::isOwnOrigin;
 using spry::detail::originAllowed;
-using spry::detail::writeHandshakeResponse;
+using spry::detail::writeUpgradeResponse;
 using Kind = HandshakeResult::Kind;
 
 namespace {
@@ -308,11 +308,11 @@ TEST_SUITE("isOwnOrigin") {
   }
 }
 
-TEST_SUITE("writeHandshakeResponse") {
-  TEST_CASE("without a subprotocol") {
+TEST_SUITE("writeUpgradeResponse") {
+  TEST_CASE("without a subprotocol: today's bytes, no Date") {
     const HandshakeResult r = check(rfcRequest());
     std::string out = "prefix|";
-    writeHandshakeResponse(out, r);
+    writeUpgradeResponse(out, r, {});
     CHECK(out ==
           "prefix|"
           "HTTP/1.1 101 Switching Protocols\r\n"
@@ -325,7 +325,7 @@ TEST_SUITE("writeHandshakeResponse") {
     Headers h = rfcRequest();
     h.add("Sec-WebSocket-Protocol", "chat, superchat");
     std::string out;
-    writeHandshakeResponse(out, check(h, {"chat"}));
+    writeUpgradeResponse(out, check(h, {"chat"}), {});
     CHECK(out ==
           "HTTP/1.1 101 Switching Protocols\r\n"
           "Upgrade: websocket\r\n"
@@ -333,5 +333,91 @@ TEST_SUITE("writeHandshakeResponse") {
           "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
           "Sec-WebSocket-Protocol: chat\r\n"
           "\r\n");
+  }
+  TEST_CASE("the middleware's headers follow, in order, a Date of theirs included") {
+    Headers extra;
+    extra.add("Set-Cookie", "session=abc; HttpOnly");
+    extra.add("X-Request-Id", "42");
+    extra.add("Set-Cookie", "theme=dark");
+    extra.add("Date", "Sun, 06 Nov 1994 08:49:37 GMT");
+    std::string out;
+    writeUpgradeResponse(out, check(rfcRequest()), extra);
+    CHECK(out ==
+          "HTTP/1.1 101 Switching Protocols\r\n"
+          "Upgrade: websocket\r\n"
+          "Connection: Upgrade\r\n"
+          "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+          "Set-Cookie: session=abc; HttpOnly\r\n"
+          "X-Request-Id: 42\r\n"
+          "Set-Cookie: theme=dark\r\n"
+          "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+          "\r\n");
+  }
+  TEST_CASE("fields that could split the response are dropped") {
+    Headers extra;
+    extra.add("X-Split", "a\r\n\r\nHTTP/1.1 200 OK");
+    extra.add("X-LF", "a\nSet-Cookie: evil=1");
+    extra.add("X-CR", "a\rb");
+    extra.add("X-NUL", std::string("a\0b", 3));
+    extra.add("Bad Name", "v");
+    extra.add("Bad:Name", "v");
+    extra.add("", "empty name");
+    extra.add("X-Kept", "yes");
+    std::string out;
+    writeUpgradeResponse(out, check(rfcRequest()), extra);
+    CHECK(out ==
+          "HTTP/1.1 101 Switching Protocols\r\n"
+          "Upgrade: websocket\r\n"
+          "Connection: Upgrade\r\n"
+          "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+          "X-Kept: yes\r\n"
+          "\r\n");
+  }
+  TEST_CASE("the result's own fields get the same check") {
+    HandshakeResult r = check(rfcRequest());
+    r.protocol = "chat\r\nSet-Cookie: evil=1";
+    std::string out;
+    writeUpgradeResponse(out, r, {});
+    CHECK(out ==
+          "HTTP/1.1 101 Switching Protocols\r\n"
+          "Upgrade: websocket\r\n"
+          "Connection: Upgrade\r\n"
+          "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+          "\r\n");
+  }
+  TEST_CASE("the six names the handshake owns are dropped from the extra headers, any case") {
+    Headers extra;
+    extra.add("sec-websocket-accept", "forged");
+    extra.add("Sec-WebSocket-Protocol", "superchat");
+    extra.add("UPGRADE", "h2c");
+    extra.add("Connection", "close");
+    extra.add("Content-Length", "5");
+    extra.add("transfer-encoding", "chunked");
+    extra.add("X-Kept", "yes");
+    SUBCASE("without a subprotocol chosen") {
+      std::string out;
+      writeUpgradeResponse(out, check(rfcRequest()), extra);
+      CHECK(out ==
+            "HTTP/1.1 101 Switching Protocols\r\n"
+            "Upgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+            "X-Kept: yes\r\n"
+            "\r\n");
+    }
+    SUBCASE("with one chosen") {
+      Headers h = rfcRequest();
+      h.add("Sec-WebSocket-Protocol", "chat");
+      std::string out;
+      writeUpgradeResponse(out, check(h, {"chat"}), extra);
+      CHECK(out ==
+            "HTTP/1.1 101 Switching Protocols\r\n"
+            "Upgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+            "Sec-WebSocket-Protocol: chat\r\n"
+            "X-Kept: yes\r\n"
+            "\r\n");
+    }
   }
 }

@@ -10,6 +10,7 @@
 using spry::Headers;
 using spry::detail::BodyFraming;
 using spry::detail::DateCache;
+using spry::detail::FieldView;
 using spry::detail::reasonPhrase;
 using spry::detail::writeChunk;
 using spry::detail::writeHead;
@@ -287,6 +288,33 @@ TEST_CASE("fields that could split the response are dropped") {
         "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
         "Content-Length: 0\r\n"
         "\r\n");
+}
+
+TEST_CASE("a protocol's own fields come first, checked, and reserve their names") {
+  Headers h;
+  h.add("x-owned", "from the user");
+  h.add("X-Kept", "yes");
+  h.add("X-Also-Owned", "from the user");
+  const FieldView own[] = {{"X-Owned", "by the protocol"}, {"X-Bad", "a\r\nb"}};
+  const std::string_view reserved[] = {"X-Owned", "x-also-owned"};
+  std::string out;
+  writeHead(out, 200, own, reserved, h, BodyFraming::kContentLength, 0, true, false, kDate);
+  CHECK(out ==
+        "HTTP/1.1 200 OK\r\n"
+        "X-Owned: by the protocol\r\n"
+        "X-Kept: yes\r\n"
+        "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+        "Content-Length: 0\r\n"
+        "\r\n");
+}
+
+TEST_CASE("without own fields or reserved names it is the plain writeHead") {
+  Headers h;
+  h.add("X-Kept", "yes");
+  h.add("Content-Length", "9");
+  std::string out;
+  writeHead(out, 404, {}, {}, h, BodyFraming::kContentLength, 3, false, false, kDate);
+  CHECK(out == head(404, h, BodyFraming::kContentLength, 3, false));
 }
 
 TEST_CASE("an unknown status keeps its number") {

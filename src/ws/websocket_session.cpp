@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <new>
 
 #include "ws/utf8.h"
 
@@ -14,20 +13,9 @@ namespace {
 
 std::atomic<std::size_t> g_liveContexts{0};
 
-constexpr std::uint8_t kFin = 0x80;
-constexpr std::uint8_t kRsvBits = 0x70;
-constexpr std::uint8_t kMaskBit = 0x80;
-constexpr std::uint8_t kCloseByte0 = kFin | static_cast<std::uint8_t>(WsOpcode::kClose);
-constexpr std::uint8_t kPingByte0 = kFin | static_cast<std::uint8_t>(WsOpcode::kPing);
-constexpr std::uint8_t kPongByte0 = kFin | static_cast<std::uint8_t>(WsOpcode::kPong);
-constexpr std::size_t kMaxControlPayload = 125;
-constexpr std::size_t kMaxCloseReason = kMaxControlPayload - 2;
-
-std::uint64_t readBigEndian(const std::uint8_t* p, int bytes) noexcept {
-  std::uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v = (v << 8) | p[i];
-  return v;
-}
+// The first byte of the frames wslay sends that the session looks at.
+constexpr std::uint8_t kCloseByte0 = kFinBit | static_cast<std::uint8_t>(WsOpcode::kClose);
+constexpr std::uint8_t kPongByte0 = kFinBit | static_cast<std::uint8_t>(WsOpcode::kPong);
 
 // Unmasks a payload in place, eight bytes at a time (the key repeats every
 // four), and tells whether it is all ASCII, which then needs no UTF-8 check.
@@ -67,170 +55,6 @@ bool unmaskIsAscii(std::uint8_t* p, std::size_t n, const std::uint8_t* maskKey) 
 }
 
 }  // namespace
-
-bool isValidCloseCode(std::uint16_t code) noexcept {
-  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
-         (code >= 3000 && code <= 4999);
-}
-
-void appendFrameHeader(std::string& out, WsOpcode opcode, std::uint64_t payloadSize, bool fin,
-                       bool rsv1) {
-  char h[10];
-  h[0] = static_cast<char>((fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | static_cast<int>(opcode));
-  std::size_t n;
-  if (payloadSize < 126) {
-    h[1] = static_cast<char>(payloadSize);
-    n = 2;
-  } else if (payloadSize <= 0xFFFF) {
-    h[1] = 126;
-    h[2] = static_cast<char>(payloadSize >> 8);
-    h[3] = static_cast<char>(payloadSize);
-    n = 4;
-  } else {
-    h[1] = 127;
-    for (int i = 0; i < 8; ++i) h[2 + i] = static_cast<char>(payloadSize >> (56 - 8 * i));
-    n = 10;
-  }
-  out.append(h, n);
-}
-
-// Every check fires at the first byte that reveals the violation, which is
-// never later than where wslay would notice it, so wslay is never handed a
-// byte it would answer on its own.
-std::uint16_t WebSocketSession::Guard::checkFirstByte(std::uint8_t b0) noexcept {
-  if ((b0 & kRsvBits) != 0) return kCloseProtocolError;
-  const std::uint8_t opcode = b0 & 0x0F;
-  if (opcode >= 0x8) {
-    if (opcode > 0xA || (b0 & kFin) == 0) return kCloseProtocolError;
-    closeFrame = opcode == 0x8;
-    return 0;
-  }
-  if (opcode == 0x0) return fragmented ? 0 : kCloseProtocolError;
-  if (opcode <= 0x2) return fragmented ? kCloseProtocolError : 0;
-  return kCloseProtocolError;
-}
-
-std::uint16_t WebSocketSession::Guard::checkSecondByte(std::uint8_t b0, std::uint8_t b1) noexcept {
-  if ((b1 & kMaskBit) == 0) return kCloseProtocolError;
-  const std::uint8_t opcode = b0 & 0x0F;
-  const std::uint8_t length7 = b1 & 0x7F;
-  if (opcode >= 0x8 && (length7 > kMaxControlPayload || (opcode == 0x8 && length7 == 1))) {
-    return kCloseProtocolError;
-  }
-  headerNeed = static_cast<std::uint8_t>(6 + (length7 == 126 ? 2 : length7 == 127 ? 8 : 0));
-  return 0;
-}
-
-std::uint16_t WebSocketSession::Guard::finishHeader(const std::uint8_t* h,
-                                                    std::uint64_t maxMessageBytes) noexcept {
-  const std::uint8_t opcode = h[0] & 0x0F;
-  const std::uint8_t length7 = h[1] & 0x7F;
-  std::uint64_t length = length7;
-  if (length7 == 126) {
-    length = readBigEndian(h + 2, 2);
-    if (length < 126) return kCloseProtocolError;
-  } else if (length7 == 127) {
-    length = readBigEndian(h + 2, 8);
-    if ((length >> 63) != 0 || length <= 0xFFFF) return kCloseProtocolError;
-  }
-  if (opcode == 0x8) {
-    close.reset(new (std::nothrow) PeerClose);
-    if (!close) return kCloseInternalError;
-    close->length = static_cast<std::uint8_t>(length);
-    std::memcpy(close->key, h + headerNeed - 4, 4);
-    closePayloadPending = close->length != 0;
-  } else {
-    if (opcode < 0x8) {
-      // messageBytes never exceeds the limit, so the subtraction cannot wrap.
-      const bool fin = (h[0] & kFin) != 0;
-      if (opcode == 0x0) {
-        if (length > maxMessageBytes - messageBytes) return kCloseMessageTooBig;
-        messageBytes = fin ? 0 : messageBytes + length;
-      } else {
-        if (length > maxMessageBytes) return kCloseMessageTooBig;
-        messageBytes = fin ? 0 : length;
-      }
-      fragmented = !fin;
-    }
-    payloadLeft = length;
-  }
-  headerHave = 0;
-  headerNeed = 2;
-  return 0;
-}
-
-WebSocketSession::Guard::Result WebSocketSession::Guard::scan(const std::uint8_t* p, std::size_t n,
-                                                              std::uint64_t maxMessageBytes,
-                                                              bool untilIdle) noexcept {
-  Result r;
-  std::size_t i = 0;
-  // A header begun in an earlier chunk has its start "before" this one.
-  std::size_t frameStart = 0;
-  std::uint16_t code = 0;
-  while (i < n) {
-    if (untilIdle && i != 0 && idle()) break;
-    if (payloadLeft != 0) {
-      const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(payloadLeft, n - i));
-      i += take;
-      payloadLeft -= take;
-      continue;
-    }
-    if (closePayloadPending) {
-      PeerClose& c = *close;
-      while (i < n && c.have < c.length) {
-        c.payload[c.have] = static_cast<std::uint8_t>(p[i++] ^ c.key[c.have % 4]);
-        ++c.have;
-      }
-      if (c.have == c.length) {
-        closePayloadPending = false;
-        r.closeReady = true;
-      }
-      break;  // nothing after a Close is read
-    }
-
-    if (headerHave == 0) {
-      frameStart = i;
-      // The whole header is in this chunk: check it in place.
-      if (n - i >= 2) {
-        if ((code = checkFirstByte(p[i])) != 0) break;
-        if ((code = checkSecondByte(p[i], p[i + 1])) != 0) break;
-        const std::uint8_t need = headerNeed;
-        if (n - i >= need) {
-          if ((code = finishHeader(p + i, maxMessageBytes)) != 0) break;
-          i += need;
-          if (closeFrame && !closePayloadPending) {
-            r.closeReady = true;
-            break;
-          }
-          continue;
-        }
-      }
-    }
-
-    const std::size_t take = std::min<std::size_t>(headerNeed - headerHave, n - i);
-    std::memcpy(header + headerHave, p + i, take);
-    const std::uint8_t had = headerHave;
-    headerHave = static_cast<std::uint8_t>(headerHave + take);
-    i += take;
-    if (had == 0 && (code = checkFirstByte(header[0])) != 0) break;
-    if (headerHave < 2) continue;
-    if (had < 2 && (code = checkSecondByte(header[0], header[1])) != 0) break;
-    if (headerHave < headerNeed) continue;
-    if ((code = finishHeader(header, maxMessageBytes)) != 0) break;
-    if (closeFrame && !closePayloadPending) {
-      r.closeReady = true;
-      break;
-    }
-  }
-  r.consumed = i;
-  if (code != 0) {
-    r.failCode = code;
-    r.wslayBytes = frameStart;
-  } else {
-    r.wslayBytes = closeFrame ? frameStart : i;
-  }
-  return r;
-}
 
 // The C callbacks handed to wslay. Each is a noexcept barrier: nothing may
 // unwind through wslay.
@@ -390,8 +214,8 @@ void WebSocketSession::dropUnusedContext() noexcept {
 // after a message whose handler sent a Close. Returns the bytes consumed.
 [[gnu::always_inline]] inline std::size_t WebSocketSession::deliverWholeFrames(
     std::uint8_t* p, std::size_t n) noexcept {
-  constexpr std::uint8_t kTextByte0 = kFin | WSLAY_TEXT_FRAME;
-  constexpr std::uint8_t kBinaryByte0 = kFin | WSLAY_BINARY_FRAME;
+  constexpr std::uint8_t kTextByte0 = kFinBit | WSLAY_TEXT_FRAME;
+  constexpr std::uint8_t kBinaryByte0 = kFinBit | WSLAY_BINARY_FRAME;
   std::size_t i = 0;
   while (n - i >= 6) {
     std::uint8_t* frame = p + i;
@@ -456,7 +280,7 @@ void WebSocketSession::feed(char* data, std::size_t size) noexcept {
 // bytes consumed (all of them once the session stopped).
 std::size_t WebSocketSession::feedSlow(const std::uint8_t* p, std::size_t n, bool untilIdle,
                                        bool wslayReads) noexcept {
-  const Guard::Result r = guard_.scan(p, n, limits_.maxMessageBytes, untilIdle);
+  const FrameGuard::Result r = guard_.scan(p, n, limits_.maxMessageBytes, untilIdle);
   if (r.wslayBytes != 0 && wslayReads) runWslay(p, r.wslayBytes);
   if ((r.failCode != 0 || r.closeReady) && !isStopped()) {
     if (r.failCode != 0) {
@@ -506,11 +330,7 @@ void WebSocketSession::sendDroppedPongs(const WslayInput& input) noexcept {
     const std::string_view payload = pings.substr(1, length);
     pings.remove_prefix(1 + payload.size());
     if (k < input.pongsSent || closeSent_) continue;
-    std::uint8_t frame[2 + kMaxControlPayload];
-    frame[0] = kPongByte0;
-    frame[1] = static_cast<std::uint8_t>(payload.size());
-    if (!payload.empty()) std::memcpy(frame + 2, payload.data(), payload.size());
-    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(frame), 2 + payload.size()));
+    handler_.onWsOutput(makeControlFrame(WsOpcode::kPong, payload).view());
   }
 }
 
@@ -568,7 +388,7 @@ void WebSocketSession::fail(std::uint16_t code) noexcept {
 
 void WebSocketSession::handlePeerClose() noexcept {
   // Either way the session stops here: the Close's buffer goes with it.
-  const std::unique_ptr<Guard::PeerClose> close = std::move(guard_.close);
+  const std::unique_ptr<FrameGuard::PeerClose> close = std::move(guard_.close);
   if (!close) {
     fail(kCloseInternalError);
     return;
@@ -597,35 +417,13 @@ void WebSocketSession::handlePeerClose() noexcept {
 void WebSocketSession::sendClose(std::uint16_t code, std::string_view reason) noexcept {
   if (closeSent_) return;
   closeSent_ = true;
-  std::uint8_t frame[2 + kMaxControlPayload];
-  std::size_t payload = 0;
-  if (code != 0) {
-    std::size_t n = reason.size();
-    if (n > kMaxCloseReason) {
-      // Cut before the code point that straddles the limit, keeping the
-      // reason valid UTF-8.
-      n = kMaxCloseReason;
-      while (n > 0 && (static_cast<std::uint8_t>(reason[n]) & 0xC0) == 0x80) --n;
-    }
-    frame[2] = static_cast<std::uint8_t>(code >> 8);
-    frame[3] = static_cast<std::uint8_t>(code);
-    if (n != 0) std::memcpy(frame + 4, reason.data(), n);
-    payload = 2 + n;
-  }
-  frame[0] = kCloseByte0;
-  frame[1] = static_cast<std::uint8_t>(payload);
-  handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(frame), 2 + payload));
+  handler_.onWsOutput(makeCloseFrame(code, reason).view());
   dropUnusedContext();
 }
 
 void WebSocketSession::sendPing(std::string_view payload) noexcept {
   if (closeSent_) return;
-  const std::size_t n = std::min(payload.size(), kMaxControlPayload);
-  std::uint8_t frame[2 + kMaxControlPayload];
-  frame[0] = kPingByte0;
-  frame[1] = static_cast<std::uint8_t>(n);
-  if (n != 0) std::memcpy(frame + 2, payload.data(), n);
-  handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(frame), 2 + n));
+  handler_.onWsOutput(makeControlFrame(WsOpcode::kPing, payload).view());
 }
 
 bool WebSocketSession::releaseIfIdle() noexcept {

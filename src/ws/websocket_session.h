@@ -2,8 +2,8 @@
 // Server side of a WebSocket connection (RFC 6455) on wslay, fed plain bytes:
 // it never touches a socket. Received messages and every byte to send go to
 // the owner through SessionHandler. Data messages are framed by the owner
-// with appendFrameHeader (server frames are unmasked), so one framed buffer
-// can serve many sockets; control frames (pong, close) come out of the
+// with frame_writer.h (server frames are unmasked), so one framed buffer can
+// serve many sockets; control frames (pong, close) come out of the
 // session through onWsOutput, in order with what the owner already queued.
 // Whole single-frame messages, the common case, are unmasked in place and
 // delivered without wslay; anything else goes through the guard and wslay.
@@ -14,36 +14,13 @@
 #include <string>
 #include <string_view>
 
+// WsOpcode, the close codes and every frame writer, for the session's owners.
+#include "ws/frame_guard.h"
+#include "ws/frame_writer.h"
+
 struct wslay_event_context;
 
 namespace spry::detail {
-
-enum class WsOpcode : std::uint8_t {
-  kContinuation = 0x0,
-  kText = 0x1,
-  kBinary = 0x2,
-  kClose = 0x8,
-  kPing = 0x9,
-  kPong = 0xA,
-};
-
-inline constexpr std::uint16_t kCloseNormal = 1000;
-inline constexpr std::uint16_t kCloseGoingAway = 1001;
-inline constexpr std::uint16_t kCloseProtocolError = 1002;
-inline constexpr std::uint16_t kCloseUnsupportedData = 1003;
-inline constexpr std::uint16_t kCloseNoStatus = 1005;  // never sent on the wire
-inline constexpr std::uint16_t kCloseAbnormal = 1006;  // never sent on the wire
-inline constexpr std::uint16_t kCloseInvalidPayload = 1007;
-inline constexpr std::uint16_t kClosePolicyViolation = 1008;
-inline constexpr std::uint16_t kCloseMessageTooBig = 1009;
-inline constexpr std::uint16_t kCloseInternalError = 1011;
-
-// Codes an endpoint may put in a Close frame: 1000-1003, 1007-1014, 3000-4999.
-bool isValidCloseCode(std::uint16_t code) noexcept;
-
-// Appends the header of one unmasked server frame.
-void appendFrameHeader(std::string& out, WsOpcode opcode, std::uint64_t payloadSize,
-                       bool fin = true, bool rsv1 = false);
 
 // Implemented by the owner (the connection). Calls happen only from inside
 // feed(), sendClose() and sendPing(); the handler must not throw.
@@ -108,48 +85,6 @@ class WebSocketSession {
   static std::size_t liveContexts() noexcept;
 
  private:
-  // Frame-header checks that wslay lacks or answers wrongly, tracked across
-  // splits. It runs over every byte that wslay sees, before wslay does, and
-  // it keeps the peer's Close to itself (wslay would reject 1012-1014 and
-  // accept a 1-byte Close), so wslay never receives a Close frame.
-  struct Guard {
-    struct Result {
-      std::size_t consumed = 0;    // leading bytes of the chunk scanned
-      std::size_t wslayBytes = 0;  // leading bytes of the chunk that wslay may read
-      std::uint16_t failCode = 0;
-      bool closeReady = false;  // the peer's Close is complete in close->payload
-    };
-    // The peer's Close frame: made when its header arrives, as few sockets
-    // ever get that far while idle.
-    struct PeerClose {
-      std::uint8_t length = 0;
-      std::uint8_t have = 0;
-      std::uint8_t key[4] = {};
-      std::uint8_t payload[125] = {};
-    };
-    // Scans the chunk, or its head up to the first frame boundary with no
-    // message in progress (untilIdle), stopping at a violation or a Close.
-    Result scan(const std::uint8_t* p, std::size_t n, std::uint64_t maxMessageBytes,
-                bool untilIdle) noexcept;
-    // At a frame boundary with no fragmented message and no Close begun.
-    bool idle() const noexcept {
-      return headerHave == 0 && payloadLeft == 0 && !fragmented && !closeFrame;
-    }
-    // Each returns 0 or the close code of the violation.
-    std::uint16_t checkFirstByte(std::uint8_t b0) noexcept;
-    std::uint16_t checkSecondByte(std::uint8_t b0, std::uint8_t b1) noexcept;
-    std::uint16_t finishHeader(const std::uint8_t* h, std::uint64_t maxMessageBytes) noexcept;
-
-    std::uint64_t payloadLeft = 0;
-    std::uint64_t messageBytes = 0;  // of the fragmented message so far
-    std::unique_ptr<PeerClose> close;
-    std::uint8_t header[14] = {};  // a header split across chunks
-    std::uint8_t headerHave = 0;
-    std::uint8_t headerNeed = 2;
-    bool fragmented = false;
-    bool closeFrame = false;  // a Close header began; the rest is the guard's
-    bool closePayloadPending = false;
-  };
   struct WslayCallbacks;  // the C callbacks, defined next to the wslay code
   friend struct WslayCallbacks;
   // What one runWslay call hands to wslay, on that call's stack.
@@ -192,7 +127,7 @@ class WebSocketSession {
   // A message reassembled from fragments (or from a frame wslay read in
   // pieces); its capacity is given back once it is delivered.
   std::string message_;
-  Guard guard_;
+  FrameGuard guard_;
   std::uint16_t failCode_ = 0;
   std::uint16_t wslayCloseCode_ = 0;
   bool closeSent_ = false;

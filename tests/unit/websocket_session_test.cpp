@@ -270,54 +270,6 @@ void checkFailed(const Peer& p, std::uint16_t code) {
 
 }  // namespace
 
-// ---- helpers under test ----------------------------------------------------
-
-TEST_CASE("isValidCloseCode follows RFC 6455 and the IANA registry") {
-  for (std::uint16_t c : {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
-                          3000, 3999, 4000, 4999}) {
-    CAPTURE(c);
-    CHECK(isValidCloseCode(c));
-  }
-  for (std::uint16_t c : {0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535}) {
-    CAPTURE(c);
-    CHECK_FALSE(isValidCloseCode(c));
-  }
-}
-
-TEST_CASE("appendFrameHeader writes minimal unmasked server headers") {
-  const auto header = [](WsOpcode op, std::uint64_t n, bool fin = true, bool rsv1 = false) {
-    std::string out = "prefix";
-    appendFrameHeader(out, op, n, fin, rsv1);
-    REQUIRE(out.substr(0, 6) == "prefix");
-    return out.substr(6);
-  };
-  CHECK(header(WsOpcode::kText, 0) == std::string("\x81\x00", 2));
-  CHECK(header(WsOpcode::kBinary, 125) == std::string("\x82\x7D", 2));
-  CHECK(header(WsOpcode::kBinary, 126) == std::string("\x82\x7E\x00\x7E", 4));
-  CHECK(header(WsOpcode::kBinary, 65535) == std::string("\x82\x7E\xFF\xFF", 4));
-  CHECK(header(WsOpcode::kBinary, 65536) ==
-        std::string("\x82\x7F\x00\x00\x00\x00\x00\x01\x00\x00", 10));
-  CHECK(header(WsOpcode::kText, 0x0102030405060708ull) ==
-        std::string("\x81\x7F\x01\x02\x03\x04\x05\x06\x07\x08", 10));
-  CHECK(header(WsOpcode::kText, 5, false) == std::string("\x01\x05", 2));
-  CHECK(header(WsOpcode::kContinuation, 5, true) == std::string("\x80\x05", 2));
-  CHECK(header(WsOpcode::kText, 5, true, true) == std::string("\xC1\x05", 2));
-  CHECK(header(WsOpcode::kPong, 3) == std::string("\x8A\x03", 2));
-
-  // Header plus payload parses back as one frame.
-  for (std::uint64_t n : {0ull, 125ull, 126ull, 65535ull, 65536ull}) {
-    CAPTURE(n);
-    std::string out;
-    appendFrameHeader(out, WsOpcode::kBinary, n);
-    out += makeBinary(n);
-    const auto frames = parseServerFrames(out);
-    REQUIRE(frames.size() == 1);
-    CHECK(frames[0].fin);
-    CHECK(frames[0].opcode == kBinary);
-    CHECK(frames[0].payload == makeBinary(n));
-  }
-}
-
 // ---- data messages ---------------------------------------------------------
 
 TEST_CASE("text and binary messages of boundary sizes arrive intact under any split") {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <new>
 
 #include "ws/utf8.h"
 
@@ -56,16 +57,59 @@ bool unmaskIsAscii(std::uint8_t* p, std::size_t n, const std::uint8_t* maskKey) 
 
 }  // namespace
 
+// Made with the wslay context and freed with it (destroyContext); it is
+// also wslay's user pointer, through which the callbacks reach the session.
+struct WebSocketSession::WslayState {
+  explicit WslayState(WebSocketSession& s) noexcept : session(s) {}
+  WslayState(const WslayState&) = delete;
+  WslayState& operator=(const WslayState&) = delete;
+  ~WslayState() {
+    if (ctx != nullptr) wslay_event_context_free(ctx);
+  }
+
+  WebSocketSession& session;
+  wslay_event_context* ctx = nullptr;
+  WslayInput* input = nullptr;  // set while wslay runs
+  // A message reassembled from fragments (or from a frame wslay read in
+  // pieces); its capacity is given back once it is delivered.
+  std::string message;
+  // Frame being received, as wslay's start callback reported it.
+  std::uint64_t frameLength = 0;
+  std::uint8_t frameOpcode = 0;
+  bool frameFin = false;
+  // wslay writes a frame header, then its payload, within one
+  // wslay_event_send; the header waits here so the owner gets each control
+  // frame in one piece.
+  std::uint8_t stashLength = 0;
+  std::uint8_t stash[10];
+};
+
+struct WebSocketSession::WslayInput {
+  const std::uint8_t* next = nullptr;
+  const std::uint8_t* end = nullptr;
+  // A message that arrived in one piece is delivered straight from wslay's
+  // buffer; anything else is reassembled in WslayState::message.
+  std::string_view whole;
+  bool haveWhole = false;
+  // Pings received (each a length byte and the payload) and pongs wslay sent.
+  std::string pings;
+  std::size_t pingCount = 0;
+  std::size_t pongsSent = 0;
+  std::uint16_t wslayCloseCode = 0;
+  bool wslayClosed = false;    // wslay tried to send its own Close (intercepted)
+  bool pingReceived = false;   // wslay has a pong to send
+  bool internalError = false;  // out of memory inside a wslay callback
+};
+
 // The C callbacks handed to wslay. Each is a noexcept barrier: nothing may
 // unwind through wslay.
 struct WebSocketSession::WslayCallbacks {
-  static WebSocketSession& self(void* user) noexcept {
-    return *static_cast<WebSocketSession*>(user);
-  }
+  // wslay calls back only from inside runWslay, so input is set.
+  static WslayState& state(void* user) noexcept { return *static_cast<WslayState*>(user); }
 
   static ssize_t recv(wslay_event_context_ptr ctx, std::uint8_t* buf, std::size_t len, int,
                       void* user) noexcept {
-    WslayInput& in = *self(user).input_;
+    WslayInput& in = *state(user).input;
     const auto avail = static_cast<std::size_t>(in.end - in.next);
     if (avail == 0) {
       wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
@@ -80,7 +124,7 @@ struct WebSocketSession::WslayCallbacks {
   static ssize_t send(wslay_event_context_ptr, const std::uint8_t* data, std::size_t len, int flags,
                       void* user) noexcept {
     try {
-      self(user).onWslayOutput(data, len, (flags & WSLAY_MSG_MORE) != 0);
+      state(user).session.onWslayOutput(data, len, (flags & WSLAY_MSG_MORE) != 0);
     } catch (...) {
     }
     return static_cast<ssize_t>(len);
@@ -88,64 +132,64 @@ struct WebSocketSession::WslayCallbacks {
 
   static void frameStart(wslay_event_context_ptr, const wslay_event_on_frame_recv_start_arg* arg,
                          void* user) noexcept {
-    WebSocketSession& s = self(user);
-    s.frameOpcode_ = arg->opcode;
-    s.frameFin_ = arg->fin != 0;
-    s.frameLength_ = arg->payload_length;
+    WslayState& w = state(user);
+    w.frameOpcode = arg->opcode;
+    w.frameFin = arg->fin != 0;
+    w.frameLength = arg->payload_length;
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
-      s.input_->haveWhole = false;
-      s.message_.clear();
+      w.input->haveWhole = false;
+      w.message.clear();
     }
   }
 
   static void frameChunk(wslay_event_context_ptr ctx,
                          const wslay_event_on_frame_recv_chunk_arg* arg, void* user) noexcept {
-    WebSocketSession& s = self(user);
+    WslayState& w = state(user);
     // wslay buffers control frames itself even without buffering.
-    if (s.frameOpcode_ >= WSLAY_CONNECTION_CLOSE) return;
+    if (w.frameOpcode >= WSLAY_CONNECTION_CLOSE) return;
     const char* data = reinterpret_cast<const char*>(arg->data);
     // A frame's chunks add up to its length, so one chunk of that length is
     // all of it.
-    if (s.frameFin_ && s.frameOpcode_ != WSLAY_CONTINUATION_FRAME &&
-        arg->data_length == s.frameLength_) {
+    if (w.frameFin && w.frameOpcode != WSLAY_CONTINUATION_FRAME &&
+        arg->data_length == w.frameLength) {
       // wslay's input buffer stays untouched until the message callback has
       // run, so this needs no copy.
-      s.input_->whole = std::string_view(data, arg->data_length);
-      s.input_->haveWhole = true;
+      w.input->whole = std::string_view(data, arg->data_length);
+      w.input->haveWhole = true;
       return;
     }
     try {
-      s.message_.append(data, arg->data_length);
+      w.message.append(data, arg->data_length);
     } catch (...) {
-      s.internalError_ = true;
+      w.input->internalError = true;
       wslay_event_shutdown_read(ctx);
     }
   }
 
   static void message(wslay_event_context_ptr, const wslay_event_on_msg_recv_arg* arg,
                       void* user) noexcept {
-    WebSocketSession& s = self(user);
+    WslayState& w = state(user);
+    WebSocketSession& s = w.session;
+    WslayInput& in = *w.input;
     try {
       if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
         // A chunk that failed to append must not be delivered as a message.
-        WslayInput& in = *s.input_;
-        if (!s.closeSent_ && !s.internalError_) {
+        if (!s.closeSent_ && !in.internalError) {
           s.handler_.onWsMessage(arg->opcode == WSLAY_BINARY_FRAME,
-                                 in.haveWhole ? in.whole : std::string_view(s.message_));
+                                 in.haveWhole ? in.whole : std::string_view(w.message));
         }
         in.haveWhole = false;
         // An idle socket keeps no payload capacity.
-        std::string().swap(s.message_);
+        std::string().swap(w.message);
       } else if (arg->opcode == WSLAY_PING) {
-        s.pingReceived_ = true;  // wslay has just queued the pong
+        in.pingReceived = true;  // wslay has just queued the pong
         // Kept until wslay has sent it: a Close that wslay queues later in
         // this chunk goes out first and disables writing, dropping the pong.
-        WslayInput& in = *s.input_;
         try {
           in.pings.push_back(static_cast<char>(arg->msg_length));
           in.pings.append(reinterpret_cast<const char*>(arg->msg), arg->msg_length);
         } catch (...) {
-          s.internalError_ = true;
+          in.internalError = true;
         }
         ++in.pingCount;
       } else if (arg->opcode == WSLAY_PONG && !s.closeSent_) {
@@ -163,7 +207,7 @@ struct WebSocketSession::WslayCallbacks {
 };
 
 // Held by every open socket, idle or not.
-static_assert(sizeof(void*) != 8 || sizeof(WebSocketSession) <= 160);
+static_assert(sizeof(void*) != 8 || sizeof(WebSocketSession) <= 80);
 
 WebSocketSession::WebSocketSession(SessionHandler& handler, const SessionLimits& limits)
     : handler_(handler), limits_(limits) {}
@@ -176,35 +220,39 @@ std::size_t WebSocketSession::liveContexts() noexcept {
   return g_liveContexts.load(std::memory_order_relaxed);
 }
 
+bool WebSocketSession::wslayRunning() const noexcept {
+  return wslay_ != nullptr && wslay_->input != nullptr;
+}
+
 bool WebSocketSession::createContext() noexcept {
+  std::unique_ptr<WslayState> state(new (std::nothrow) WslayState(*this));
+  if (!state) return false;
   wslay_event_context_ptr ctx = nullptr;
-  if (wslay_event_context_server_init(&ctx, &WslayCallbacks::kTable, this) != 0) return false;
+  if (wslay_event_context_server_init(&ctx, &WslayCallbacks::kTable, state.get()) != 0) {
+    return false;
+  }
+  state->ctx = ctx;
   // Messages are reassembled here, so wslay allocates nothing per message.
   wslay_event_config_set_no_buffering(ctx, 1);
   // A second line behind the guard; wslay applies it to control frames too,
   // so it must never drop below their 125 bytes.
   wslay_event_config_set_max_recv_msg_length(
       ctx, std::max<std::uint64_t>(limits_.maxMessageBytes, kMaxControlPayload));
-  ctx_ = ctx;
+  wslay_ = std::move(state);
   g_liveContexts.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
 void WebSocketSession::destroyContext() noexcept {
-  if (ctx_ == nullptr) return;
-  wslay_event_context_free(ctx_);
-  ctx_ = nullptr;
-  stashLength_ = 0;
+  if (wslay_ == nullptr) return;
+  wslay_.reset();
   g_liveContexts.fetch_sub(1, std::memory_order_relaxed);
 }
 
 // Once our Close is out, input is only scanned for the peer's Close, so
 // wslay has nothing left to do.
 void WebSocketSession::dropUnusedContext() noexcept {
-  if (closeSent_ && input_ == nullptr) {
-    destroyContext();
-    std::string().swap(message_);
-  }
+  if (closeSent_ && !wslayRunning()) destroyContext();
 }
 
 // The fast path. A whole single-frame text or binary message (FIN, no RSV
@@ -293,29 +341,28 @@ std::size_t WebSocketSession::feedSlow(const std::uint8_t* p, std::size_t n, boo
 }
 
 void WebSocketSession::runWslay(const std::uint8_t* p, std::size_t n) noexcept {
-  if (ctx_ == nullptr && !createContext()) {
+  if (wslay_ == nullptr && !createContext()) {
     fail(kCloseInternalError);
     return;
   }
   WslayInput input;
   input.next = p;
   input.end = p + n;
-  input_ = &input;
-  const int received = wslay_event_recv(ctx_);
-  const bool readable = received == 0 && wslay_event_get_read_enabled(ctx_) != 0;
+  wslay_event_context* ctx = wslay_->ctx;
+  wslay_->input = &input;
+  const int received = wslay_event_recv(ctx);
+  const bool readable = received == 0 && wslay_event_get_read_enabled(ctx) != 0;
   // wslay queues a frame only to answer a ping or to close, so the common
   // case skips the send call. Pongs go out after the messages of this call.
-  if (pingReceived_ || !readable) {
-    pingReceived_ = false;
-    wslay_event_send(ctx_);
-  }
+  if (input.pingReceived || !readable) wslay_event_send(ctx);
   if (input.pongsSent < input.pingCount) sendDroppedPongs(input);
-  input_ = nullptr;
-  if (internalError_ || received == WSLAY_ERR_NOMEM) {
+  // Nothing above frees the context while wslay runs (wslayRunning()).
+  wslay_->input = nullptr;
+  if (input.internalError || received == WSLAY_ERR_NOMEM) {
     fail(kCloseInternalError);
-  } else if (wslayClosed_) {
+  } else if (input.wslayClosed) {
     // wslay closes with an empty payload on a frame-level error.
-    fail(wslayCloseCode_ != 0 ? wslayCloseCode_ : kCloseProtocolError);
+    fail(input.wslayCloseCode != 0 ? input.wslayCloseCode : kCloseProtocolError);
   } else if (!readable) {
     fail(kCloseProtocolError);
   }
@@ -336,23 +383,25 @@ void WebSocketSession::sendDroppedPongs(const WslayInput& input) noexcept {
 
 // wslay sends a frame's header (with WSLAY_MSG_MORE when a payload follows)
 // and then its payload within one wslay_frame_send, since our send callback
-// always takes everything: the two are joined on the stack here.
+// always takes everything: the two are joined on the stack here. wslay only
+// sends from inside runWslay.
 void WebSocketSession::onWslayOutput(const std::uint8_t* data, std::size_t len,
                                      bool more) noexcept {
-  if (more && stashLength_ == 0 && len <= sizeof(stash_)) {
-    std::memcpy(stash_, data, len);
-    stashLength_ = static_cast<std::uint8_t>(len);
+  WslayState& w = *wslay_;
+  if (more && w.stashLength == 0 && len <= sizeof(w.stash)) {
+    std::memcpy(w.stash, data, len);
+    w.stashLength = static_cast<std::uint8_t>(len);
     return;
   }
-  const std::size_t header = stashLength_;
-  stashLength_ = 0;
+  const std::size_t header = w.stashLength;
+  w.stashLength = 0;
   if (header == 0) {
     emitWslayFrame(data, len);
     return;
   }
   if (header + len <= 2 + kMaxControlPayload) {
     std::uint8_t frame[2 + kMaxControlPayload];
-    std::memcpy(frame, stash_, header);
+    std::memcpy(frame, w.stash, header);
     std::memcpy(frame + header, data, len);
     emitWslayFrame(frame, header + len);
     return;
@@ -360,7 +409,7 @@ void WebSocketSession::onWslayOutput(const std::uint8_t* data, std::size_t len,
   // wslay only sends control frames here, which always fit; pass anything
   // else through unchanged rather than lose it.
   if (!closeSent_) {
-    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(stash_), header));
+    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(w.stash), header));
     handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(data), len));
   }
 }
@@ -370,12 +419,13 @@ void WebSocketSession::emitWslayFrame(const std::uint8_t* data, std::size_t len)
   if (data[0] == kCloseByte0) {
     // wslay's own Close never goes out: its code may be missing or wrong,
     // and only sendClose() may send the one Close.
-    wslayClosed_ = true;
-    wslayCloseCode_ =
+    WslayInput& in = *wslay_->input;
+    in.wslayClosed = true;
+    in.wslayCloseCode =
         len >= 4 ? static_cast<std::uint16_t>(readBigEndian(data + 2, 2)) : std::uint16_t{0};
     return;
   }
-  if (data[0] == kPongByte0 && input_ != nullptr) ++input_->pongsSent;
+  if (data[0] == kPongByte0) ++wslay_->input->pongsSent;
   if (!closeSent_) {
     handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(data), len));
   }
@@ -427,14 +477,13 @@ void WebSocketSession::sendPing(std::string_view payload) noexcept {
 }
 
 bool WebSocketSession::releaseIfIdle() noexcept {
-  if (ctx_ == nullptr) return true;
+  if (wslay_ == nullptr) return true;
   // Freeing the context under wslay's own call stack would be fatal.
-  if (input_ != nullptr) return false;
-  if (!closeSent_ && (!guard_.idle() || wslay_event_get_queued_msg_count(ctx_) != 0)) {
+  if (wslayRunning()) return false;
+  if (!closeSent_ && (!guard_.idle() || wslay_event_get_queued_msg_count(wslay_->ctx) != 0)) {
     return false;
   }
   destroyContext();
-  std::string().swap(message_);
   return true;
 }
 

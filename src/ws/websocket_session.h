@@ -11,14 +11,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <string>
 #include <string_view>
 
 // WsOpcode, the close codes and every frame writer, for the session's owners.
 #include "ws/frame_guard.h"
 #include "ws/frame_writer.h"
-
-struct wslay_event_context;
 
 namespace spry::detail {
 
@@ -77,7 +74,7 @@ class WebSocketSession {
   // idle connection costs little; a new one is made when bytes arrive.
   // Returns true when no context is held afterwards.
   bool releaseIfIdle() noexcept;
-  bool holdsContext() const noexcept { return ctx_ != nullptr; }
+  bool holdsContext() const noexcept { return wslay_ != nullptr; }
   // Part of a frame, of a fragmented message or of a Close has arrived and
   // the rest has not (for the owner's message timeout).
   bool midMessage() const noexcept { return !guard_.idle(); }
@@ -87,21 +84,14 @@ class WebSocketSession {
  private:
   struct WslayCallbacks;  // the C callbacks, defined next to the wslay code
   friend struct WslayCallbacks;
+  // The wslay context and what only wslay's callbacks use, made together
+  // when bytes first need wslay and freed together.
+  struct WslayState;
   // What one runWslay call hands to wslay, on that call's stack.
-  struct WslayInput {
-    const std::uint8_t* next = nullptr;
-    const std::uint8_t* end = nullptr;
-    // A message that arrived in one piece is delivered straight from wslay's
-    // buffer; anything else is reassembled in message_.
-    std::string_view whole;
-    bool haveWhole = false;
-    // Pings received (each a length byte and the payload) and pongs wslay sent.
-    std::string pings;
-    std::size_t pingCount = 0;
-    std::size_t pongsSent = 0;
-  };
+  struct WslayInput;
 
   bool isStopped() const noexcept { return failCode_ != 0 || closeReceived_; }
+  bool wslayRunning() const noexcept;
   std::size_t deliverWholeFrames(std::uint8_t* p, std::size_t n) noexcept;
   std::size_t feedSlow(const std::uint8_t* p, std::size_t n, bool untilIdle,
                        bool wslayReads) noexcept;
@@ -116,31 +106,15 @@ class WebSocketSession {
   void sendDroppedPongs(const WslayInput& input) noexcept;
 
   // Every idle socket holds one of these, so it is kept small (see the
-  // static_assert in the .cpp): what only a Close or a wslay call needs lives
-  // elsewhere until then.
+  // static_assert in the .cpp): what only wslay or a Close needs lives on
+  // the heap until then (wslay_, the guard's PeerClose).
   SessionHandler& handler_;
   SessionLimits limits_;
-  wslay_event_context* ctx_ = nullptr;
-  WslayInput* input_ = nullptr;  // set while wslay runs
-  // Frame being received by wslay, as its start callback reported it.
-  std::uint64_t frameLength_ = 0;
-  // A message reassembled from fragments (or from a frame wslay read in
-  // pieces); its capacity is given back once it is delivered.
-  std::string message_;
+  std::unique_ptr<WslayState> wslay_;
   FrameGuard guard_;
   std::uint16_t failCode_ = 0;
-  std::uint16_t wslayCloseCode_ = 0;
   bool closeSent_ = false;
   bool closeReceived_ = false;
-  bool internalError_ = false;
-  bool pingReceived_ = false;  // wslay has a pong to send
-  bool wslayClosed_ = false;   // wslay tried to send its own Close (intercepted)
-  std::uint8_t frameOpcode_ = 0;
-  bool frameFin_ = false;
-  // wslay writes a frame header, then its payload, within one send call;
-  // the header waits here so the owner gets each control frame in one piece.
-  std::uint8_t stashLength_ = 0;
-  std::uint8_t stash_[10] = {};
 };
 
 }  // namespace spry::detail

@@ -168,8 +168,10 @@ Response AppState::handle(Request& req, const RouteEntry* route, const RouteMatc
   }
 }
 
-bool AppState::publish(std::string_view topic, const Message& message, const Connection* skip) {
-  SharedFrame frame = makeFrame(message);
+bool AppState::publish(std::string_view topic, const Message& message,
+                       const WebSocketEndpoint* skip) {
+  SharedFrame frame =
+      makeSharedFrame(message.isText() ? WsOpcode::kText : WsOpcode::kBinary, message.data());
   std::vector<std::shared_ptr<Server>> targets;
   {
     std::lock_guard lock(serveMutex);
@@ -179,10 +181,10 @@ bool AppState::publish(std::string_view topic, const Message& message, const Con
   // A socket publishing from off its loop (another thread) must still be
   // skipped on its own loop: the post names it weakly, as its address may be
   // reused by then.
-  std::weak_ptr<const Connection> weakSkip;
+  std::weak_ptr<const WebSocketEndpoint> weakSkip;
   const LoopContext* skipLoop = nullptr;
   if (skip) {
-    weakSkip = skip->weak_from_this();
+    weakSkip = std::shared_ptr<const WebSocketEndpoint>(skip->connection().shared_from_this(), skip);
     skipLoop = &skip->loopContext();
   }
   for (const auto& server : targets) {
@@ -194,7 +196,7 @@ bool AppState::publish(std::string_view topic, const Message& message, const Con
     // One post per loop, not per subscriber; the loop's queue keeps this
     // publisher's messages in order.
     std::weak_ptr<Server> weak = server;
-    std::weak_ptr<const Connection> ownSkip;
+    std::weak_ptr<const WebSocketEndpoint> ownSkip;
     if (&loop == skipLoop) ownSkip = weakSkip;
     loop.post([weak, t = std::string(topic), frame, ownSkip] {
       auto s = weak.lock();

@@ -16,13 +16,12 @@ struct WorkRequest {
 };
 }  // namespace
 
-void LoopContext::runGuarded(const char* what, const std::function<void()>& fn) noexcept {
+void logThrow(const char* what, const char* detail, const char* consequence) noexcept {
   try {
-    fn();
-  } catch (const std::exception& e) {
-    log(LogLevel::kError, std::string("spry: ") + what + " threw: " + e.what());
+    log(LogLevel::kError, std::string("spry: ") + what + " threw" +
+                              (detail ? std::string(": ") + detail : " a non-standard exception") +
+                              consequence);
   } catch (...) {
-    log(LogLevel::kError, std::string("spry: ") + what + " threw a non-standard exception");
   }
 }
 

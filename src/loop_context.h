@@ -5,6 +5,8 @@
 #include <uv.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -19,6 +21,30 @@
 namespace spry::detail {
 
 class LoopContext;
+
+// A timeout option in libuv milliseconds; 0 (also for negative) means none.
+inline std::uint64_t msOf(std::chrono::milliseconds d) noexcept {
+  return d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0;
+}
+
+// Logs "spry: <what> threw: <detail><consequence>" (detail null: not a
+// std::exception). Never throws.
+void logThrow(const char* what, const char* detail, const char* consequence = "") noexcept;
+
+// The one way user code is called from the loop: runs fn, logs what it
+// throws (with the consequence the caller draws) and returns false then.
+template <class F>
+bool runGuarded(const char* what, F&& fn, const char* consequence = "") noexcept {
+  try {
+    fn();
+    return true;
+  } catch (const std::exception& e) {
+    logThrow(what, e.what(), consequence);
+  } catch (...) {
+    logThrow(what, nullptr, consequence);
+  }
+  return false;
+}
 
 struct TimerState {
   LoopContext* ctx = nullptr;
@@ -59,9 +85,8 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   // One buffer for every read on this loop: a read is consumed (or copied)
   // before the next read callback, so connections need no buffer of their own.
   std::string& readBuffer() noexcept { return readBuffer_; }
-
-  // Runs fn, logging (not propagating) anything it throws: callbacks from C.
-  static void runGuarded(const char* what, const std::function<void()>& fn) noexcept;
+  // For bytes built and copied into a transport at once (a response head).
+  std::string& scratch() noexcept { return scratch_; }
 
  private:
   explicit LoopContext(uv_loop_t* loop);
@@ -76,6 +101,7 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   std::unordered_map<TimerState*, std::shared_ptr<TimerState>> timers_;
   DateCache dates_;
   std::string readBuffer_;
+  std::string scratch_;
 };
 
 }  // namespace spry::detail

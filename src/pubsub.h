@@ -1,25 +1,20 @@
 #pragma once
-// Pub/sub: a topic table per loop (loop thread only) and the app-wide side
-// that counts subscribers and carries a publish to the other loops.
+// Pub/sub: a topic table per loop (loop thread only) and the app-wide count
+// of subscribers per topic.
 
+#include <algorithm>
 #include <cstddef>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
-#include "spry/message.h"
+#include "ws/frame_writer.h"
 
 namespace spry::detail {
 
-class Connection;
-
-// A data frame ready for the wire: framed once, shared by every subscriber on
-// every loop (server frames are unmasked, so the bytes are the same for all).
-using SharedFrame = std::shared_ptr<const std::string>;
-SharedFrame makeFrame(const Message& message);
+class WebSocketEndpoint;
 
 struct StringHash {
   using is_transparent = void;
@@ -28,27 +23,88 @@ struct StringHash {
   }
 };
 
-class TopicTable {
+// The subscribers of each topic on one loop. `Subscriber` has
+// `bool deliver(const SharedFrame&)`: the WebSocket endpoint, or a fake in tests.
+template <class Subscriber>
+class BasicTopicTable {
  public:
-  // False when `c` is already subscribed.
-  bool subscribe(Connection* c, std::string_view topic);
-  // False when `c` was not subscribed.
-  bool unsubscribe(Connection* c, std::string_view topic);
-  // Sends `frame` to every subscriber of `topic` but `skip`; returns how many.
-  std::size_t deliver(std::string_view topic, const SharedFrame& frame, const Connection* skip);
-  std::size_t topicCount() const noexcept { return topics_.size(); }
+  // False when `s` is already subscribed.
+  bool subscribe(Subscriber* s, std::string_view topic) {
+    auto it = topics_.find(topic);
+    if (it == topics_.end()) it = topics_.emplace(std::string(topic), List{}).first;
+    auto& subs = it->second;
+    if (std::find(subs.begin(), subs.end(), s) != subs.end()) return false;
+    subs.push_back(s);
+    return true;
+  }
+
+  // False when `s` was not subscribed.
+  bool unsubscribe(Subscriber* s, std::string_view topic) {
+    auto it = topics_.find(topic);
+    if (it == topics_.end()) return false;
+    auto& subs = it->second;
+    auto pos = std::find(subs.begin(), subs.end(), s);
+    if (pos == subs.end()) return false;
+    if (delivering_ > 0) {
+      *pos = nullptr;
+      if (std::find(holes_.begin(), holes_.end(), topic) == holes_.end()) {
+        try {
+          holes_.emplace_back(topic);
+        } catch (...) {  // left for the next compaction of this topic
+        }
+      }
+      return true;
+    }
+    // Order among subscribers does not matter: swap-remove.
+    *pos = subs.back();
+    subs.pop_back();
+    if (subs.empty()) topics_.erase(it);
+    return true;
+  }
+
+  // Sends `frame` to every subscriber of `topic` but `skip`; returns how many
+  // took it.
+  std::size_t deliver(std::string_view topic, const SharedFrame& frame, const Subscriber* skip) {
+    auto it = topics_.find(topic);
+    if (it == topics_.end()) return 0;
+    // References into the map stay valid while it grows; nothing is erased
+    // during a delivery. Subscribers added meanwhile get the next message.
+    auto& subs = it->second;
+    const std::size_t count = subs.size();
+    std::size_t n = 0;
+    ++delivering_;
+    for (std::size_t i = 0; i < count; ++i) {
+      Subscriber* s = subs[i];
+      if (s == nullptr || s == skip) continue;
+      if (s->deliver(frame)) ++n;
+    }
+    if (--delivering_ == 0 && !holes_.empty()) compact();
+    return n;
+  }
 
  private:
+  using List = std::vector<Subscriber*>;
+
   // While a delivery runs (it can close subscribers, which unsubscribe, and
   // run callbacks that subscribe or publish), removal leaves a null slot and
   // a topic is never erased; compact() tidies up after the outermost one.
   // So a publish iterates the list in place, with no copy.
-  void compact() noexcept;
+  void compact() noexcept {
+    for (const auto& topic : holes_) {
+      auto it = topics_.find(topic);
+      if (it == topics_.end()) continue;
+      std::erase(it->second, nullptr);
+      if (it->second.empty()) topics_.erase(it);
+    }
+    holes_.clear();
+  }
 
-  std::unordered_map<std::string, std::vector<Connection*>, StringHash, std::equal_to<>> topics_;
+  std::unordered_map<std::string, List, StringHash, std::equal_to<>> topics_;
   int delivering_ = 0;
   std::vector<std::string> holes_;  // topics with null slots
 };
+
+using TopicTable = BasicTopicTable<WebSocketEndpoint>;
 
 // Subscriber counts across loops (thread-safe).
 class SubscriberCounts {

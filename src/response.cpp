@@ -1,7 +1,5 @@
 #include <nlohmann/json.hpp>
 
-#include "app_state.h"
-#include "connection.h"
 #include "spry/response.h"
 
 namespace spry {
@@ -72,53 +70,6 @@ Response Response::stream(StreamProducer producer, std::string contentType, int 
   r.headers().set("Content-Type", std::move(contentType));
   r.producer_ = std::move(producer);
   return r;
-}
-
-// ---------------------------------------------------------------- BodyWriter
-
-bool BodyWriter::write(std::string_view data) const {
-  auto conn = state_ ? state_->conn.lock() : nullptr;
-  return conn && conn->streamWrite(*state_, data);
-}
-
-void BodyWriter::end() const {
-  if (auto conn = state_ ? state_->conn.lock() : nullptr) conn->streamEnd(*state_);
-}
-
-// After end() or an abort the callbacks can never run; keeping them would
-// keep what they hold (often this writer: a cycle) alive.
-void BodyWriter::onDrain(std::function<void()> fn) const {
-  if (state_ && !state_->ended && !state_->aborted) state_->onDrain = std::move(fn);
-}
-
-void BodyWriter::onAbort(std::function<void()> fn) const {
-  if (state_ && !state_->ended && !state_->aborted) state_->onAbort = std::move(fn);
-}
-
-bool BodyWriter::isOpen() const noexcept {
-  if (!state_ || state_->ended || state_->aborted) return false;
-  auto conn = state_->conn.lock();
-  return conn && !conn->isClosed();
-}
-
-std::size_t BodyWriter::bufferedAmount() const noexcept {
-  auto conn = state_ ? state_->conn.lock() : nullptr;
-  return conn ? conn->bufferedAmount() : 0;
-}
-
-// ---------------------------------------------------------------- Deferred
-
-bool Deferred::send(Response response) const {
-  if (!state_ || state_->sent) return false;
-  auto conn = state_->conn.lock();
-  if (!conn) return false;
-  return conn->sendDeferred(*state_, std::move(response));
-}
-
-bool Deferred::isPending() const noexcept {
-  if (!state_ || state_->sent) return false;
-  auto conn = state_->conn.lock();
-  return conn && !conn->isClosed();
 }
 
 Deferred::operator Response() const {

@@ -26,10 +26,6 @@ void closeHandle(H*& h) noexcept {
 constexpr std::uint64_t kAcceptRetryMs = 100;
 constexpr int kBacklog = 511;
 
-std::uint64_t msOf(std::chrono::milliseconds d) noexcept {
-  return d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0;
-}
-
 // Deadlines are checked by one timer per loop rather than one per connection
 // (a uv_timer_t per socket would cost memory and heap churn): its period is a
 // quarter of the shortest timeout, so each fires at most 25% late.
@@ -120,20 +116,7 @@ std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reu
   }
   int fd = bindSocket(addr, reusePort);
   if (fd < 0) cannotListen(host, port, fd);
-  listener_ = new uv_tcp_t;
-  uv_tcp_init(loop_->loop(), listener_);
-  listener_->data = this;
-  int rc = uv_tcp_open(listener_, fd);
-  if (rc != 0) {
-    ::close(fd);
-    closeListener();
-    cannotListen(host, port, rc);
-  }
-  rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), kBacklog, onConnection);
-  if (rc != 0) {
-    closeListener();  // the handle owns fd now
-    cannotListen(host, port, rc);
-  }
+  if (int rc = listenOn(fd); rc != 0) cannotListen(host, port, rc);
   // Kept so that accepting can pause without giving up the socket (-1 if
   // even this fails: then there is no pause).
   listenFd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -144,9 +127,8 @@ std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reu
                              ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
                              : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
 
-  sweep_ = new uv_timer_t;
-  uv_timer_init(loop_->loop(), sweep_);
-  sweep_->data = this;
+  sweep_ = makeTimer();
+  if (!sweep_) throw std::bad_alloc();
   uv_timer_start(
       sweep_,
       [](uv_timer_t* t) {
@@ -183,7 +165,7 @@ void Server::runFlushes() noexcept {
   // One pass: what the flushes queue again waits for the next phase, so a
   // drain callback that always sends more cannot hold the loop here.
   flushing_.swap(toFlush_);
-  for (auto& c : flushing_) c->flushDeferred();
+  for (auto& c : flushing_) c->flushNow();
   flushing_.clear();
   if (toFlush_.empty() && flushArmed_) {
     flushArmed_ = false;
@@ -208,7 +190,7 @@ void Server::onConnection(uv_stream_t* listener, int status) noexcept {
   }
   if (self->stopping_) return;
   try {
-    auto conn = std::make_shared<Connection>(*self, self->app_);
+    auto conn = std::make_shared<Connection>(*self);
     uv_tcp_init(self->loop_->loop(), conn->tcp());
     int rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn->tcp()));
     conn->start(conn, rc);
@@ -236,18 +218,40 @@ void Server::remove(Connection* c) noexcept {
   if (stopping_) maybeFinishStop();
 }
 
+uv_timer_t* Server::makeTimer() noexcept {
+  auto* t = new (std::nothrow) uv_timer_t;
+  if (!t) return nullptr;
+  uv_timer_init(loop_->loop(), t);
+  t->data = this;
+  return t;
+}
+
+int Server::listenOn(int fd) noexcept {
+  listener_ = new (std::nothrow) uv_tcp_t;
+  if (!listener_) {
+    ::close(fd);
+    return UV_ENOMEM;
+  }
+  uv_tcp_init(loop_->loop(), listener_);
+  listener_->data = this;
+  int rc = uv_tcp_open(listener_, fd);
+  if (rc != 0) {
+    ::close(fd);
+    closeListener();
+    return rc;
+  }
+  rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), kBacklog, onConnection);
+  if (rc != 0) closeListener();  // the handle owns fd now
+  return rc;
+}
+
 void Server::closeListener() noexcept {
   closeHandle(listener_);
 }
 
 void Server::pauseAccepting() noexcept {
   if (stopping_ || !listener_ || listenFd_ < 0) return;
-  if (!acceptRetry_) {
-    acceptRetry_ = new (std::nothrow) uv_timer_t;
-    if (!acceptRetry_) return;
-    uv_timer_init(loop_->loop(), acceptRetry_);
-    acceptRetry_->data = this;
-  }
+  if (!acceptRetry_ && !(acceptRetry_ = makeTimer())) return;
   // Closing the handle ends libuv's accept loop; the socket stays open.
   closeListener();
   uv_timer_start(
@@ -258,24 +262,7 @@ void Server::pauseAccepting() noexcept {
 void Server::resumeAccepting() noexcept {
   if (stopping_ || listener_ || listenFd_ < 0) return;
   int fd = ::fcntl(listenFd_, F_DUPFD_CLOEXEC, 0);
-  if (fd >= 0) {
-    listener_ = new (std::nothrow) uv_tcp_t;
-    if (listener_) {
-      uv_tcp_init(loop_->loop(), listener_);
-      listener_->data = this;
-      if (uv_tcp_open(listener_, fd) != 0) {
-        ::close(fd);
-        closeListener();
-      } else if (uv_listen(reinterpret_cast<uv_stream_t*>(listener_), kBacklog, onConnection) !=
-                 0) {
-        closeListener();
-      } else {
-        return;
-      }
-    } else {
-      ::close(fd);
-    }
-  }
+  if (fd >= 0 && listenOn(fd) == 0) return;
   uv_timer_start(
       acceptRetry_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->resumeAccepting(); },
       kAcceptRetryMs, 0);
@@ -293,9 +280,12 @@ void Server::stop(std::chrono::milliseconds deadline) {
   // Copy: beginShutdown may close (and so remove) connections synchronously.
   auto conns = conns_;
   for (auto* c : conns) c->beginShutdown();
-  stopTimer_ = new uv_timer_t;
-  uv_timer_init(loop_->loop(), stopTimer_);
-  stopTimer_->data = this;
+  stopTimer_ = makeTimer();
+  if (!stopTimer_) {
+    for (auto* c : conns_) c->close();
+    maybeFinishStop();
+    return;
+  }
   uv_timer_start(
       stopTimer_,
       [](uv_timer_t* t) {
@@ -303,12 +293,12 @@ void Server::stop(std::chrono::milliseconds deadline) {
         auto rest = self->conns_;
         if (!rest.empty()) {
           std::size_t pending = 0;
-          for (auto* c : rest) pending += c->bufferedAmount();
+          for (auto* c : rest) pending += c->transport().bufferedAmount();
           log(LogLevel::kWarn, "spry: shutdown deadline passed: dropping " +
                                    std::to_string(rest.size()) + " connection(s) with " +
                                    std::to_string(pending) + " byte(s) unsent");
         }
-        for (auto* c : rest) c->abort();
+        for (auto* c : rest) c->close();
         self->maybeFinishStop();
       },
       msOf(deadline), 0);
@@ -320,7 +310,7 @@ void Server::maybeFinishStop() noexcept {
   stopped_ = true;
   closeHandle(sweep_);
   closeHandle(stopTimer_);
-  for (auto& c : toFlush_) c->flushDeferred();
+  for (auto& c : toFlush_) c->flushNow();
   toFlush_.clear();
   flushArmed_ = false;
   closeHandle(flushIdle_);
@@ -328,7 +318,7 @@ void Server::maybeFinishStop() noexcept {
   loop_->shutdown();
   if (onStopped_) {
     auto fn = std::move(onStopped_);
-    LoopContext::runGuarded("the stop callback", fn);
+    runGuarded("the stop callback", fn);
   }
 }
 

@@ -37,6 +37,7 @@ class Server : public std::enable_shared_from_this<Server> {
   void setOnStopped(std::function<void()> fn) { onStopped_ = std::move(fn); }
 
   LoopContext& loopContext() noexcept { return *loop_; }
+  AppState& app() const noexcept { return app_; }
   std::uint64_t sweepIntervalMs() const noexcept { return sweepMs_; }
 
   void add(Connection* c);
@@ -69,6 +70,11 @@ class Server : public std::enable_shared_from_this<Server> {
  private:
   static void onConnection(uv_stream_t* listener, int status) noexcept;
   void closeListener() noexcept;
+  // Opens listener_ on the bound socket `fd` (taking it) and listens; a
+  // libuv error code, listener_ null, on failure.
+  int listenOn(int fd) noexcept;
+  // A timer on this loop whose data is this server; null without memory.
+  uv_timer_t* makeTimer() noexcept;
   // Out of descriptors: closes listener_ (its socket and backlog live on in
   // listenFd_) and reopens it from listenFd_ after a pause.
   void pauseAccepting() noexcept;

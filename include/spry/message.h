@@ -10,7 +10,7 @@
 namespace spry {
 
 namespace detail {
-class Connection;
+class WebSocketEndpoint;
 }
 
 /// Text or binary payload. A received message is a view into the socket's
@@ -46,9 +46,9 @@ class Message {
   Message owned() const;
 
  private:
-  friend class detail::Connection;
+  friend class detail::WebSocketEndpoint;
   Message(Type type, std::string_view view) noexcept : type_(type), view_(view) {}
-  // A received message: wslay has validated its UTF-8 already.
+  // A received message: the session has validated its UTF-8 already.
   static Message received(Type type, std::string_view view) noexcept {
     Message m(type, view);
     m.utf8Checked_ = true;

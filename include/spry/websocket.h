@@ -18,6 +18,7 @@ namespace spry {
 
 namespace detail {
 class Connection;
+class WebSocketEndpoint;
 }
 
 /// RFC 6455 socket states, as in the browser API.
@@ -118,12 +119,12 @@ class WebSocket {
 
  private:
   friend class detail::Connection;
-  WebSocket(std::weak_ptr<detail::Connection> conn, std::uint64_t id) noexcept
-      : conn_(std::move(conn)), id_(id) {}
+  WebSocket(std::weak_ptr<detail::WebSocketEndpoint> endpoint, std::uint64_t id) noexcept
+      : endpoint_(std::move(endpoint)), id_(id) {}
   void putData(const std::type_info& type, std::shared_ptr<void> value) const;
   void* getData(const std::type_info& type) const noexcept;
 
-  std::weak_ptr<detail::Connection> conn_;
+  std::weak_ptr<detail::WebSocketEndpoint> endpoint_;
   std::uint64_t id_ = 0;
 };
 

@@ -1,0 +1,410 @@
+#include "http/http_exchange.h"
+
+#include "app_state.h"
+#include "connection.h"
+#include "http/http_writer.h"
+#include "loop_context.h"
+#include "spry/log.h"
+
+namespace spry::detail {
+
+namespace {
+bool statusHasBody(int status) noexcept {
+  return status >= 200 && status != 204 && status != 304;
+}
+}  // namespace
+
+std::string& HttpExchange::scratch() const noexcept {
+  auto& s = conn_.loopContext().scratch();
+  s.clear();
+  return s;
+}
+
+std::uint64_t HttpExchange::bufferedAmount() const noexcept {
+  return conn_.transport().bufferedAmount();
+}
+
+void HttpExchange::start(bool overCapacity) {
+  if (overCapacity) {
+    // Answer 503 and close gracefully, so the client learns why.
+    sendError(503, "too many connections");
+    return;
+  }
+  // A connection that never sends a byte is closed after the header timeout.
+  deadline_ = conn_.now() + msOf(conn_.app().http.headerTimeout);
+}
+
+void HttpExchange::setPhase(Phase phase) noexcept {
+  phase_ = phase;
+  const auto& http = conn_.app().http;
+  switch (phase) {
+    case Phase::kIdle:
+      deadline_ = conn_.now() + msOf(http.keepAliveTimeout);
+      break;
+    case Phase::kHeaders:
+      deadline_ = conn_.now() + msOf(http.headerTimeout);
+      break;
+    case Phase::kBody:
+      deadline_ = conn_.now() + msOf(http.bodyTimeout);
+      break;
+    case Phase::kWaiting:
+      deadline_ = 0;
+      break;
+  }
+}
+
+void HttpExchange::receive(const char* data, std::size_t size) {
+  in_.append(data, size);
+  process();
+}
+
+void HttpExchange::onPeerEnd() {
+  // A half-close: the client may still wait for the answer to what it sent.
+  peerEnded_ = true;
+  if (!current_ && bufferedAmount() == 0) {
+    conn_.close();
+  } else if (!current_ && in_.empty()) {
+    closeAfterFlush();
+  }
+  // Otherwise requests wait behind a full output buffer: onDrained goes on.
+}
+
+void HttpExchange::closeAfterFlush() noexcept {
+  conn_.transport().closeAfterFlush(peerEnded_ ? 0 : msOf(conn_.app().http.lingerTimeout));
+}
+
+void HttpExchange::process() {
+  // Responses finished inside this loop must not re-enter it: the bytes it
+  // consumed are only erased from in_ once it ends.
+  if (processing_) return;
+  processing_ = true;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{processing_};
+  const auto& http = conn_.app().http;
+  Transport& transport = conn_.transport();
+  // Made at the first bytes, not at accept: a parser allocated next to each
+  // accepted connection and freed at its upgrade would leave a hole per
+  // WebSocket in the heap (connections often arrive in bursts).
+  if (!parser_) parser_ = std::make_unique<HttpParser>(conn_.app().limits);
+  std::size_t offset = 0;
+  // Answers to pipelined requests are bounded too: with the output over the
+  // high-water mark (a client that does not read), the rest waits in in_
+  // (which pauses reading) until onDrained.
+  while (!transport.isEnding() && !current_ && !upgrade_ && offset < in_.size() &&
+         bufferedAmount() <= http.streamHighWaterBytes) {
+    auto step = parser_->feed(std::string_view(in_).substr(offset));
+    offset += step.consumed;
+    if (step.status == HttpParser::Status::kNeedMore) break;
+    if (step.status == HttpParser::Status::kExpectContinue) {
+      transport.write("HTTP/1.1 100 Continue\r\n\r\n");
+      continue;
+    }
+    if (step.status == HttpParser::Status::kError) {
+      sendError(parser_->errorStatus(), parser_->errorReason());
+      return;
+    }
+    dispatch(parser_->takeRequest());
+    if (upgrade_) {
+      // What followed the handshake is already WebSocket traffic.
+      upgrade_->rest = in_.substr(offset);
+      std::string().swap(in_);
+      return;
+    }
+  }
+  in_.erase(0, offset);
+  if (transport.isEnding()) return;
+  if (!current_) {
+    // After the client's FIN, what is left in in_ can never complete a
+    // request, unless it is complete requests waiting for the output to drain.
+    if (peerEnded_ && (in_.empty() || bufferedAmount() <= http.streamHighWaterBytes)) {
+      closeAfterFlush();
+      return;
+    }
+    Phase next = parser_->inHeaders() ? Phase::kHeaders
+                 : parser_->idle()    ? Phase::kIdle
+                                      : Phase::kBody;
+    if (next != phase_) setPhase(next);
+  }
+  // Unanswered pipelined input is bounded: stop reading until we catch up.
+  if (in_.size() > http.maxPipelinedBytes && !readPaused_) {
+    readPaused_ = true;
+    transport.pauseReading();
+  }
+}
+
+void HttpExchange::dispatch(ParsedRequest parsed) {
+  AppState& app = conn_.app();
+  if (serial_ == 0) remoteAddress_ = conn_.transport().peerAddress(&remotePort_);
+  auto data = std::make_unique<RequestData>();
+  data->parsed = std::move(parsed);
+  data->remoteAddress = remoteAddress_;
+  data->remotePort = remotePort_;
+  data->loop = conn_.loopContext().shared_from_this();
+  data->conn = conn_.weak_from_this();
+  data->serial = ++serial_;
+  auto req = RequestData::makeRequest(std::move(data));
+  auto& d = RequestData::of(*req);
+
+  head_ = d.parsed.method == "HEAD";
+  http10_ = d.parsed.versionMinor == 0;
+  keepAlive_ = d.parsed.keepAlive && !shuttingDown_;
+  setPhase(Phase::kWaiting);
+
+  RouteMatch match = app.router.match(d.parsed.method, d.path);
+  const RouteEntry* route = nullptr;
+  if (match.kind == RouteMatch::Kind::kFound) {
+    route = &app.routes[match.routeId];
+    d.params = std::move(match.params);
+  }
+
+  dispatching_ = true;
+  Response res = app.handle(*req, route, match);
+  dispatching_ = false;
+
+  if (route && route->isWebSocket && res.status() == 101) {
+    if (d.deferred) {
+      log(LogLevel::kError, "spry: " + std::string(d.path) +
+                                ": a middleware deferred the response of a ws route that then "
+                                "upgraded; answering 500");
+      auto err = Response::text("Internal Server Error", 500);
+      sendResponse(err, *req);
+      return;
+    }
+    upgrade_ = std::make_unique<Upgrade>();
+    upgrade_->route = route;
+    upgrade_->request = std::move(req);
+    upgrade_->handshake = std::move(res);
+    return;
+  }
+  if (res.isDeferred()) {
+    auto state = d.deferredState;
+    if (!state || !d.deferred) {
+      log(LogLevel::kError, "spry: " + std::string(d.path) +
+                                ": handler returned a Deferred that is not this request's; "
+                                "answering 500");
+      auto err = Response::text("Internal Server Error", 500);
+      sendResponse(err, *req);
+      return;
+    }
+    state->registered = true;
+    state->placeholderHeaders = res.headers();
+    current_ = std::move(req);
+    if (state->early) {
+      Response early = std::move(*state->early);
+      state->early.reset();
+      state->sent = false;  // set by the early send(); this is the real one
+      sendDeferred(*state, std::move(early));
+    }
+    return;
+  }
+  sendResponse(res, *req);
+  if (stream_ && !stream_->ended) current_ = std::move(req);
+}
+
+bool HttpExchange::sendDeferred(DeferredState& state, Response response) {
+  if (state.sent || conn_.isClosed()) return false;
+  if (!state.registered) {
+    // send() before the handler returned: answer once the placeholder arrives.
+    state.sent = true;
+    state.early = std::move(response);
+    return true;
+  }
+  if (!current_ || RequestData::of(*current_).serial != state.requestSerial) return false;
+  state.sent = true;
+  if (response.isDeferred()) {
+    log(LogLevel::kError, "spry: Deferred::send was given another deferred placeholder");
+    response = Response::text("Internal Server Error", 500);
+  }
+  for (const auto& [name, value] : state.placeholderHeaders) {
+    if (!response.headers().has(name)) response.headers().add(name, value);
+  }
+  sendResponse(response, *current_);
+  if (!stream_ || stream_->ended) finishResponse();
+  return true;
+}
+
+void HttpExchange::sendResponse(Response& response, Request& req) {
+  std::string_view date = conn_.loopContext().dates().now();
+  const int status = response.status();
+  std::string& head = scratch();
+  if (response.isStream()) {
+    auto state = std::make_shared<StreamState>();
+    state->conn = conn_.weak_from_this();
+    state->headOnly = head_ || !statusHasBody(status);
+    state->chunked = !http10_;
+    if (!state->chunked) keepAlive_ = false;
+    writeHead(head, status, response.headers(),
+              state->chunked ? BodyFraming::kChunked : BodyFraming::kNone, 0, keepAlive_, http10_,
+              date);
+    conn_.transport().write(head);
+    stream_ = state;
+    if (state->headOnly) {
+      state->ended = true;
+      if (&req != current_.get()) finishResponse();
+      return;
+    }
+    runProducer(response, req, state);
+    return;
+  }
+  const std::string& body = response.body();
+  const bool withBody = !head_ && statusHasBody(status);
+  writeHead(head, status, response.headers(),
+            statusHasBody(status) ? BodyFraming::kContentLength : BodyFraming::kNone, body.size(),
+            keepAlive_, http10_, date);
+  if (withBody) head.append(body);
+  conn_.transport().write(head);
+  if (&req != current_.get()) finishResponse();
+}
+
+void HttpExchange::runProducer(Response& response, Request& req,
+                               const std::shared_ptr<StreamState>& state) {
+  auto producer = std::move(ResponseAccess::producer(response));
+  state->producing = true;
+  const bool ok = runGuarded("stream producer", [&] { producer(StreamState::makeWriter(state)); },
+                             std::string(" (" + std::string(req.path()) + ")").c_str());
+  state->producing = false;
+  if (!ok) {
+    // The head is out: the truncated chunked body is how the client learns.
+    state->ended = true;
+    keepAlive_ = false;
+    closeAfterFlush();
+    return;
+  }
+  if (state->ended && &req != current_.get()) finishResponse();
+}
+
+void HttpExchange::finishResponse() {
+  current_.reset();
+  stream_.reset();
+  if (!keepAlive_ || (peerEnded_ && in_.empty())) {
+    closeAfterFlush();
+    return;
+  }
+  setPhase(Phase::kIdle);
+  if (readPaused_ && in_.size() <= conn_.app().http.maxPipelinedBytes / 2) {
+    readPaused_ = false;
+    conn_.transport().resumeReading();
+  }
+  // Pipelined requests wait in in_; handle them unless we are already inside
+  // process() (it loops on its own).
+  if (!dispatching_ && !in_.empty() && !processing_) process();
+}
+
+bool HttpExchange::streamWrite(StreamState& state, std::string_view data) {
+  if (conn_.isClosed() || state.ended || stream_.get() != &state) return false;
+  if (!state.headOnly && !data.empty()) {
+    if (state.chunked) {
+      std::string& chunk = scratch();
+      writeChunk(chunk, data);
+      conn_.transport().write(chunk);
+    } else {
+      conn_.transport().write(data);
+    }
+  }
+  if (bufferedAmount() > conn_.app().http.streamHighWaterBytes) {
+    state.wantDrain = true;
+    return false;
+  }
+  return true;
+}
+
+void HttpExchange::streamEnd(StreamState& state) {
+  if (conn_.isClosed() || state.ended || stream_.get() != &state) return;
+  state.ended = true;
+  // The callbacks are done with; they often hold a BodyWriter, a cycle
+  // through the state that would otherwise never be freed.
+  state.onDrain = nullptr;
+  state.onAbort = nullptr;
+  if (state.chunked && !state.headOnly) {
+    std::string& last = scratch();
+    writeLastChunk(last);
+    conn_.transport().write(last);
+  }
+  // Inside the producer call, sendResponse (or sendDeferred) finishes the
+  // response itself; finishing here would destroy the request under it.
+  if (!state.producing) finishResponse();
+}
+
+void HttpExchange::sendError(int status, std::string_view reason) {
+  log(LogLevel::kDebug, "spry: " + conn_.transport().peerAddress(nullptr) + ": HTTP " +
+                            std::to_string(status) + ": " + std::string(reason));
+  Headers headers;
+  headers.add("Content-Type", "text/plain; charset=utf-8");
+  std::string_view body = reasonPhrase(status);
+  std::string& out = scratch();
+  writeHead(out, status, headers, BodyFraming::kContentLength, body.size(), false, false,
+            conn_.loopContext().dates().now());
+  out.append(body);
+  conn_.transport().write(out);
+  current_.reset();
+  std::string().swap(in_);
+  closeAfterFlush();
+}
+
+void HttpExchange::onDrained() {
+  if (readPaused_ && in_.size() <= conn_.app().http.maxPipelinedBytes / 2) {
+    readPaused_ = false;
+    conn_.transport().resumeReading();
+  }
+  // Pipelined requests that waited for the output to drain (see process).
+  if (!current_ && !in_.empty() && !processing_) {
+    process();
+    return;
+  }
+  if (stream_ && stream_->wantDrain) {
+    stream_->wantDrain = false;
+    if (stream_->onDrain) {
+      // A copy: the callback may end the stream, which drops it.
+      auto keep = stream_;
+      auto fn = keep->onDrain;
+      runGuarded("a BodyWriter drain callback", fn);
+    }
+  }
+}
+
+void HttpExchange::sweep(std::uint64_t now) {
+  // Ending: the transport closes once its output is out (or stalls).
+  if (!deadline_ || now < deadline_ || conn_.transport().isEnding()) return;
+  if (phase_ == Phase::kIdle) {
+    // A response still being written is not idleness: closing now would cut
+    // it off. The idle time starts again until it is out.
+    if (bufferedAmount() > 0) {
+      deadline_ = now + msOf(conn_.app().http.keepAliveTimeout);
+      return;
+    }
+    conn_.close();
+  } else if (phase_ == Phase::kHeaders || phase_ == Phase::kBody) {
+    sendError(408, "request timeout");
+  }
+}
+
+void HttpExchange::beginShutdown() {
+  shuttingDown_ = true;
+  keepAlive_ = false;
+  if (!current_ && (parser_ == nullptr || parser_->idle())) closeAfterFlush();
+}
+
+void HttpExchange::onClosed() noexcept {
+  if (stream_ && !stream_->ended) {
+    stream_->aborted = true;
+    auto keep = stream_;
+    auto onAbort = std::move(keep->onAbort);
+    keep->onAbort = nullptr;
+    keep->onDrain = nullptr;  // see streamEnd
+    if (onAbort) runGuarded("a BodyWriter abort callback", onAbort);
+  }
+  if (current_) {
+    // Moved out first: the state holding the request that holds the state
+    // would be a cycle.
+    if (auto state = std::move(RequestData::of(*current_).deferredState)) {
+      state->request = std::move(current_);
+    }
+  }
+  current_.reset();
+  stream_.reset();
+  upgrade_.reset();
+}
+
+}  // namespace spry::detail

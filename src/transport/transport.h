@@ -1,0 +1,80 @@
+#pragma once
+// The byte-moving layer under every protocol: TCP today, TLS wrapping TCP
+// next. A protocol above it writes plain bytes and gets plain bytes; it never
+// knows which transport carries them.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace spry::detail {
+
+// Bytes shared by many writers (a pub/sub frame), written without a copy.
+using SharedBytes = std::shared_ptr<const std::string>;
+
+// What a transport tells its owner. Every call comes from the loop thread and
+// must not throw.
+class TransportEvents {
+ public:
+  // Bytes received. `data` is writable (protocols may unmask in place) and
+  // valid during the call only.
+  virtual void onData(char* data, std::size_t size) noexcept = 0;
+  // Everything queued has been handed to the kernel.
+  virtual void onDrained() noexcept = 0;
+  // The peer sent its FIN (reading has stopped; writing may go on).
+  virtual void onPeerEnd() noexcept = 0;
+  // The connection is closed, by close() or by the transport itself (an
+  // error, the end of closeAfterFlush): no event follows but onReleased.
+  virtual void onClosed() noexcept = 0;
+  // Every handle is closed: the transport's memory may be released now.
+  virtual void onReleased() noexcept = 0;
+  // Where reads land: the loop's buffer (a read is consumed before the next
+  // one, so connections need no buffer of their own).
+  virtual std::string& readBuffer() noexcept = 0;
+  // Bytes entering (+) or leaving (-) a kernel-bound write request (stats).
+  virtual void onWriteQueued(long delta) noexcept = 0;
+
+ protected:
+  ~TransportEvents() = default;
+};
+
+class Transport {
+ public:
+  // Queues bytes after everything queued before; flush() sends them.
+  virtual void write(std::string_view bytes) = 0;
+  // Queues shared bytes without copying them when large.
+  virtual void writeShared(const SharedBytes& bytes) = 0;
+  // Sends what is queued: at once as far as the kernel takes it, the rest
+  // when the socket is writable. onDrained follows once nothing is left.
+  virtual void flush() noexcept = 0;
+  // Bytes queued and not yet taken by the kernel.
+  virtual std::size_t bufferedAmount() const noexcept = 0;
+  // True while a write waits for the socket to become writable.
+  virtual bool isWriting() const noexcept = 0;
+  virtual void pauseReading() noexcept = 0;
+  virtual void resumeReading() noexcept = 0;
+  // Ends the connection once what is queued has been written; from now on
+  // received bytes are dropped and onDrained no longer fires. With
+  // `lingerMs`, our FIN goes first and the peer's bytes are read and dropped
+  // until its FIN or lingerMs: closing with unread input would reset the
+  // connection and could destroy the last answer before the peer reads it.
+  virtual void closeAfterFlush(std::uint64_t lingerMs) noexcept = 0;
+  // Drops the connection now: unsent bytes are lost; onClosed follows.
+  virtual void close() noexcept = 0;
+  // closeAfterFlush() was called (or the connection is closed).
+  virtual bool isEnding() const noexcept = 0;
+  virtual bool isClosed() const noexcept = 0;
+  // True once output has waited `limitMs` with the peer reading none of it.
+  virtual bool isStalled(std::uint64_t now, std::uint64_t limitMs) noexcept = 0;
+  // The peer's address ("127.0.0.1", "::1") and port; empty when unknown.
+  virtual std::string peerAddress(std::uint16_t* port) const = 0;
+  // Gives back buffer capacity an idle connection need not hold.
+  virtual void releaseIdleMemory() noexcept = 0;
+
+ protected:
+  ~Transport() = default;
+};
+
+}  // namespace spry::detail

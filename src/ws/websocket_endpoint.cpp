@@ -1,0 +1,451 @@
+#include "ws/websocket_endpoint.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "app_state.h"
+#include "connection.h"
+#include "loop_context.h"
+#include "server.h"
+#include "spry/log.h"
+#include "ws/utf8.h"
+
+namespace spry::detail {
+
+WebSocketEndpoint::WebSocketEndpoint(Connection& conn, const WebSocketOptions& options)
+    : conn_(conn),
+      options_(options),
+      session_(static_cast<SessionHandler&>(*this),
+               SessionLimits{static_cast<std::uint64_t>(options.maxMessageBytes)}),
+      lastReceived_(conn.now()) {}
+
+WebSocketEndpoint::~WebSocketEndpoint() = default;
+
+template <class F>
+void WebSocketEndpoint::callUser(const char* what, F&& fn) noexcept {
+  if (!runGuarded(what, std::forward<F>(fn), "; closing the socket with 1011")) {
+    sendClose(kCloseInternalError, "internal error", true);
+  }
+}
+
+LoopContext& WebSocketEndpoint::loopContext() const noexcept {
+  return conn_.loopContext();
+}
+
+AppState& WebSocketEndpoint::app() const noexcept {
+  return conn_.app();
+}
+
+bool WebSocketEndpoint::isClosed() const noexcept {
+  return conn_.isClosed();
+}
+
+std::size_t WebSocketEndpoint::bufferedAmount() const noexcept {
+  return conn_.transport().bufferedAmount();
+}
+
+std::uint64_t WebSocketEndpoint::sendTimeoutMs() const noexcept {
+  return msOf(options_.sendTimeout);
+}
+
+WebSocketEndpoint::ColdState& WebSocketEndpoint::cold() {
+  if (!cold_) cold_ = std::make_unique<ColdState>();
+  return *cold_;
+}
+
+// ---------------------------------------------------------------- opening, receiving
+
+void WebSocketEndpoint::open(const WebSocketHandler& handler, WebSocket ws, Request& req,
+                             std::string protocol) {
+  if (!protocol.empty()) cold().protocol = std::move(protocol);
+  callUser("ws handler", [&] { handler(ws, req); });
+  sendPendingClose();
+}
+
+void WebSocketEndpoint::receive(char* data, std::size_t size) {
+  lastReceived_ = conn_.now();
+  awaitingPong_ = false;
+  feeding_ = true;
+  session_.feed(data, size);  // unmasks in place: the loop's read buffer or the upgrade's rest
+  feeding_ = false;
+  // The clock of messageTimeout starts when a message is seen unfinished
+  // after the last complete one (onWsMessage resets it).
+  if (session_.midMessage()) {
+    if (!messageSince_) messageSince_ = lastReceived_;
+  } else {
+    messageSince_ = 0;
+  }
+  sendPendingClose();
+  if (session_.failed() && !failCode_) failCode_ = session_.failCode();
+  if (session_.wantsTcpClose()) conn_.transport().closeAfterFlush(0);
+}
+
+void WebSocketEndpoint::onWsMessage(bool binary, std::string_view payload) noexcept {
+  messageSince_ = 0;
+  if (!onMessage_ || pendingCloseCode_ || conn_.isClosed()) return;
+  const Message msg =
+      Message::received(binary ? Message::Type::kBinary : Message::Type::kText, payload);
+  // The callback may replace itself (ws.listen) or the socket may close under
+  // it; neither may destroy or move it mid-call, so both wait for its return
+  // (listen, reportClose). No copy or move per message.
+  inMessage_ = true;
+  callUser("ws listen callback", [&] { onMessage_(msg); });
+  inMessage_ = false;
+  if (replacedOnMessage_) {
+    replacedOnMessage_ = false;
+    onMessage_ = std::move(cold_->nextOnMessage);
+    cold_->nextOnMessage = nullptr;
+  }
+  if (conn_.isClosed()) onMessage_ = nullptr;
+}
+
+void WebSocketEndpoint::onWsPong(std::string_view) noexcept {
+  awaitingPong_ = false;
+}
+
+void WebSocketEndpoint::onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept {
+  peerCloseCode_ = code;
+  try {
+    cold().closeReason.assign(reason);
+  } catch (...) {
+  }
+}
+
+void WebSocketEndpoint::onWsOutput(std::string_view bytes) noexcept {
+  try {
+    conn_.transport().write(bytes);
+  } catch (...) {
+    // Out of memory for a control frame: the connection cannot go on.
+    conn_.transport().closeAfterFlush(0);
+  }
+}
+
+// ---------------------------------------------------------------- closing
+
+void WebSocketEndpoint::sendClose(std::uint16_t code, std::string_view reason,
+                                  bool failing) noexcept {
+  if (conn_.isClosed() || session_.closeSent()) return;
+  if (failing && !failCode_) failCode_ = code;
+  if (!feeding_) {
+    sendCloseNow(code, reason);
+    return;
+  }
+  // Inside feed(), the session is busy: the Close goes out once it returns.
+  if (pendingCloseCode_) return;
+  pendingCloseCode_ = code;
+  try {
+    cold().pendingCloseReason.assign(reason);
+  } catch (...) {  // the code alone still closes
+  }
+}
+
+void WebSocketEndpoint::sendPendingClose() noexcept {
+  if (!pendingCloseCode_) return;
+  const std::uint16_t code = pendingCloseCode_;
+  pendingCloseCode_ = 0;
+  std::string reason;
+  if (cold_) reason.swap(cold_->pendingCloseReason);
+  sendCloseNow(code, reason);
+}
+
+void WebSocketEndpoint::sendCloseNow(std::uint16_t code, std::string_view reason) noexcept {
+  if (conn_.isClosed() || session_.closeSent()) return;
+  session_.sendClose(code, reason);
+  deadline_ = conn_.now() + msOf(options_.closeTimeout);
+  if (cold_) {
+    cold_->streamNext = nullptr;
+    cold_->streamDone = nullptr;
+  }
+  if (session_.wantsTcpClose()) conn_.transport().closeAfterFlush(0);
+  flushSoon();
+}
+
+bool WebSocketEndpoint::close(std::uint16_t code, std::string_view reason) {
+  if (readyState() != ReadyState::kOpen) return false;
+  sendClose(code, reason, false);
+  return true;
+}
+
+void WebSocketEndpoint::beginShutdown() {
+  sendClose(kCloseGoingAway, "server shutting down", true);
+}
+
+void WebSocketEndpoint::onClosed() noexcept {
+  leaveTopics();
+  reportClose();
+}
+
+void WebSocketEndpoint::reportClose() noexcept {
+  if (closeReported_) return;
+  closeReported_ = true;
+  closeCode_ = peerCloseCode_ ? peerCloseCode_ : failCode_ ? failCode_ : kCloseAbnormal;
+  conn_.server().countWebSocket(-1);
+  // The listen callback is destroyed once it returns when it is running now.
+  if (!inMessage_) onMessage_ = nullptr;
+  if (!cold_) return;
+  auto onClose = std::move(cold_->onClose);
+  cold_->onClose = nullptr;
+  cold_->onDrain = nullptr;
+  cold_->streamNext = nullptr;
+  cold_->streamDone = nullptr;
+  if (onClose) runGuarded("ws onClose callback", [&] { onClose(closeCode_, cold_->closeReason); });
+  cold_->userData.reset();
+}
+
+ReadyState WebSocketEndpoint::readyState() const noexcept {
+  if (conn_.isClosed()) return ReadyState::kClosed;
+  if (session_.closeSent() || session_.closeReceived() || pendingCloseCode_) {
+    return ReadyState::kClosing;
+  }
+  return ReadyState::kOpen;
+}
+
+std::optional<std::uint16_t> WebSocketEndpoint::closeCode() const noexcept {
+  if (!closeReported_) return std::nullopt;
+  return closeCode_;
+}
+
+std::string WebSocketEndpoint::closeReason() const {
+  return cold_ ? cold_->closeReason : std::string();
+}
+
+std::string WebSocketEndpoint::remoteAddress() const {
+  return conn_.isClosed() ? std::string() : conn_.transport().peerAddress(nullptr);
+}
+
+std::string WebSocketEndpoint::protocol() const {
+  return cold_ ? cold_->protocol : std::string();
+}
+
+// ---------------------------------------------------------------- the user's callbacks
+
+bool WebSocketEndpoint::listen(std::function<void(const Message&)> fn) {
+  if (conn_.isClosed()) return false;
+  if (inMessage_) {
+    // Replacing the running callback would destroy it mid-call.
+    cold().nextOnMessage = std::move(fn);
+    replacedOnMessage_ = true;
+    return true;
+  }
+  onMessage_ = std::move(fn);
+  return true;
+}
+
+bool WebSocketEndpoint::onClose(std::function<void(std::uint16_t, std::string_view)> fn) {
+  if (conn_.isClosed()) return false;
+  cold().onClose = std::move(fn);
+  return true;
+}
+
+bool WebSocketEndpoint::onDrain(std::function<void()> fn) {
+  if (conn_.isClosed()) return false;
+  cold().onDrain = std::move(fn);
+  return true;
+}
+
+void WebSocketEndpoint::putData(const std::type_info& type, std::shared_ptr<void> value) {
+  auto& c = cold();
+  c.userDataType = &type;
+  c.userData = std::move(value);
+}
+
+void* WebSocketEndpoint::getData(const std::type_info& type) const noexcept {
+  if (!cold_ || !cold_->userDataType || *cold_->userDataType != type) return nullptr;
+  return cold_->userData.get();
+}
+
+// ---------------------------------------------------------------- sending
+
+// API calls come from anywhere: a timer, another socket's callback. Writing
+// at once could end this socket (a write error) or run its onDrain inside
+// add(), under a caller that may be iterating its room table; so the write
+// happens after the current callback, batching what it queued.
+void WebSocketEndpoint::flushSoon() noexcept {
+  conn_.flushSoon();
+}
+
+bool WebSocketEndpoint::send(const Message& message) {
+  if (readyState() != ReadyState::kOpen) return false;
+  std::string_view payload = message.data();
+  if (message.isText() && !message.utf8Checked_ && !isValidUtf8(payload)) {
+    throw std::invalid_argument("spry: WebSocket::add: text message is not valid UTF-8");
+  }
+  Transport& transport = conn_.transport();
+  if (transport.bufferedAmount() > options_.maxBackpressureBytes) {
+    switch (options_.backpressure) {
+      case BackpressurePolicy::kDrop:
+        wantDrain_ = true;
+        return false;
+      case BackpressurePolicy::kClose:
+        sendClose(kClosePolicyViolation, "send buffer full", true);
+        return false;
+      case BackpressurePolicy::kPauseReading:
+        break;
+    }
+  }
+  char header[kMaxFrameHeader];
+  const std::size_t headerSize = writeFrameHeader(
+      header, message.isText() ? WsOpcode::kText : WsOpcode::kBinary, payload.size());
+  transport.write({header, headerSize});
+  transport.write(payload);
+  flushSoon();
+  if (transport.bufferedAmount() > options_.maxBackpressureBytes) {
+    wantDrain_ = true;
+    if (options_.backpressure == BackpressurePolicy::kPauseReading && !readPaused_) {
+      readPaused_ = true;
+      transport.pauseReading();
+    }
+  }
+  return true;
+}
+
+bool WebSocketEndpoint::deliver(const SharedFrame& frame) {
+  if (readyState() != ReadyState::kOpen) return false;
+  Transport& transport = conn_.transport();
+  if (transport.bufferedAmount() + frame->size() > options_.maxBackpressureBytes) {
+    // Pausing our reads cannot slow a publisher down, so a subscriber past
+    // its limit either loses the message (kDrop) or is closed.
+    if (options_.backpressure == BackpressurePolicy::kDrop) {
+      wantDrain_ = true;
+      return false;
+    }
+    sendClose(kClosePolicyViolation, "subscriber too slow", true);
+    return false;
+  }
+  transport.writeShared(frame);
+  flushSoon();
+  return true;
+}
+
+bool WebSocketEndpoint::ping(std::string_view payload) {
+  if (readyState() != ReadyState::kOpen) return false;
+  session_.sendPing(payload);
+  flushSoon();
+  return true;
+}
+
+void WebSocketEndpoint::onDrained() {
+  if (readPaused_) {
+    readPaused_ = false;
+    conn_.transport().resumeReading();
+  }
+  if (wantDrain_) {
+    wantDrain_ = false;
+    // A copy: the callback may replace itself or close the socket.
+    if (cold_ && cold_->onDrain) {
+      auto fn = cold_->onDrain;
+      callUser("ws onDrain callback", fn);
+    }
+  }
+  if (streaming()) pullStream();
+}
+
+bool WebSocketEndpoint::addStream(std::function<std::optional<Message>()> next,
+                                  std::function<void()> done) {
+  if (readyState() != ReadyState::kOpen) return false;
+  if (streaming() || sourceRunning_) {
+    throw std::logic_error("spry: WebSocket::addStream: a stream is already being sent");
+  }
+  auto& c = cold();
+  c.streamNext = std::move(next);
+  c.streamDone = std::move(done);
+  pullStream();
+  return true;
+}
+
+void WebSocketEndpoint::pullStream() {
+  if (pulling_) return;
+  pulling_ = true;
+  while (streaming() && readyState() == ReadyState::kOpen &&
+         bufferedAmount() < options_.maxBackpressureBytes / 2) {
+    std::optional<Message> next;
+    // The source runs from a local: closing the socket drops the stream, and
+    // must not destroy the source mid-call.
+    auto source = std::move(cold_->streamNext);
+    cold_->streamNext = nullptr;
+    sourceRunning_ = true;
+    callUser("addStream source", [&] { next = source(); });
+    sourceRunning_ = false;
+    if (readyState() != ReadyState::kOpen) break;
+    if (!next) {
+      auto done = std::move(cold_->streamDone);
+      cold_->streamDone = nullptr;
+      if (done) callUser("addStream done callback", done);
+      continue;  // done may have started the next stream
+    }
+    cold_->streamNext = std::move(source);
+    callUser("addStream", [&] { send(*next); });
+  }
+  pulling_ = false;
+}
+
+// ---------------------------------------------------------------- topics
+
+bool WebSocketEndpoint::subscribe(std::string_view topic) {
+  if (readyState() != ReadyState::kOpen) return false;
+  auto& c = cold();
+  if (!conn_.server().topics().subscribe(this, topic)) return false;
+  c.topics.emplace_back(topic);
+  app().subscribers.add(topic, +1);
+  return true;
+}
+
+bool WebSocketEndpoint::unsubscribe(std::string_view topic) {
+  if (conn_.isClosed() || !cold_) return false;
+  if (!conn_.server().topics().unsubscribe(this, topic)) return false;
+  std::erase(cold_->topics, topic);
+  app().subscribers.add(topic, -1);
+  return true;
+}
+
+bool WebSocketEndpoint::isSubscribed(std::string_view topic) const noexcept {
+  if (!cold_) return false;
+  const auto& t = cold_->topics;
+  return std::find(t.begin(), t.end(), topic) != t.end();
+}
+
+void WebSocketEndpoint::leaveTopics() noexcept {
+  if (!cold_) return;
+  for (const auto& t : cold_->topics) {
+    conn_.server().topics().unsubscribe(this, t);
+    app().subscribers.add(t, -1);
+  }
+  cold_->topics.clear();
+}
+
+// ---------------------------------------------------------------- timeouts
+
+void WebSocketEndpoint::sweep(std::uint64_t now) {
+  if (session_.closeSent()) {
+    if (now >= deadline_) conn_.close();
+    return;
+  }
+  if (awaitingPong_ && now >= deadline_) {
+    conn_.close();  // a dead peer: no Close can get through
+    return;
+  }
+  const std::uint64_t quiet = now - lastReceived_;
+  const std::uint64_t messageTimeout = msOf(options_.messageTimeout);
+  if (messageSince_ && messageTimeout && now - messageSince_ >= messageTimeout) {
+    sendClose(kClosePolicyViolation, "message timeout", true);
+    return;
+  }
+  if (const auto idle = msOf(options_.idleTimeout); idle && quiet >= idle) {
+    sendClose(kCloseGoingAway, "idle timeout", true);
+    return;
+  }
+  if (const auto interval = msOf(options_.pingInterval);
+      interval && !awaitingPong_ && quiet >= interval) {
+    session_.sendPing({});
+    awaitingPong_ = true;
+    deadline_ = now + msOf(options_.pongTimeout);
+  }
+  if (quiet >= conn_.server().sweepIntervalMs()) {
+    // Quiet for a sweep period: give back what an idle socket need not hold
+    // (the wslay context, the output buffer's capacity).
+    session_.releaseIfIdle();
+    conn_.transport().releaseIdleMemory();
+  }
+}
+
+}  // namespace spry::detail

@@ -1,0 +1,143 @@
+#pragma once
+// The server end of one open WebSocket: what a spry::WebSocket handle points
+// at. It runs the session (frames in, control frames out), delivers messages
+// to the user's callbacks, sends data frames, keeps the socket's topics and
+// timeouts, and closes: the close handshake, a failure (1002, 1007, 1008,
+// 1009, 1011), or a dropped connection, each reported once to onClose. It
+// never touches the socket: bytes go through its connection's transport.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <vector>
+
+#include "spry/app.h"
+#include "spry/message.h"
+#include "spry/options.h"
+#include "spry/websocket.h"
+#include "ws/frame_writer.h"
+#include "ws/websocket_session.h"
+
+namespace spry::detail {
+
+class Connection;
+class LoopContext;
+struct AppState;
+
+class WebSocketEndpoint final : private SessionHandler {
+ public:
+  WebSocketEndpoint(Connection& conn, const WebSocketOptions& options);
+  ~WebSocketEndpoint();
+  WebSocketEndpoint(const WebSocketEndpoint&) = delete;
+  WebSocketEndpoint& operator=(const WebSocketEndpoint&) = delete;
+
+  // --- from the connection
+  // Runs the route's handler with the socket's handle (the 101 is queued).
+  void open(const WebSocketHandler& handler, WebSocket ws, Request& req, std::string protocol);
+  // Bytes from the transport (writable: payloads are unmasked in place).
+  void receive(char* data, std::size_t size);
+  void onDrained();
+  void sweep(std::uint64_t now);
+  // Graceful stop: Close 1001.
+  void beginShutdown();
+  // The connection is gone: leave the topics, report the close once.
+  void onClosed() noexcept;
+  std::uint64_t sendTimeoutMs() const noexcept;
+
+  // --- from spry::WebSocket (loop thread; false once not open)
+  Connection& connection() const noexcept { return conn_; }
+  LoopContext& loopContext() const noexcept;
+  AppState& app() const noexcept;
+  bool isClosed() const noexcept;
+  bool listen(std::function<void(const Message&)> fn);
+  bool onClose(std::function<void(std::uint16_t, std::string_view)> fn);
+  bool onDrain(std::function<void()> fn);
+  // Throws std::invalid_argument for a text message that is not UTF-8.
+  bool send(const Message& message);
+  // A frame framed once for many subscribers (pub/sub), under the
+  // subscriber backpressure policy.
+  bool deliver(const SharedFrame& frame);
+  bool subscribe(std::string_view topic);
+  bool unsubscribe(std::string_view topic);
+  bool isSubscribed(std::string_view topic) const noexcept;
+  bool addStream(std::function<std::optional<Message>()> next, std::function<void()> done);
+  // Starts the close handshake (the public close()).
+  bool close(std::uint16_t code, std::string_view reason);
+  bool ping(std::string_view payload);
+  ReadyState readyState() const noexcept;
+  std::optional<std::uint16_t> closeCode() const noexcept;
+  std::string closeReason() const;
+  std::string protocol() const;
+  std::string remoteAddress() const;
+  std::size_t bufferedAmount() const noexcept;
+  void putData(const std::type_info& type, std::shared_ptr<void> value);
+  void* getData(const std::type_info& type) const noexcept;
+
+ private:
+  // State most sockets never use (onClose, onDrain, addStream, setData, a
+  // subprotocol, topics, close reasons), allocated on first use so an idle
+  // echo socket stays small.
+  struct ColdState {
+    std::function<void(std::uint16_t, std::string_view)> onClose;
+    std::function<void()> onDrain;
+    std::function<std::optional<Message>()> streamNext;
+    std::function<void()> streamDone;
+    // listen() called from inside the listen callback: installed once it returns.
+    std::function<void(const Message&)> nextOnMessage;
+    std::shared_ptr<void> userData;
+    const std::type_info* userDataType = nullptr;
+    std::string protocol;
+    std::string closeReason;
+    std::string pendingCloseReason;
+    std::vector<std::string> topics;
+  };
+
+  // SessionHandler
+  void onWsMessage(bool binary, std::string_view payload) noexcept override;
+  void onWsPong(std::string_view payload) noexcept override;
+  void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept override;
+  void onWsOutput(std::string_view bytes) noexcept override;
+
+  ColdState& cold();  // allocates on first use (may throw std::bad_alloc)
+  bool streaming() const noexcept { return cold_ && cold_->streamNext; }
+  // Runs user code; a throw fails this socket with 1011.
+  template <class F>
+  void callUser(const char* what, F&& fn) noexcept;
+  // Sends our Close: after the current feed() when one is running. A failure
+  // (`failing`) is what onClose reports when the peer's Close never comes.
+  void sendClose(std::uint16_t code, std::string_view reason, bool failing) noexcept;
+  void sendCloseNow(std::uint16_t code, std::string_view reason) noexcept;
+  void sendPendingClose() noexcept;
+  void pullStream();
+  void leaveTopics() noexcept;
+  void reportClose() noexcept;
+  void flushSoon() noexcept;
+
+  Connection& conn_;
+  const WebSocketOptions& options_;
+  WebSocketSession session_;
+  std::function<void(const Message&)> onMessage_;
+  std::unique_ptr<ColdState> cold_;
+  std::uint64_t lastReceived_ = 0;
+  std::uint64_t messageSince_ = 0;      // an unfinished message was first seen; 0: none
+  std::uint64_t deadline_ = 0;          // for the peer's Close once ours is out, else for a pong
+  std::uint16_t pendingCloseCode_ = 0;  // a Close asked for during feed(); reason in cold_
+  std::uint16_t closeCode_ = 0;         // reported to onClose
+  std::uint16_t peerCloseCode_ = 0;     // from the peer's Close
+  std::uint16_t failCode_ = 0;          // we failed the connection with it
+  bool inMessage_ : 1 = false;          // the listen callback is running
+  bool replacedOnMessage_ : 1 = false;  // listen() ran inside it: see ColdState::nextOnMessage
+  bool closeReported_ : 1 = false;
+  bool feeding_ : 1 = false;
+  bool pulling_ : 1 = false;
+  bool sourceRunning_ : 1 = false;  // an addStream source is being called
+  bool wantDrain_ : 1 = false;
+  bool awaitingPong_ : 1 = false;
+  bool readPaused_ : 1 = false;  // backpressure (kPauseReading)
+};
+
+}  // namespace spry::detail

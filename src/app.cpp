@@ -184,7 +184,7 @@ bool AppState::publish(std::string_view topic, const Message& message,
   std::weak_ptr<const WebSocketEndpoint> weakSkip;
   const LoopContext* skipLoop = nullptr;
   if (skip) {
-    weakSkip = std::shared_ptr<const WebSocketEndpoint>(skip->connection().shared_from_this(), skip);
+    weakSkip = std::shared_ptr<const WebSocketEndpoint>(skip->connection().self(), skip);
     skipLoop = &skip->loopContext();
   }
   for (const auto& server : targets) {
@@ -404,6 +404,36 @@ struct LoopSlot {
   std::thread thread;
 };
 
+// What listen() and attach() do before binding: routes freeze, SIGPIPE is
+// ignored, the descriptor limit is raised for maxConnections.
+void prepareToServe(detail::AppState& st, const ListenOptions& options) {
+  st.freeze();
+  detail::ignoreSigpipe();
+  st.maxConnections = detail::raiseFileLimit(options.maxConnections);
+}
+
+// The servers are bound: the app is listening on host:port through them.
+void startServing(detail::AppState& st, std::vector<std::shared_ptr<detail::Server>> servers,
+                  const std::string& host, std::uint16_t port) {
+  {
+    std::lock_guard lock(st.serveMutex);
+    st.servers = std::move(servers);
+  }
+  st.host = host;
+  st.port = port;
+  st.listening = true;
+}
+
+// The servers have stopped.
+void stopServing(detail::AppState& st) {
+  {
+    std::lock_guard lock(st.serveMutex);
+    st.servers.clear();
+  }
+  st.listening = false;
+  st.port = 0;
+}
+
 void closeLoop(uv_loop_t* loop) {
   if (uv_loop_close(loop) == 0) return;
   // A user handle (from Loop::raw) is still open: close it so we can return.
@@ -425,9 +455,7 @@ void App::listen(const ListenOptions& options) {
                                 " is more loops than any machine needs");
   }
   if (state_->listening.load()) throw std::logic_error("spry: App::listen called twice");
-  state_->freeze();
-  detail::ignoreSigpipe();
-  state_->maxConnections = detail::raiseFileLimit(options.maxConnections);
+  prepareToServe(*state_, options);
   detail::Server::probe(options.host, options.port);
 
   std::vector<std::unique_ptr<LoopSlot>> slots;
@@ -479,13 +507,9 @@ void App::listen(const ListenOptions& options) {
       uv_close(reinterpret_cast<uv_handle_t*>(&watch.sigterm), nullptr);
     });
   }
-  {
-    std::lock_guard lock(state_->serveMutex);
-    for (auto& s : slots) state_->servers.push_back(s->server);
-  }
-  state_->host = options.host;
-  state_->port = port;
-  state_->listening = true;
+  std::vector<std::shared_ptr<detail::Server>> servers;
+  for (auto& s : slots) servers.push_back(s->server);
+  startServing(*state_, std::move(servers), options.host, port);
   for (std::size_t i = 1; i < slots.size(); ++i) {
     auto* s = slots[i].get();
     // Until its thread binds it, this loop is nobody's: not this thread's.
@@ -505,12 +529,7 @@ void App::listen(const ListenOptions& options) {
   }
   uv_run(&main.loop, UV_RUN_DEFAULT);
   for (std::size_t i = 1; i < slots.size(); ++i) slots[i]->thread.join();
-  {
-    std::lock_guard lock(state_->serveMutex);
-    state_->servers.clear();
-  }
-  state_->listening = false;
-  state_->port = 0;
+  stopServing(*state_);
   for (auto& s : slots) {
     s->server.reset();
     closeLoop(&s->loop);
@@ -520,9 +539,7 @@ void App::listen(const ListenOptions& options) {
 std::uint16_t App::attach(uv_loop_s* loop, const ListenOptions& options) {
   if (!loop) throw std::invalid_argument("spry: App::attach needs a libuv loop");
   if (state_->listening.load()) throw std::logic_error("spry: App is already listening");
-  state_->freeze();
-  detail::ignoreSigpipe();
-  state_->maxConnections = detail::raiseFileLimit(options.maxConnections);
+  prepareToServe(*state_, options);
   auto ctx = detail::LoopContext::create(loop);
   auto server = std::make_shared<detail::Server>(*state_, ctx);
   std::uint16_t port = 0;
@@ -533,21 +550,8 @@ std::uint16_t App::attach(uv_loop_s* loop, const ListenOptions& options) {
     throw;
   }
   detail::AppState* st = state_.get();
-  server->setOnStopped([st] {
-    {
-      std::lock_guard lock(st->serveMutex);
-      st->servers.clear();
-    }
-    st->listening = false;
-    st->port = 0;
-  });
-  {
-    std::lock_guard lock(state_->serveMutex);
-    state_->servers.push_back(server);
-  }
-  state_->host = options.host;
-  state_->port = port;
-  state_->listening = true;
+  server->setOnStopped([st] { stopServing(*st); });
+  startServing(*state_, {server}, options.host, port);
   if (options.onListening) options.onListening(options.host, port);
   return port;
 }

@@ -14,22 +14,22 @@ namespace {
 std::atomic<std::uint64_t> gNextSocketId{1};
 }  // namespace
 
-Connection::Connection(Server& server)
-    : server_(server), loopContext_(server.loopContext().shared_from_this()), transport_(*this) {}
+Connection::Connection(std::shared_ptr<Server> server)
+    : server_(std::move(server)), transport_(*this) {}
 
 Connection::~Connection() = default;
 
 AppState& Connection::app() const noexcept {
-  return server_.app();
+  return server_->app();
 }
 
 std::uint64_t Connection::now() const noexcept {
-  return uv_now(loopContext_->loop());
+  return uv_now(loopContext().loop());
 }
 
 void Connection::start(std::shared_ptr<Connection> self, int acceptStatus) {
   self_ = std::move(self);
-  server_.add(this);
+  server_->add(this);
   if (acceptStatus != 0) {
     close();
     return;
@@ -65,12 +65,11 @@ void Connection::flush() noexcept {
   }
 }
 
-void Connection::flushSoon() noexcept {
-  if (depth_ > 0 || flushPosted_ || isClosed()) return;
+void Connection::postFlush() noexcept {
   flushPosted_ = true;
   bool queued = false;
   try {
-    queued = server_.flushLater(self_);
+    queued = server_->flushLater(self_);
   } catch (...) {
   }
   if (!queued) {
@@ -121,17 +120,17 @@ void Connection::onClosed() noexcept {
 }
 
 void Connection::onReleased() noexcept {
-  server_.remove(this);
+  server_->remove(this);
   auto last = std::move(self_);
   // `last` may be the final owner: the connection is destroyed here.
 }
 
 std::string& Connection::readBuffer() noexcept {
-  return loopContext_->readBuffer();
+  return loopContext().readBuffer();
 }
 
 void Connection::onWriteQueued(long delta) noexcept {
-  server_.countWriteBytes(delta);
+  server_->countWriteBytes(delta);
 }
 
 // ---------------------------------------------------------------- the upgrade
@@ -146,14 +145,14 @@ void Connection::upgrade() noexcept {
   accepted.protocol = std::string(headers.get("Sec-WebSocket-Protocol"));
   ++depth_;
   try {
-    auto& head = loopContext_->scratch();
+    auto& head = loopContext().scratch();
     head.clear();
     writeUpgradeResponse(head, accepted, headers);
     transport_.write(head);
     // Many sockets go quiet after the 101: its buffer is given back once out.
     transport_.releaseAfterFlush();
     auto& ws = protocol_.emplace<WebSocketEndpoint>(*this, route.wsOptions);
-    server_.countWebSocket(+1);
+    server_->countWebSocket(+1);
     auto& d = RequestData::of(*up->request);
     d.webSocket = true;
     // The request is context only now: a body on the upgrade GET was for the

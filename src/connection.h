@@ -12,6 +12,7 @@
 #include <variant>
 
 #include "http/http_exchange.h"
+#include "server.h"
 #include "transport/tcp_transport.h"
 #include "ws/websocket_endpoint.h"
 
@@ -21,10 +22,9 @@ class LoopContext;
 class Server;
 struct AppState;
 
-class Connection final : public std::enable_shared_from_this<Connection>,
-                         private TransportEvents {
+class Connection final : private TransportEvents {
  public:
-  explicit Connection(Server& server);
+  explicit Connection(std::shared_ptr<Server> server);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -48,16 +48,21 @@ class Connection final : public std::enable_shared_from_this<Connection>,
   // --- from the protocols and the handles
   Transport& transport() noexcept { return transport_; }
   const Transport& transport() const noexcept { return transport_; }
-  Server& server() const noexcept { return server_; }
+  Server& server() const noexcept { return *server_; }
   AppState& app() const noexcept;
-  LoopContext& loopContext() const noexcept { return *loopContext_; }
+  LoopContext& loopContext() const noexcept { return server_->loopContext(); }
+  // The connection's owner reference (null once released): for weak
+  // references and aliasing handles.
+  const std::shared_ptr<Connection>& self() const noexcept { return self_; }
   std::uint64_t now() const noexcept;
   bool isClosed() const noexcept { return transport_.isClosed(); }
   // Drops the connection now (the peer sees it end; unsent bytes are lost).
   void close() noexcept { transport_.close(); }
   // Writes what is queued after the current callback: at the end of the
   // event running now, else in the loop's check phase.
-  void flushSoon() noexcept;
+  void flushSoon() noexcept {
+    if (depth_ == 0 && !flushPosted_ && !isClosed()) postFlush();
+  }
   // The HTTP exchange until the upgrade, then null.
   HttpExchange* http() noexcept { return std::get_if<HttpExchange>(&protocol_); }
   WebSocketEndpoint* webSocket() noexcept { return std::get_if<WebSocketEndpoint>(&protocol_); }
@@ -82,12 +87,12 @@ class Connection final : public std::enable_shared_from_this<Connection>,
   template <class F>
   void event(F&& fn) noexcept;
   void flush() noexcept;
+  void postFlush() noexcept;
   void upgrade() noexcept;
 
-  Server& server_;
-  // Owned here too: other threads reach the loop through a WebSocket handle,
-  // and may hold the connection after its server is gone (after listen()).
-  std::shared_ptr<LoopContext> loopContext_;
+  // Shared: other threads reach the loop through a WebSocket handle, and may
+  // hold the connection after listen() has let go of its server.
+  std::shared_ptr<Server> server_;
   std::shared_ptr<Connection> self_;  // released in onReleased
   TcpTransport transport_;
   std::variant<std::monostate, HttpExchange, WebSocketEndpoint> protocol_;

@@ -190,7 +190,7 @@ void Server::onConnection(uv_stream_t* listener, int status) noexcept {
   }
   if (self->stopping_) return;
   try {
-    auto conn = std::make_shared<Connection>(*self);
+    auto conn = std::make_shared<Connection>(self->shared_from_this());
     uv_tcp_init(self->loop_->loop(), conn->tcp());
     int rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn->tcp()));
     conn->start(conn, rc);

@@ -13,8 +13,9 @@ namespace detail {
 class WebSocketEndpoint;
 }
 
-/// Text or binary payload. A received message is a view into the socket's
-/// buffer, valid during the listen callback only: call owned() to keep it.
+/// Text or binary payload. A received message is a view into the bytes just
+/// read (or into the socket's buffer for a message that came in pieces),
+/// valid during the listen callback only: call owned() to keep it.
 /// A message built with text() or binary() owns its payload and is cheap to copy.
 class Message {
  public:

@@ -142,7 +142,7 @@ void HttpExchange::dispatch(ParsedRequest parsed) {
   data->remoteAddress = remoteAddress_;
   data->remotePort = remotePort_;
   data->loop = conn_.loopContext().shared_from_this();
-  data->conn = conn_.weak_from_this();
+  data->conn = conn_.self();
   data->serial = ++serial_;
   auto req = RequestData::makeRequest(std::move(data));
   auto& d = RequestData::of(*req);
@@ -231,7 +231,7 @@ void HttpExchange::sendResponse(Response& response, Request& req) {
   std::string& head = scratch();
   if (response.isStream()) {
     auto state = std::make_shared<StreamState>();
-    state->conn = conn_.weak_from_this();
+    state->conn = conn_.self();
     state->headOnly = head_ || !statusHasBody(status);
     state->chunked = !http10_;
     if (!state->chunked) keepAlive_ = false;

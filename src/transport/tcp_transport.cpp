@@ -9,36 +9,12 @@
 
 namespace spry::detail {
 
-namespace {
-// Shared chunks at least this large are queued by reference; below it a copy
-// into the buffer is cheaper than the bookkeeping.
-constexpr std::size_t kShareBytes = 512;
-}  // namespace
-
-// Output queued after out_: shared bytes, or owned bytes that arrived after
-// them (order is kept).
-struct TcpTransport::Chunk {
-  SharedBytes shared;
-  std::string owned;
-  std::size_t offset = 0;
-  std::string_view view() const noexcept {
-    return std::string_view(shared ? *shared : owned).substr(offset);
-  }
-};
-
-// Allocated only while a large shared chunk is queued: an idle connection
-// holds no deque (libstdc++'s allocates ~570 bytes on construction).
-struct TcpTransport::Queue {
-  std::deque<Chunk> chunks;
-  std::size_t bytes = 0;
-};
-
 // What the kernel did not take at once, handed to uv_write; it also carries
 // the send-timeout state, which only matters while a write waits.
 struct TcpTransport::WriteRequest {
   uv_write_t req;
   TcpTransport* transport;
-  std::string data;
+  OutputBuffer data;
   std::unique_ptr<Queue> queue;  // after data; kept alive until written
   std::size_t bytes = 0;
   // When libuv's queue plus the kernel's unacknowledged bytes last shrank
@@ -46,6 +22,14 @@ struct TcpTransport::WriteRequest {
   std::uint64_t stallSince = 0;
   std::size_t stallPending = 0;
 };
+
+// The linger after our FIN: a timer, and how long it runs.
+struct TcpTransport::Linger {
+  uv_timer_t timer;
+  std::uint64_t ms = 0;
+};
+
+// ---------------------------------------------------------------- TcpTransport
 
 TcpTransport::TcpTransport(TransportEvents& events) noexcept : events_(events) {
   std::memset(&tcp_, 0, sizeof(tcp_));
@@ -94,7 +78,7 @@ void TcpTransport::onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) noexce
   self->pauseReading();
   if (!self->ending_) {
     self->events_.onPeerEnd();
-  } else if (self->lingerTimer_ || self->bufferedAmount() == 0) {
+  } else if (self->shutdownSent_ || self->bufferedAmount() == 0) {
     self->close();  // the peer's FIN ends the linger, or there is nothing left to send
   }
 }
@@ -117,42 +101,14 @@ void TcpTransport::resumeReading() noexcept {
 
 // ---------------------------------------------------------------- writing
 
-bool TcpTransport::queueEmpty() const noexcept {
-  return !queue_ || queue_->chunks.empty();
-}
-
-std::size_t TcpTransport::bufferedAmount() const noexcept {
-  return out_.size() + (queue_ ? queue_->bytes : 0) + (write_ ? write_->bytes : 0);
-}
-
-void TcpTransport::write(std::string_view bytes) {
-  if (queueEmpty()) {
-    out_.append(bytes);
-    return;
-  }
-  if (queue_->chunks.back().shared) queue_->chunks.emplace_back();
-  queue_->chunks.back().owned.append(bytes);
-  queue_->bytes += bytes.size();
-}
-
-void TcpTransport::writeShared(const SharedBytes& bytes) {
-  if (bytes->size() < kShareBytes) {
-    write(*bytes);
-    return;
-  }
-  if (!queue_) queue_ = std::make_unique<Queue>();
-  queue_->chunks.push_back(Chunk{bytes, {}, 0});
-  queue_->bytes += bytes->size();
-}
-
 void TcpTransport::flush() noexcept {
   if (write_ || closed_) return;
-  if (out_.empty() && queueEmpty()) {
+  if (out_.empty() && !queue_) {
     drained();
     return;
   }
   if (!tryWrite()) return;
-  if (out_.empty() && queueEmpty()) {
+  if (out_.empty() && !queue_) {
     drained();
     return;
   }
@@ -161,7 +117,7 @@ void TcpTransport::flush() noexcept {
 
 bool TcpTransport::tryWrite() noexcept {
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  if (queueEmpty()) {
+  if (!queue_) {
     // The common case: one buffer, written at once without a request.
     uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
     int n = uv_try_write(stream, &buf, 1);
@@ -169,11 +125,7 @@ bool TcpTransport::tryWrite() noexcept {
       close();
       return false;
     }
-    if (n == static_cast<int>(out_.size())) {
-      out_.clear();
-    } else if (n > 0) {
-      out_.erase(0, static_cast<std::size_t>(n));
-    }
+    if (n > 0) out_.consume(static_cast<std::size_t>(n));
     return true;
   }
   constexpr std::size_t kMaxBufs = 64;
@@ -192,7 +144,7 @@ bool TcpTransport::tryWrite() noexcept {
   }
   auto written = static_cast<std::size_t>(n > 0 ? n : 0);
   std::size_t fromOut = std::min(written, out_.size());
-  out_.erase(0, fromOut);
+  out_.consume(fromOut);
   written -= fromOut;
   auto& chunks = queue_->chunks;
   while (written > 0 && !chunks.empty()) {
@@ -237,6 +189,7 @@ void TcpTransport::startWrite() noexcept {
     }
     w->bytes += w->queue->bytes;
   }
+  inFlight_ = w->bytes;
   w->req.data = w;
   int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), bufs.data(),
                     static_cast<unsigned>(bufs.size()), onWriteDone);
@@ -255,6 +208,7 @@ void TcpTransport::onWriteDone(uv_write_t* req, int status) noexcept {
   std::unique_ptr<WriteRequest> w(static_cast<WriteRequest*>(req->data));
   TcpTransport* self = w->transport;
   self->write_ = nullptr;
+  self->inFlight_ = 0;
   self->events_.onWriteQueued(-static_cast<long>(w->bytes));
   if (self->closed_) return;
   if (status < 0) {
@@ -267,13 +221,13 @@ void TcpTransport::onWriteDone(uv_write_t* req, int status) noexcept {
 void TcpTransport::drained() noexcept {
   if (releaseAfterFlush_) {
     releaseAfterFlush_ = false;
-    std::string().swap(out_);
+    out_.release();
   }
   if (!ending_) {
     events_.onDrained();
     return;
   }
-  if (!lingerMs_ || peerEnded_) {
+  if (!linger_ || peerEnded_) {
     close();
     return;
   }
@@ -283,7 +237,16 @@ void TcpTransport::drained() noexcept {
 void TcpTransport::closeAfterFlush(std::uint64_t lingerMs) noexcept {
   if (ending_ || closed_) return;
   ending_ = true;
-  lingerMs_ = static_cast<std::uint32_t>(std::min<std::uint64_t>(lingerMs, UINT32_MAX));
+  if (lingerMs > 0 && !peerEnded_) {
+    // Without memory for the timer: no linger, the close follows the flush.
+    linger_ = new (std::nothrow) Linger;
+    if (linger_) {
+      linger_->ms = lingerMs;
+      uv_timer_init(tcp_.loop, &linger_->timer);
+      linger_->timer.data = this;
+      ++handlesOpen_;
+    }
+  }
   flush();
 }
 
@@ -291,22 +254,15 @@ void TcpTransport::shutdownWrite() noexcept {
   if (shutdownSent_ || closed_) return;
   shutdownSent_ = true;
   auto* req = new (std::nothrow) uv_shutdown_t;
-  lingerTimer_ = new (std::nothrow) uv_timer_t;
-  if (!req || !lingerTimer_ ||
-      uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp_),
-                  [](uv_shutdown_t* r, int) { delete r; }) != 0) {
+  if (!req || uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp_),
+                          [](uv_shutdown_t* r, int) { delete r; }) != 0) {
     delete req;
-    delete lingerTimer_;
-    lingerTimer_ = nullptr;
     close();
     return;
   }
-  uv_timer_init(tcp_.loop, lingerTimer_);
-  lingerTimer_->data = this;
-  ++handlesOpen_;
   uv_timer_start(
-      lingerTimer_, [](uv_timer_t* t) { static_cast<TcpTransport*>(t->data)->close(); },
-      lingerMs_, 0);
+      &linger_->timer, [](uv_timer_t* t) { static_cast<TcpTransport*>(t->data)->close(); },
+      linger_->ms, 0);
   // Read (and drop) until the peer's FIN.
   resumeReading();
 }
@@ -316,17 +272,15 @@ void TcpTransport::close() noexcept {
   closed_ = true;
   pauseReading();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosedHandle);
-  if (lingerTimer_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(lingerTimer_), onClosedHandle);
-  }
+  if (linger_) uv_close(reinterpret_cast<uv_handle_t*>(&linger_->timer), onClosedHandle);
   events_.onClosed();
 }
 
 void TcpTransport::onClosedHandle(uv_handle_t* h) noexcept {
   auto* self = static_cast<TcpTransport*>(h->data);
-  if (h == reinterpret_cast<uv_handle_t*>(self->lingerTimer_)) {
-    delete self->lingerTimer_;
-    self->lingerTimer_ = nullptr;
+  if (self->linger_ && h == reinterpret_cast<uv_handle_t*>(&self->linger_->timer)) {
+    delete self->linger_;
+    self->linger_ = nullptr;
   }
   // Memory of every handle is released before the owner may go.
   if (--self->handlesOpen_ == 0) self->events_.onReleased();
@@ -359,12 +313,6 @@ bool TcpTransport::isStalled(std::uint64_t now, std::uint64_t limitMs) noexcept 
     return false;
   }
   return limitMs && now - write_->stallSince >= limitMs;
-}
-
-void TcpTransport::releaseIdleMemory() noexcept {
-  if (out_.empty() && !write_ && out_.capacity() > std::string().capacity()) {
-    std::string().swap(out_);
-  }
 }
 
 }  // namespace spry::detail

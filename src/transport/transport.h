@@ -4,10 +4,14 @@
 // knows which transport carries them.
 
 #include <cstddef>
+#include <cstring>
+#include <deque>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+
+#include "transport/output_buffer.h"
 
 namespace spry::detail {
 
@@ -40,17 +44,46 @@ class TransportEvents {
   ~TransportEvents() = default;
 };
 
+// A transport. Output is the same for every transport and lives here, so a
+// protocol's writes are inline appends: bytes queue in `out_` (and shared
+// chunks after it), and flush() hands them on: to the kernel for TCP, through
+// the cipher first for TLS.
 class Transport {
  public:
-  // Queues bytes after everything queued before; flush() sends them.
-  virtual void write(std::string_view bytes) = 0;
-  // Queues shared bytes without copying them when large.
-  virtual void writeShared(const SharedBytes& bytes) = 0;
+  // Queues bytes after everything queued before; flush() sends them. Throws
+  // std::bad_alloc.
+  void write(std::string_view bytes) {
+    if (!queue_) [[likely]] {
+      out_.append(bytes);
+    } else {
+      queueOwned(bytes);
+    }
+  }
+  // Queues `size` bytes that `fill(char*)` writes in place (a frame's
+  // header and payload, with no copy of the header).
+  template <class Fill>
+  void writeWith(std::size_t size, Fill&& fill) {
+    if (!queue_) [[likely]] {
+      fill(out_.extend(size));
+    } else {
+      std::string bytes(size, '\0');
+      fill(bytes.data());
+      queueOwned(bytes);
+    }
+  }
+  // Queues shared bytes, without copying them when large.
+  void writeShared(const SharedBytes& bytes);
+  // Bytes queued and not yet taken by the kernel.
+  std::size_t bufferedAmount() const noexcept {
+    return out_.size() + (queue_ ? queue_->bytes : 0) + inFlight_;
+  }
+  // closeAfterFlush() was called (or the connection is closed).
+  bool isEnding() const noexcept { return ending_ || closed_; }
+  bool isClosed() const noexcept { return closed_; }
+
   // Sends what is queued: at once as far as the kernel takes it, the rest
   // when the socket is writable. onDrained follows once nothing is left.
   virtual void flush() noexcept = 0;
-  // Bytes queued and not yet taken by the kernel.
-  virtual std::size_t bufferedAmount() const noexcept = 0;
   // True while a write waits for the socket to become writable.
   virtual bool isWriting() const noexcept = 0;
   virtual void pauseReading() noexcept = 0;
@@ -63,18 +96,45 @@ class Transport {
   virtual void closeAfterFlush(std::uint64_t lingerMs) noexcept = 0;
   // Drops the connection now: unsent bytes are lost; onClosed follows.
   virtual void close() noexcept = 0;
-  // closeAfterFlush() was called (or the connection is closed).
-  virtual bool isEnding() const noexcept = 0;
-  virtual bool isClosed() const noexcept = 0;
   // True once output has waited `limitMs` with the peer reading none of it.
   virtual bool isStalled(std::uint64_t now, std::uint64_t limitMs) noexcept = 0;
   // The peer's address ("127.0.0.1", "::1") and port; empty when unknown.
   virtual std::string peerAddress(std::uint16_t* port) const = 0;
   // Gives back buffer capacity an idle connection need not hold.
-  virtual void releaseIdleMemory() noexcept = 0;
+  void releaseIdleMemory() noexcept {
+    if (out_.empty() && inFlight_ == 0 && !queue_) out_.release();
+  }
 
  protected:
+  Transport() noexcept = default;
   ~Transport() = default;
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  // Output after out_: shared bytes, or owned bytes that arrived after them
+  // (order is kept).
+  struct Chunk {
+    SharedBytes shared;
+    std::string owned;
+    std::size_t offset = 0;
+    std::string_view view() const noexcept {
+      return std::string_view(shared ? *shared : owned).substr(offset);
+    }
+  };
+  // Made only while a large shared chunk is queued and null once empty: an
+  // idle connection holds no deque (libstdc++'s allocates ~570 bytes).
+  struct Queue {
+    std::deque<Chunk> chunks;
+    std::size_t bytes = 0;
+  };
+
+  void queueOwned(std::string_view bytes);
+
+  OutputBuffer out_;              // not yet handed on; precedes queue_
+  std::unique_ptr<Queue> queue_;  // null when empty
+  std::size_t inFlight_ = 0;      // handed to a write that has not finished
+  bool closed_ = false;
+  bool ending_ = false;
 };
 
 }  // namespace spry::detail

@@ -6,25 +6,6 @@
 
 namespace spry::detail {
 
-std::size_t writeFrameHeader(char* out, WsOpcode opcode, std::uint64_t payloadSize, bool fin,
-                             bool rsv1) noexcept {
-  out[0] =
-      static_cast<char>((fin ? kFinBit : 0) | (rsv1 ? kRsv1Bit : 0) | static_cast<int>(opcode));
-  if (payloadSize < 126) {
-    out[1] = static_cast<char>(payloadSize);
-    return 2;
-  }
-  if (payloadSize <= 0xFFFF) {
-    out[1] = 126;
-    out[2] = static_cast<char>(payloadSize >> 8);
-    out[3] = static_cast<char>(payloadSize);
-    return 4;
-  }
-  out[1] = 127;
-  for (int i = 0; i < 8; ++i) out[2 + i] = static_cast<char>(payloadSize >> (56 - 8 * i));
-  return kMaxFrameHeader;
-}
-
 void appendFrameHeader(std::string& out, WsOpcode opcode, std::uint64_t payloadSize, bool fin,
                        bool rsv1) {
   char h[kMaxFrameHeader];

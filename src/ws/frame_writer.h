@@ -24,9 +24,25 @@ constexpr std::size_t frameHeaderSize(std::uint64_t payloadSize) noexcept {
 }
 
 // Writes the header of one unmasked server frame to `out`, which has room
-// for kMaxFrameHeader bytes; returns its length (frameHeaderSize).
-std::size_t writeFrameHeader(char* out, WsOpcode opcode, std::uint64_t payloadSize, bool fin = true,
-                             bool rsv1 = false) noexcept;
+// for kMaxFrameHeader bytes; returns its length (frameHeaderSize). Inline:
+// every message sent goes through it.
+inline std::size_t writeFrameHeader(char* out, WsOpcode opcode, std::uint64_t payloadSize,
+                                    bool fin = true, bool rsv1 = false) noexcept {
+  out[0] = static_cast<char>((fin ? kFinBit : 0) | (rsv1 ? kRsv1Bit : 0) | static_cast<int>(opcode));
+  if (payloadSize < 126) {
+    out[1] = static_cast<char>(payloadSize);
+    return 2;
+  }
+  if (payloadSize <= 0xFFFF) {
+    out[1] = 126;
+    out[2] = static_cast<char>(payloadSize >> 8);
+    out[3] = static_cast<char>(payloadSize);
+    return 4;
+  }
+  out[1] = 127;
+  for (int i = 0; i < 8; ++i) out[2 + i] = static_cast<char>(payloadSize >> (56 - 8 * i));
+  return kMaxFrameHeader;
+}
 
 // Appends the header of one unmasked server frame.
 void appendFrameHeader(std::string& out, WsOpcode opcode, std::uint64_t payloadSize,

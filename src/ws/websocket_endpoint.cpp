@@ -1,6 +1,7 @@
 #include "ws/websocket_endpoint.h"
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 #include "app_state.h"
@@ -75,7 +76,7 @@ void WebSocketEndpoint::receive(char* data, std::size_t size) {
   } else {
     messageSince_ = 0;
   }
-  sendPendingClose();
+  if (pendingCloseCode_) sendPendingClose();
   if (session_.failed() && !failCode_) failCode_ = session_.failCode();
   if (session_.wantsTcpClose()) conn_.transport().closeAfterFlush(0);
 }
@@ -283,11 +284,11 @@ bool WebSocketEndpoint::send(const Message& message) {
         break;
     }
   }
-  char header[kMaxFrameHeader];
-  const std::size_t headerSize = writeFrameHeader(
-      header, message.isText() ? WsOpcode::kText : WsOpcode::kBinary, payload.size());
-  transport.write({header, headerSize});
-  transport.write(payload);
+  const auto opcode = message.isText() ? WsOpcode::kText : WsOpcode::kBinary;
+  transport.writeWith(frameHeaderSize(payload.size()) + payload.size(), [&](char* out) {
+    const std::size_t headerSize = writeFrameHeader(out, opcode, payload.size());
+    if (!payload.empty()) std::memcpy(out + headerSize, payload.data(), payload.size());
+  });
   flushSoon();
   if (transport.bufferedAmount() > options_.maxBackpressureBytes) {
     wantDrain_ = true;
@@ -324,7 +325,7 @@ bool WebSocketEndpoint::ping(std::string_view payload) {
   return true;
 }
 
-void WebSocketEndpoint::onDrained() {
+void WebSocketEndpoint::drainedSlow() {
   if (readPaused_) {
     readPaused_ = false;
     conn_.transport().resumeReading();

@@ -40,7 +40,9 @@ class WebSocketEndpoint final : private SessionHandler {
   void open(const WebSocketHandler& handler, WebSocket ws, Request& req, std::string protocol);
   // Bytes from the transport (writable: payloads are unmasked in place).
   void receive(char* data, std::size_t size);
-  void onDrained();
+  void onDrained() {
+    if (readPaused_ || wantDrain_ || cold_) drainedSlow();
+  }
   void sweep(std::uint64_t now);
   // Graceful stop: Close 1001.
   void beginShutdown();
@@ -112,6 +114,7 @@ class WebSocketEndpoint final : private SessionHandler {
   void sendClose(std::uint16_t code, std::string_view reason, bool failing) noexcept;
   void sendCloseNow(std::uint16_t code, std::string_view reason) noexcept;
   void sendPendingClose() noexcept;
+  void drainedSlow();
   void pullStream();
   void leaveTopics() noexcept;
   void reportClose() noexcept;

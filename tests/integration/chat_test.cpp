@@ -19,6 +19,7 @@
 
 #include "chat_app.h"
 #include "ws_client.h"
+#include "strings.h"
 
 using namespace spry::test;
 using json = nlohmann::json;
@@ -285,15 +286,15 @@ TEST_CASE("chat: the last 50 messages are replayed to whoever joins") {
   Chatter alice(f.port(), "lobby", "alice");
   REQUIRE(alice.join());
   CHECK(alice.welcome["history"].empty());
-  for (int i = 0; i < 60; ++i) REQUIRE(alice.say("m" + std::to_string(i)));
-  for (int i = 0; i < 60; ++i) REQUIRE(alice.next()["text"] == "m" + std::to_string(i));
+  for (int i = 0; i < 60; ++i) REQUIRE(alice.say(spry::test::cat("m", std::to_string(i))));
+  for (int i = 0; i < 60; ++i) REQUIRE(alice.next()["text"] == spry::test::cat("m", std::to_string(i)));
 
   Chatter bob(f.port(), "lobby", "bob");
   REQUIRE(bob.join());
   const json& history = bob.welcome["history"];
   REQUIRE(history.size() == 50);
   std::vector<std::string> want;
-  for (int i = 10; i < 60; ++i) want.push_back("m" + std::to_string(i));
+  for (int i = 10; i < 60; ++i) want.push_back(spry::test::cat("m", std::to_string(i)));
   CHECK(texts(history) == want);
   for (std::size_t i = 0; i < history.size(); ++i) {
     CHECK(history[i]["type"] == "message");
@@ -434,7 +435,7 @@ TEST_CASE("chat: rooms work across loops (--threads 2), and a graceful stop clos
   Chatter* a = nullptr;
   Chatter* b = nullptr;
   for (int i = 0; i < 32 && !b; ++i) {
-    auto c = std::make_unique<Chatter>(port, "lobby", "n" + std::to_string(i));
+    auto c = std::make_unique<Chatter>(port, "lobby", spry::test::cat("n", std::to_string(i)));
     REQUIRE(c->join());
     spry::Loop loop;
     {

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "harness.h"
+#include "strings.h"
 
 using namespace spry::test;
 using spry::App;
@@ -384,9 +385,9 @@ TEST_CASE("request: query parameters are decoded, repeated keys kept in order") 
   App app;
   app.get("/q", [](Request& req) {
     std::string out = std::string(req.query("q").value_or("<none>"));
-    for (auto v : req.queryAll("x")) out += "," + std::string(v);
+    for (auto v : req.queryAll("x")) out += spry::test::cat(",", v);
     out += "|" + std::string(req.query("missing").value_or("<none>"));
-    out += "|" + std::string(req.query("empty").value_or("<none>"));
+    out += spry::test::cat("|", req.query("empty").value_or("<none>"));
     out += "|" + std::string(req.path());
     return out;
   });
@@ -425,7 +426,7 @@ TEST_CASE("request: cookies, headers, target and peer address") {
   App app;
   app.get("/c", [](Request& req) {
     std::string out = std::string(req.cookie("session").value_or("-"));
-    out += "," + std::string(req.cookie("c").value_or("-"));
+    out += spry::test::cat(",", req.cookie("c").value_or("-"));
     out += "," + std::string(req.cookie("nope").value_or("-"));
     out += "," + std::string(req.header("x-custom"));
     out += "," + std::to_string(req.headers().getAll("X-Multi").size());

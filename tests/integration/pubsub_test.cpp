@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "ws_client.h"
+#include "strings.h"
 
 using namespace spry::test;
 using spry::BackpressurePolicy;
@@ -244,7 +245,7 @@ std::vector<std::string> readTextsUntilAll(WsClient& c, std::set<std::string> en
 
 std::vector<std::string> numbered(std::string_view prefix, int n) {
   std::vector<std::string> v;
-  for (int i = 0; i < n; ++i) v.push_back(std::string(prefix) + std::to_string(i));
+  for (int i = 0; i < n; ++i) v.push_back(spry::test::cat(prefix, std::to_string(i)));
   return v;
 }
 
@@ -689,11 +690,11 @@ TEST_CASE("threads: add, ping and close from a foreign thread keep their order")
       ++wrongThrows;
     }
     for (int i = 0; i < 50; ++i) {
-      if (!ws.add("x" + std::to_string(i))) ++refused;
+      if (!ws.add(spry::test::cat("x", std::to_string(i)))) ++refused;
     }
     if (!ws.ping("p")) ++refused;
     for (int i = 50; i < 100; ++i) {
-      if (!ws.add(Message::binary("y" + std::to_string(i)))) ++refused;
+      if (!ws.add(Message::binary(spry::test::cat("y", std::to_string(i))))) ++refused;
     }
     if (!ws.close(4001, "done")) ++refused;
     // Posted after the close: runs on a closing socket, so it sends nothing.
@@ -707,7 +708,7 @@ TEST_CASE("threads: add, ping and close from a foreign thread keep their order")
     auto f = peer.ws->readFrame();
     REQUIRE(f);
     CHECK(f->opcode == ws::kText);
-    CHECK(f->payload == "x" + std::to_string(i));
+    CHECK(f->payload == spry::test::cat("x", std::to_string(i)));
   }
   auto ping = peer.ws->readFrame();
   REQUIRE(ping);
@@ -717,7 +718,7 @@ TEST_CASE("threads: add, ping and close from a foreign thread keep their order")
     auto f = peer.ws->readFrame();
     REQUIRE(f);
     CHECK(f->opcode == ws::kBinary);
-    CHECK(f->payload == "y" + std::to_string(i));
+    CHECK(f->payload == spry::test::cat("y", std::to_string(i)));
   }
   auto close = peer.ws->readFrame();
   REQUIRE(close);

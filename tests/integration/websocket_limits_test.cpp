@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ws_client.h"
+#include "strings.h"
 
 using namespace spry::test;
 using spry::BackpressurePolicy;
@@ -199,7 +200,7 @@ TEST_CASE("ws limits: kPauseReading stops reading until the client drains") {
   // Give the loop time to push what the kernel takes; much must remain.
   std::this_thread::sleep_for(100ms);
   CHECK(server.onLoop([&] { return queued.load(); }) > kLimit);
-  for (int i = 0; i < 50; ++i) REQUIRE(c.sendText("m" + std::to_string(i)));
+  for (int i = 0; i < 50; ++i) REQUIRE(c.sendText(spry::test::cat("m", std::to_string(i))));
   std::this_thread::sleep_for(200ms);
   CHECK(p.messages == 1);  // paused: nothing more was read
   CHECK(drain(c, 256u * 256 * 1024) == 256u * 256 * 1024);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ws_client.h"
+#include "strings.h"
 
 using namespace spry::test;
 using spry::Message;
@@ -757,7 +758,7 @@ TEST_CASE("ws: a throw closes that socket with 1011, other sockets are untouched
     auto n = std::make_shared<int>(0);
     ws.addStream([n]() -> std::optional<Message> {
       if (++*n == 3) throw std::runtime_error("source failed");
-      return Message::text("s" + std::to_string(*n));
+      return Message::text(spry::test::cat("s", std::to_string(*n)));
     });
   });
   app.ws("/on-close", [](WebSocket ws, spry::Request&) {

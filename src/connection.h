@@ -42,8 +42,6 @@ class Connection final : private TransportEvents {
   void beginShutdown() noexcept;
   // Writes what flushSoon() left for after the callback.
   void flushNow() noexcept;
-  // Index in the server's connection list.
-  std::size_t serverIndex = 0;
 
   // --- from the protocols and the handles
   Transport& transport() noexcept { return transport_; }
@@ -98,6 +96,10 @@ class Connection final : private TransportEvents {
   std::variant<std::monostate, HttpExchange, WebSocketEndpoint> protocol_;
   std::uint16_t depth_ = 0;   // events running
   bool flushPosted_ = false;  // flushSoon() handed this connection to the server
+
+ public:
+  // Index in the server's connection list (last: it packs with the flags above).
+  std::uint32_t serverIndex = 0;
 };
 
 }  // namespace spry::detail

@@ -200,7 +200,7 @@ void Server::onConnection(uv_stream_t* listener, int status) noexcept {
 }
 
 void Server::add(Connection* c) {
-  c->serverIndex = conns_.size();
+  c->serverIndex = static_cast<std::uint32_t>(conns_.size());
   conns_.push_back(c);
   connections_.fetch_add(1, std::memory_order_relaxed);
   app_.openConnections.fetch_add(1, std::memory_order_relaxed);
@@ -210,7 +210,7 @@ void Server::remove(Connection* c) noexcept {
   std::size_t i = c->serverIndex;
   if (i < conns_.size() && conns_[i] == c) {
     conns_[i] = conns_.back();
-    conns_[i]->serverIndex = i;
+    conns_[i]->serverIndex = static_cast<std::uint32_t>(i);
     conns_.pop_back();
     connections_.fetch_sub(1, std::memory_order_relaxed);
     app_.openConnections.fetch_sub(1, std::memory_order_relaxed);

@@ -106,6 +106,7 @@ void WebSocketEndpoint::onWsPong(std::string_view) noexcept {
 
 void WebSocketEndpoint::onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept {
   peerCloseCode_ = code;
+  if (reason.empty() && !cold_) return;  // nothing to keep: no cold state for it
   try {
     cold().closeReason.assign(reason);
   } catch (...) {

@@ -122,14 +122,15 @@ class WebSocketEndpoint final : private SessionHandler {
 
   Connection& conn_;
   const WebSocketOptions& options_;
-  WebSocketSession session_;
+  // Its tail padding holds the two codes after it.
+  [[no_unique_address]] WebSocketSession session_;
+  std::uint16_t pendingCloseCode_ = 0;  // a Close asked for during feed(); reason in cold_
+  std::uint16_t closeCode_ = 0;         // reported to onClose
   std::function<void(const Message&)> onMessage_;
   std::unique_ptr<ColdState> cold_;
   std::uint64_t lastReceived_ = 0;
   std::uint64_t messageSince_ = 0;      // an unfinished message was first seen; 0: none
   std::uint64_t deadline_ = 0;          // for the peer's Close once ours is out, else for a pong
-  std::uint16_t pendingCloseCode_ = 0;  // a Close asked for during feed(); reason in cold_
-  std::uint16_t closeCode_ = 0;         // reported to onClose
   std::uint16_t peerCloseCode_ = 0;     // from the peer's Close
   std::uint16_t failCode_ = 0;          // we failed the connection with it
   bool inMessage_ : 1 = false;          // the listen callback is running

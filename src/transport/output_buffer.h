@@ -28,7 +28,9 @@ class OutputBuffer {
   std::string_view view() const noexcept { return {data_, size_}; }
 
   // Throws std::bad_alloc when memory (or the 4 GiB a buffer may hold) runs out.
-  void append(std::string_view bytes) { std::memcpy(extend(bytes.size()), bytes.data(), bytes.size()); }
+  void append(std::string_view bytes) {
+    if (!bytes.empty()) std::memcpy(extend(bytes.size()), bytes.data(), bytes.size());
+  }
 
   // `n` more bytes at the end, for the caller to fill; valid until the next
   // change of the buffer.

@@ -4,7 +4,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -136,8 +135,8 @@ class Harness {
     client_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     REQUIRE(client_ >= 0);
     if (clientRcvBuf > 0) {
-      REQUIRE(::setsockopt(client_, SOL_SOCKET, SO_RCVBUF, &clientRcvBuf,
-                           sizeof(clientRcvBuf)) == 0);
+      REQUIRE(::setsockopt(client_, SOL_SOCKET, SO_RCVBUF, &clientRcvBuf, sizeof(clientRcvBuf)) ==
+              0);
     }
     sockaddr_in to{};
     to.sin_family = AF_INET;
@@ -154,7 +153,7 @@ class Harness {
   }
 
   ~Harness() {
-    if (accepted_) {
+    if (tcpOpen_) {
       if (!transport.isClosed()) transport.close();
       CHECK(runUntil([&] { return events.released > 0; }));
       CHECK(events.closed == 1);
@@ -187,7 +186,8 @@ class Harness {
     const auto deadline = std::chrono::steady_clock::now() + kDeadline;
     // A ticking timer bounds every iteration, so a client action in `done`
     // is noticed even while the loop has nothing to do.
-    uv_timer_start(&tick_, [](uv_timer_t*) {}, 1, 1);
+    uv_timer_start(
+        &tick_, [](uv_timer_t*) {}, 1, 1);
     bool ok = false;
     for (;;) {
       if (done()) {
@@ -244,16 +244,19 @@ class Harness {
   }
   // Runs the loop until the client has read `size` bytes in all.
   bool receive(std::size_t size) {
-    return runUntil([&] {
+    const bool ended = runUntil([&] {
       pull();
       return got.size() >= size || eof || readError != 0;
-    }) && got.size() == size;
+    });
+    return ended && got.size() == size;
   }
+  // Runs the loop until the client reads the end (EOF, not a reset).
   bool receiveEof() {
-    return runUntil([&] {
+    const bool ended = runUntil([&] {
       pull();
       return eof || readError != 0;
-    }) && eof;
+    });
+    return ended && eof;
   }
 
   // Bytes the server has received that its loop has not read yet.
@@ -314,6 +317,7 @@ class Harness {
     if (status != 0) return;
     uv_tcp_t* tcp = self->transport.handle();
     uv_tcp_init(listener->loop, tcp);
+    self->tcpOpen_ = true;  // the transport's to close from now on
     self->acceptStatus_ = uv_accept(listener, reinterpret_cast<uv_stream_t*>(tcp));
     uv_tcp_nodelay(tcp, 1);
     self->transport.resumeReading();
@@ -324,6 +328,7 @@ class Harness {
   uv_tcp_t listener_{};
   int client_ = -1;
   bool accepted_ = false;
+  bool tcpOpen_ = false;
   int acceptStatus_ = -1;
 };
 
@@ -405,7 +410,7 @@ TEST_CASE("writeShared keeps byte order with writes around it") {
   Harness h;
   auto& t = h.transport;
 
-  auto big1 = shared(pattern(512, 1));  // the threshold: shared by reference
+  auto big1 = shared(pattern(512, 1));   // the threshold: shared by reference
   auto small = shared(pattern(511, 2));  // below it: copied
   auto big2 = shared(pattern(3000, 3));
   std::string expected;
@@ -680,7 +685,7 @@ TEST_CASE("closeAfterFlush without linger: every byte, then EOF") {
   CHECK_FALSE(t.isClosed());
   CHECK(ev.closed == 0);
   t.closeAfterFlush(0);  // again: no effect
-  t.write("+");  // still queued behind the rest (the owner may add a last word)
+  t.write("+");          // still queued behind the rest (the owner may add a last word)
   data.append("+");
 
   // What the client sends now is read and dropped.

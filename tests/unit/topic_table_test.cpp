@@ -41,8 +41,8 @@ struct FakeSubscriber {
 };
 
 using Table = BasicTopicTable<FakeSubscriber>;
-using TopicMap = std::unordered_map<std::string, std::vector<FakeSubscriber*>, StringHash,
-                                    std::equal_to<>>;
+using TopicMap =
+    std::unordered_map<std::string, std::vector<FakeSubscriber*>, StringHash, std::equal_to<>>;
 
 // Read access to the table's private state (its topics and the topics with
 // null slots), so the tests can see that compaction erases what it should.
@@ -403,8 +403,7 @@ TEST_CASE("many topics") {
   }
   CHECK(topicsOf(t).size() == kTopicCount);
   for (int j = 0; j < kTopics; ++j) {
-    CHECK(t.deliver("topic" + std::to_string(j), frame(std::to_string(j)), nullptr) ==
-          expected[j]);
+    CHECK(t.deliver("topic" + std::to_string(j), frame(std::to_string(j)), nullptr) == expected[j]);
   }
   for (int i = 0; i < kSubs; ++i) {
     Strings want;

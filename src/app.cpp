@@ -169,7 +169,7 @@ Response AppState::handle(Request& req, const RouteEntry* route, const RouteMatc
 }
 
 bool AppState::publish(std::string_view topic, const Message& message,
-                       const WebSocketEndpoint* skip) {
+                       const std::shared_ptr<WebSocketEndpoint>& skip) {
   SharedFrame frame =
       makeSharedFrame(message.isText() ? WsOpcode::kText : WsOpcode::kBinary, message.data());
   std::vector<std::shared_ptr<Server>> targets;
@@ -180,17 +180,14 @@ bool AppState::publish(std::string_view topic, const Message& message,
   if (targets.empty()) return false;
   // A socket publishing from off its loop (another thread) must still be
   // skipped on its own loop: the post names it weakly, as its address may be
-  // reused by then.
-  std::weak_ptr<const WebSocketEndpoint> weakSkip;
-  const LoopContext* skipLoop = nullptr;
-  if (skip) {
-    weakSkip = std::shared_ptr<const WebSocketEndpoint>(skip->connection().self(), skip);
-    skipLoop = &skip->loopContext();
-  }
+  // reused by then. (`skip` is the caller's locked handle: reading the
+  // connection's own reference from this thread would race its release.)
+  std::weak_ptr<const WebSocketEndpoint> weakSkip = skip;
+  const LoopContext* skipLoop = skip ? &skip->loopContext() : nullptr;
   for (const auto& server : targets) {
     LoopContext& loop = server->loopContext();
     if (loop.isCurrentThread()) {
-      server->topics().deliver(topic, frame, skip);
+      server->topics().deliver(topic, frame, skip.get());
       continue;
     }
     // One post per loop, not per subscriber; the loop's queue keeps this

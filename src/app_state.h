@@ -70,7 +70,9 @@ struct AppState {
   // Sends `message` to the subscribers of `topic` on every loop but `skip`:
   // directly on the calling loop, through the async queue on the others.
   // Thread-safe. Returns false when not listening.
-  bool publish(std::string_view topic, const Message& message, const WebSocketEndpoint* skip);
+  // `skip` (may be null): the publishing socket, which does not get it.
+  bool publish(std::string_view topic, const Message& message,
+               const std::shared_ptr<WebSocketEndpoint>& skip);
 
   void checkNotFrozen() const;
   void freeze();

@@ -1,6 +1,5 @@
 #include "pubsub.h"
 
-
 namespace spry::detail {
 
 void SubscriberCounts::add(std::string_view topic, long delta) {

@@ -50,7 +50,9 @@ class BasicTopicTable {
       if (std::find(holes_.begin(), holes_.end(), topic) == holes_.end()) {
         try {
           holes_.emplace_back(topic);
-        } catch (...) {  // left for the next compaction of this topic
+        } catch (...) {
+          // Out of memory: the null slot stays until a later removal from
+          // this topic during a delivery records it; deliveries skip it.
         }
       }
       return true;
@@ -72,13 +74,20 @@ class BasicTopicTable {
     auto& subs = it->second;
     const std::size_t count = subs.size();
     std::size_t n = 0;
-    ++delivering_;
+    // Also when a subscriber throws (out of memory): the table must not stay
+    // in "delivering" mode, where removals only leave holes.
+    struct Delivering {
+      BasicTopicTable& table;
+      explicit Delivering(BasicTopicTable& t) noexcept : table(t) { ++table.delivering_; }
+      ~Delivering() {
+        if (--table.delivering_ == 0 && !table.holes_.empty()) table.compact();
+      }
+    } delivering(*this);
     for (std::size_t i = 0; i < count; ++i) {
       Subscriber* s = subs[i];
       if (s == nullptr || s == skip) continue;
       if (s->deliver(frame)) ++n;
     }
-    if (--delivering_ == 0 && !holes_.empty()) compact();
     return n;
   }
 

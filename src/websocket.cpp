@@ -147,7 +147,7 @@ bool WebSocket::publish(std::string_view topic, const Message& message) const {
   if (message.isText() && !detail::isValidUtf8(message.data())) {
     throw std::invalid_argument("spry: WebSocket::publish: text message is not valid UTF-8");
   }
-  return e->app().publish(topic, message, e.get());
+  return e->app().publish(topic, message, e);
 }
 
 ReadyState WebSocket::readyState() const noexcept {

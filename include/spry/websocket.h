@@ -19,7 +19,7 @@ namespace spry {
 namespace detail {
 class Connection;
 class WebSocketEndpoint;
-}
+}  // namespace detail
 
 /// RFC 6455 socket states, as in the browser API.
 enum class ReadyState { kConnecting, kOpen, kClosing, kClosed };

@@ -262,8 +262,9 @@ void HttpExchange::runProducer(Response& response, Request& req,
                                const std::shared_ptr<StreamState>& state) {
   auto producer = std::move(ResponseAccess::producer(response));
   state->producing = true;
-  const bool ok = runGuarded("stream producer", [&] { producer(StreamState::makeWriter(state)); },
-                             std::string(" (" + std::string(req.path()) + ")").c_str());
+  const bool ok = runGuarded(
+      "stream producer", [&] { producer(StreamState::makeWriter(state)); },
+      std::string(" (" + std::string(req.path()) + ")").c_str());
   state->producing = false;
   if (!ok) {
     // The head is out: the truncated chunked body is how the client learns.

@@ -35,7 +35,8 @@ class OutputBuffer {
   // `n` more bytes at the end, for the caller to fill; valid until the next
   // change of the buffer.
   char* extend(std::size_t n) {
-    if (n > capacity_ - size_) [[unlikely]] grow(n);
+    if (n > capacity_ - size_) [[unlikely]]
+      grow(n);
     char* p = data_ + size_;
     size_ += static_cast<std::uint32_t>(n);
     return p;

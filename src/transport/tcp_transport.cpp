@@ -189,7 +189,6 @@ void TcpTransport::startWrite() noexcept {
     }
     w->bytes += w->queue->bytes;
   }
-  inFlight_ = w->bytes;
   w->req.data = w;
   int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), bufs.data(),
                     static_cast<unsigned>(bufs.size()), onWriteDone);
@@ -199,6 +198,7 @@ void TcpTransport::startWrite() noexcept {
     return;
   }
   write_ = w;
+  inFlight_ = w->bytes;
   w->stallSince = uv_now(tcp_.loop);
   w->stallPending = unacknowledgedBytes();
   events_.onWriteQueued(static_cast<long>(w->bytes));

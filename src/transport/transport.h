@@ -4,9 +4,9 @@
 // knows which transport carries them.
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <deque>
-#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>

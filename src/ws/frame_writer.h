@@ -28,7 +28,8 @@ constexpr std::size_t frameHeaderSize(std::uint64_t payloadSize) noexcept {
 // every message sent goes through it.
 inline std::size_t writeFrameHeader(char* out, WsOpcode opcode, std::uint64_t payloadSize,
                                     bool fin = true, bool rsv1 = false) noexcept {
-  out[0] = static_cast<char>((fin ? kFinBit : 0) | (rsv1 ? kRsv1Bit : 0) | static_cast<int>(opcode));
+  out[0] =
+      static_cast<char>((fin ? kFinBit : 0) | (rsv1 ? kRsv1Bit : 0) | static_cast<int>(opcode));
   if (payloadSize < 126) {
     out[1] = static_cast<char>(payloadSize);
     return 2;

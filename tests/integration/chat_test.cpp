@@ -18,8 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include "chat_app.h"
-#include "ws_client.h"
 #include "strings.h"
+#include "ws_client.h"
 
 using namespace spry::test;
 using json = nlohmann::json;
@@ -287,7 +287,8 @@ TEST_CASE("chat: the last 50 messages are replayed to whoever joins") {
   REQUIRE(alice.join());
   CHECK(alice.welcome["history"].empty());
   for (int i = 0; i < 60; ++i) REQUIRE(alice.say(spry::test::cat("m", std::to_string(i))));
-  for (int i = 0; i < 60; ++i) REQUIRE(alice.next()["text"] == spry::test::cat("m", std::to_string(i)));
+  for (int i = 0; i < 60; ++i)
+    REQUIRE(alice.next()["text"] == spry::test::cat("m", std::to_string(i)));
 
   Chatter bob(f.port(), "lobby", "bob");
   REQUIRE(bob.join());

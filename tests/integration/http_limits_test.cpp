@@ -377,7 +377,8 @@ TEST_CASE("pipelining: many requests in one write, answered once each, in order"
   RawClient c(server.port());
   std::string all;
   for (int i = 0; i < 100; ++i) {
-    all += i % 3 == 0 ? post(spry::test::cat("/p/", std::to_string(i)), spry::test::cat("b", std::to_string(i)))
+    all += i % 3 == 0 ? post(spry::test::cat("/p/", std::to_string(i)),
+                             spry::test::cat("b", std::to_string(i)))
                       : get("/n/" + std::to_string(i));
   }
   c.send(all);

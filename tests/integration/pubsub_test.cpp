@@ -21,8 +21,8 @@
 #include <tuple>
 #include <vector>
 
-#include "ws_client.h"
 #include "strings.h"
+#include "ws_client.h"
 
 using namespace spry::test;
 using spry::BackpressurePolicy;

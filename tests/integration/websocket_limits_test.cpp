@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "ws_client.h"
 #include "strings.h"
+#include "ws_client.h"
 
 using namespace spry::test;
 using spry::BackpressurePolicy;

@@ -12,8 +12,8 @@
 #include <unordered_set>
 #include <vector>
 
-#include "ws_client.h"
 #include "strings.h"
+#include "ws_client.h"
 
 using namespace spry::test;
 using spry::Message;

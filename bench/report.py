@@ -260,6 +260,18 @@ def main():
     idle = {srv: num((d.one("idle", srv) or {}).get("rss_per_conn_bytes")) for srv in ("raw", "spry")}
     idle_conns = (d.one("idle", "spry") or {}).get("connections")
 
+    # HTTP under callgrind (examples/hello): per request, by difference.
+    http_cfgs = (("bare_d16", "bare GET, 16 pipelined per write"), ("browser_d16", "browser GET (10 fields), 16 pipelined per write"),
+                 ("bare_d1", "bare GET, no pipelining"))
+    hcg = {}
+    for cfg, _ in http_cfgs:
+        scen = f"callgrind_http_{cfg}"
+        total = per_message(d, scen, "spry", "instructions", "requests")
+        incl = per_message(d, scen, "spry", "llhttp_execute_incl", "requests")
+        own = per_message(d, scen, "spry", "llhttp_self", "requests")
+        hcg[cfg] = {"total": total, "llhttp": incl, "llhttp_self": own,
+                    "outside": (total - incl) if total is not None and incl is not None else None}
+
     def cgratio(cfg):
         a, b = cg.get((cfg, "spry")), cg.get((cfg, "raw"))
         return a / b if a and b else None
@@ -299,6 +311,13 @@ def main():
     target(f"Server RSS per idle WebSocket ({idle_conns or '?'} connections, bytes)", fmt(v), fmt(idle.get("raw")), ((v / idle["raw"]) if v and idle.get("raw") else None, None, None), "< 1,024", ok and v < 1024, sc)
     ok, sc = ge(r_fan[0], 1.0)
     target("Fan-out to 1,000 subscribers: deliveries/s vs raw echo msgs/s at depth 16", fmt(fan_rate), fmt(thr["echo_d16"]["raw"]["rate"]), r_fan, ">= 1.0x raw d16", ok, sc)
+    # HTTP (no raw counterpart): examples/hello, its global middleware included.
+    v = hcg["bare_d16"]["total"]
+    ok, sc = le(v, 3000)
+    target("HTTP: user-space instructions per request, bare GET pipelined 16, middleware included (callgrind)", fmt(v), "-", (None, None, None), "<= 3,000", ok, sc)
+    v = hcg["browser_d16"]["outside"]
+    ok, sc = le(v, 2100)
+    target("HTTP: user-space instructions per request outside llhttp_execute, browser GET pipelined 16 (callgrind)", fmt(v), "-", (None, None, None), "<= 2,100", ok, sc)
 
     # ---- header
     w("# spry benchmark results")
@@ -392,6 +411,30 @@ def main():
             label = "100 connections, no pipelining" if pipe == 1 else "100 connections, 16 pipelined requests per write (bench/pipeline.lua)"
             w(f"| {label} | {fmt(d.median(scen, 'spry', 'req_per_s'))} | {fmt(d.median(scen, 'spry', 'p50_us'), 1)} | "
               f"{fmt(d.median(scen, 'spry', 'p99_us'), 1)} | {fmt(d.median(scen, 'spry', 'server_cpu_us_per_req'), 2)} |")
+        w("")
+
+    # ---- http under callgrind
+    if any(h["total"] is not None for h in hcg.values()):
+        w("## HTTP: user-space instructions per request (callgrind, examples/hello)")
+        w("")
+        w("`GET /hello/world` (\"Hello, world\", a global middleware adding a header) on 100 keep-alive connections, "
+          "`spry-load --mode http` sending an exact count; difference method as below. `llhttp_execute` is its inclusive cost "
+          "(the parser's callbacks into spry's adapter included); \"llhttp's own code\" is the self cost of the `llhttp*` functions.")
+        w("")
+        w("| request | requests (small vs large) | instructions/request | in llhttp_execute | outside llhttp_execute | llhttp's own code | goal |")
+        w("|---|---:|---:|---:|---:|---:|---|")
+        goals = {"bare_d16": "<= 3,000 in total", "browser_d16": "<= 2,100 outside llhttp_execute", "bare_d1": "none"}
+        for cfg, label in http_cfgs:
+            h = hcg[cfg]
+            if h["total"] is None:
+                continue
+            small = d.one(f"callgrind_http_{cfg}", "spry", "small") or {}
+            large = d.one(f"callgrind_http_{cfg}", "spry", "large") or {}
+            share = f" ({h['llhttp'] / h['total'] * 100:.0f} %)" if h["llhttp"] is not None and h["total"] else ""
+            w(f"| {label} | {small.get('requests', '?')} vs {large.get('requests', '?')} | {fmt(h['total'])} | {fmt(h['llhttp'])}{share} | "
+              f"{fmt(h['outside'])} | {fmt(h['llhttp_self'])} | {goals[cfg]} |")
+        w("")
+        w("Per-function tables (self cost per request, difference of the two runs): `profiles/callgrind.http_*.txt`.")
         w("")
 
     # ---- callgrind and syscalls
@@ -488,6 +531,39 @@ def main():
             w("```")
             w(f"(full list: `profiles/callgrind.{cfg}.txt`)")
             w("")
+    http_missed = {"bare_d16": len(targets) > 9 and not targets[9][5], "browser_d16": len(targets) > 10 and not targets[10][5]}
+    for cfg, label in http_cfgs:
+        small = d.one(f"callgrind_http_{cfg}", "spry", "small")
+        large = d.one(f"callgrind_http_{cfg}", "spry", "large")
+        if not small or not large:
+            continue
+        n = num(large["requests"]) - num(small["requests"])
+        top, by_obj = function_diff(profiles, f"http_{cfg}", "spry", n)
+        if not top:
+            continue
+        h = hcg[cfg]
+        lines = [f"callgrind, examples/hello, {label}: user-space instructions per request by function (self cost, difference of the two runs)", ""]
+        lines.append(f"total {fmt(h['total'])}; llhttp_execute inclusive {fmt(h['llhttp'])}; outside it {fmt(h['outside'])}; llhttp's own code {fmt(h['llhttp_self'])}")
+        lines.append("")
+        lines.append(f"{'instr/req':>10}  function  [object]")
+        for (fn, obj), v in top[:40]:
+            lines.append(f"{v:10.1f}  {short_function(fn)}  [{os.path.basename(obj)}]")
+        lines.append("")
+        lines.append("by object: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(by_obj.items(), key=lambda kv: -kv[1]) if abs(v) >= 1))
+        with open(os.path.join(profiles, f"callgrind.http_{cfg}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        if http_missed.get(cfg):
+            w(f"### callgrind, HTTP {label}: instructions per request")
+            w("")
+            w("By shared object: " + ", ".join(f"{k} **{v:.0f}**" for k, v in sorted(by_obj.items(), key=lambda kv: -kv[1]) if abs(v) >= 1) + ".")
+            w("")
+            w("```")
+            w(f"{'instr/req':>10}  function  [object]")
+            for (fn, obj), v in top[:15]:
+                w(f"{v:10.1f}  {short_function(fn)}  [{os.path.basename(obj)}]")
+            w("```")
+            w(f"(full list: `profiles/callgrind.http_{cfg}.txt`)")
+            w("")
     fan_prof = os.path.join(profiles, "fanout.perf.txt")
     if os.path.exists(fan_prof) and os.path.getsize(fan_prof) > 0:
         w("### Fan-out: perf (cpu-clock, kernel included), server process")
@@ -537,16 +613,25 @@ def chart(out, targets, ratios):
     if not gp:
         print("report: gnuplot not installed (apt-get install -y gnuplot-nox): no chart")
         return
-    short = ["echo d1 thrpt", "echo d16 thrpt", "CPU/msg 50k/s", "instr d1", "instr d16", "instr paced", "syscalls paced", "RSS/idle conn", "fan-out"]
+    short = ["echo d1 thrpt", "echo d16 thrpt", "CPU/msg 50k/s", "instr d1", "instr d16", "instr paced", "syscalls paced", "RSS/idle conn", "fan-out",
+             "HTTP instr bare d16", "HTTP browser ex llhttp"]
     tdat = os.path.join(out, ".targets.dat")
     with open(tdat, "w") as f:
         for i, t in enumerate(targets):
             score = t[6] if t[6] is not None else 0
             f.write(f'{i} "{short[i] if i < len(short) else t[0]}" {score:.4f} {1 if t[5] else 0}\n')
     rdat = os.path.join(out, ".ratios.dat")
+    present = [r for r in ratios if r[1] is not None]
     with open(rdat, "w") as f:
-        for i, (name, v) in enumerate([r for r in ratios if r[1] is not None]):
+        for i, (name, v) in enumerate(present):
             f.write(f'{i} "{name}" {v:.4f}\n')
+    # A run that skipped every spry/raw section (e.g. only httpcg): an empty
+    # panel rather than a gnuplot error on an empty data file.
+    ratio_plot = (f"""plot "{rdat}" using 1:3:xtic(2) with boxes lc rgb "#4682b4", \\
+     "{rdat}" using 1:($3*1.15):(sprintf("%.2fx", $3)) with labels""" if present else
+                  """set xrange [0:1]
+set label 3 "(no spry/raw figure in this run)" at graph 0.5, graph 0.5 center
+plot 1/0 notitle""")
     script = f"""
 set terminal pngcairo size 1400,560 font "sans,10"
 set output "{os.path.join(out, 'results.png')}"
@@ -566,8 +651,7 @@ unset arrow 1
 set title "spry / raw libuv (throughput: higher is better; costs: lower is better; log scale)"
 set yrange [0.02:200]
 set arrow 2 from graph 0, first 1 to graph 1, first 1 nohead lw 2 dt 2 lc rgb "#333333"
-plot "{rdat}" using 1:3:xtic(2) with boxes lc rgb "#4682b4", \\
-     "{rdat}" using 1:($3*1.15):(sprintf("%.2fx", $3)) with labels
+{ratio_plot}
 unset multiplot
 """
     r = subprocess.run([gp], input=script, text=True, capture_output=True)

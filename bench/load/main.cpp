@@ -10,6 +10,13 @@
 //           once every other client has received it.
 //   idle    hold N open connections for --hold seconds; report the server's
 //           RSS per connection.
+//   http    N keep-alive HTTP/1.1 connections sending GET --path (default
+//           /hello/world) in batches of --depth requests per write (pipelined,
+//           like bench/pipeline.lua for wrk); a connection writes its next
+//           batch once every response of the last one is in. --request bare
+//           (Host only) or browser (10 typical browser headers, 541 bytes).
+//           Every response must be "HTTP/1.1 200"; bodies are read by
+//           Content-Length or chunked encoding, so -n counts are exact.
 //
 // --raw speaks plain TCP to a byte echo: it sends exactly the bytes of the
 // masked WebSocket frame it would send, without a handshake, and reads the
@@ -44,13 +51,14 @@
 namespace load {
 namespace {
 
-enum class Mode { kEcho, kFanout, kIdle };
+enum class Mode { kEcho, kFanout, kIdle, kHttp };
 
 struct Options {
   std::string mode = "echo";
   std::string host = "127.0.0.1";
   std::uint16_t port = 8080;
-  std::string path;  // default: /echo, or /broadcast for fanout
+  std::string path;              // default: /echo, /broadcast for fanout, /hello/world for http
+  std::string request = "bare";  // http: bare | browser
   bool raw = false;
   std::size_t connections = 100;
   std::size_t size = 32;
@@ -141,7 +149,7 @@ class TimeFifo {
 };
 
 enum class State { kNew, kConnecting, kHandshake, kOpen, kClosing, kClosed };
-enum class Role { kEcho, kPublisher, kSubscriber, kIdle };
+enum class Role { kEcho, kPublisher, kSubscriber, kIdle, kHttp };
 
 class Load;
 
@@ -154,13 +162,13 @@ struct Conn {
   State state = State::kNew;
   bool writing = false;  // a uv_write is in flight; out_ waits for it
   bool dirty = false;    // listed in Load::dirty_
-  std::string in;        // handshake bytes or a partial frame
+  std::string in;        // handshake bytes, a partial frame or a partial HTTP response
   std::string out;       // not yet handed to the kernel
   std::string key;
   std::array<std::uint8_t, 4> mask{};
   std::uint64_t sendSeq = 0;
   std::uint64_t recvSeq = 0;
-  TimeFifo sent;  // echo: send (or scheduled) time of each message in flight
+  TimeFifo sent;  // echo: send (or scheduled) time of each message in flight; http: of each request
 };
 
 struct WriteReq {
@@ -209,6 +217,7 @@ class Load {
   void handshakeInput(Conn& c, const char* p, std::size_t n);
   std::size_t parseFrames(Conn& c, const char* p, std::size_t n);
   std::size_t parseRaw(Conn& c, const char* p, std::size_t n);
+  std::size_t parseHttp(Conn& c, const char* p, std::size_t n);
   void onFrame(Conn& c, std::uint8_t opcode, const char* p, std::size_t n);
   void onEnd(Conn& c, int status);
 
@@ -228,6 +237,8 @@ class Load {
   void onEchoReply(Conn& c, const char* p, std::size_t n, bool rawFrame);
   void pumpPublisher(std::size_t pub);
   void onDelivery(Conn& c, const char* p, std::size_t n);
+  void sendHttpBatch(Conn& c, std::uint64_t stamp);
+  void onHttpResponse(Conn& c);
   void startPacer();
   void onPacerTick();
   std::uint64_t outstanding() const noexcept;
@@ -269,6 +280,7 @@ class Load {
   std::uint8_t opcode_ = kOpText;
   std::size_t frameBytes_ = 0;  // one client frame: header, mask, payload
   std::string rawScratch_;
+  std::string httpRequest_;  // one request, sent --depth times per batch
 
   // progress
   bool measuring_ = false;
@@ -342,6 +354,28 @@ void Load::buildPattern() {
     pattern_[i] = binary ? static_cast<char>((i * 167 + 13) & 0xFF) : kTextAlphabet[i % period_];
   }
   frameBytes_ = headerBytes(o_.size) + 4 + o_.size;
+  if (mode_ == Mode::kHttp) {
+    // Host is 127.0.0.1 whatever the port, so that the bytes (and the
+    // server's instructions per request) do not depend on the port drawn.
+    httpRequest_ = "GET " + o_.path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    if (o_.request == "browser") {
+      // What a recent Chrome sends for a top-level navigation: 10 fields,
+      // 541 bytes with the default path.
+      httpRequest_ +=
+          "Connection: keep-alive\r\n"
+          "Cache-Control: max-age=0\r\n"
+          "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/131.0.0.0 Safari/537.36\r\n"
+          "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"
+          "image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7\r\n"
+          "Sec-Fetch-Site: none\r\n"
+          "Sec-Fetch-Mode: navigate\r\n"
+          "Accept-Encoding: gzip, deflate, br, zstd\r\n"
+          "Accept-Language: en-US,en;q=0.9\r\n"
+          "Cookie: session=3f6c1a9e5b2d4c7f8a0e1b3d5c7f9a2e; theme=dark\r\n";
+    }
+    httpRequest_ += "\r\n";
+  }
 }
 
 void Load::createConnections() {
@@ -354,6 +388,7 @@ void Load::createConnections() {
     c->index = static_cast<std::uint32_t>(i);
     c->role = mode_ == Mode::kEcho   ? Role::kEcho
               : mode_ == Mode::kIdle ? Role::kIdle
+              : mode_ == Mode::kHttp ? Role::kHttp
               : i < o_.publishers    ? Role::kPublisher
                                      : Role::kSubscriber;
     std::uint64_t r = rng_();
@@ -419,7 +454,7 @@ void Load::openConn(Conn& c) {
                                   }
                                   l.flushDirty();
                                 });
-                            if (self.o_.raw) {
+                            if (self.o_.raw || self.mode_ == Mode::kHttp) {
                               self.markOpen(conn);
                             } else {
                               conn.state = State::kHandshake;
@@ -492,7 +527,9 @@ void Load::handleInput(Conn& c, const char* p, std::size_t n) {
   if (c.state != State::kOpen && c.state != State::kClosing) return;
   if (o_.raw && c.state == State::kClosing) return;
   auto parse = [&](const char* d, std::size_t len) {
-    return o_.raw ? parseRaw(c, d, len) : parseFrames(c, d, len);
+    return mode_ == Mode::kHttp ? parseHttp(c, d, len)
+           : o_.raw             ? parseRaw(c, d, len)
+                                : parseFrames(c, d, len);
   };
   if (c.in.empty()) {
     const std::size_t used = parse(p, n);
@@ -512,6 +549,110 @@ std::size_t Load::parseRaw(Conn& c, const char* p, std::size_t n) {
     i += frameBytes_;
   }
   return i;
+}
+
+// Complete responses from p; returns the bytes they take (a partial response
+// waits in Conn::in for the next read and is parsed again from its start).
+std::size_t Load::parseHttp(Conn& c, const char* p, std::size_t n) {
+  std::size_t i = 0;
+  const std::string_view all(p, n);
+  auto bad = [&](const std::string& what) {
+    fail("connection " + std::to_string(c.index) + ": " + what);
+    closeConn(c);
+    return n;
+  };
+  while (i < n && c.state == State::kOpen) {
+    const std::size_t headEnd = all.find("\r\n\r\n", i);
+    if (headEnd == std::string_view::npos) {
+      if (n - i > 65536) return bad("response head over 64 KiB");
+      break;
+    }
+    const std::string_view head = all.substr(i, headEnd + 2 - i);  // lines with their CRLF
+    const std::string_view status = head.substr(0, head.find("\r\n"));
+    if (status.substr(0, 12) != "HTTP/1.1 200" || (status.size() > 12 && status[12] != ' ')) {
+      return bad("response is not HTTP/1.1 200: " + std::string(status.substr(0, 80)));
+    }
+    std::uint64_t length = 0;
+    bool haveLength = false, chunked = false, closing = false;
+    for (std::size_t pos = status.size() + 2; pos < head.size();) {
+      const std::size_t eol = head.find("\r\n", pos);
+      std::string_view line = head.substr(pos, eol - pos);
+      pos = eol + 2;
+      const std::size_t colon = line.find(':');
+      if (colon == std::string_view::npos) return bad("malformed response header line");
+      const std::string_view name = line.substr(0, colon);
+      std::string_view v = line.substr(colon + 1);
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      auto is = [&](std::string_view want) {
+        return name.size() == want.size() && startsWithIgnoreCase(name, want);
+      };
+      if (is("content-length")) {
+        if (v.empty() || v.size() > 15 || haveLength) return bad("bad Content-Length");
+        for (char ch : v) {
+          if (ch < '0' || ch > '9') return bad("bad Content-Length");
+          length = length * 10 + static_cast<std::uint64_t>(ch - '0');
+        }
+        haveLength = true;
+      } else if (is("transfer-encoding")) {
+        chunked = v.size() >= 7 && startsWithIgnoreCase(v.substr(v.size() - 7), "chunked");
+      } else if (is("connection")) {
+        closing = startsWithIgnoreCase(v, "close");
+      }
+    }
+    if (closing) return bad("the server closes the keep-alive connection (Connection: close)");
+    std::size_t end = headEnd + 4;  // past the body, once complete
+    if (chunked) {
+      // size [; ext] CRLF data CRLF ... 0 CRLF [trailers] CRLF
+      bool complete = false;
+      for (;;) {
+        const std::size_t eol = all.find("\r\n", end);
+        if (eol == std::string_view::npos) break;
+        std::uint64_t size = 0;
+        std::size_t digits = 0;
+        for (std::size_t k = end; k < eol; ++k, ++digits) {
+          const char ch = p[k];
+          int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                  : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                  : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                           : -1;
+          if (d < 0) break;
+          if (digits >= 15) return bad("chunk size too large");
+          size = size * 16 + static_cast<std::uint64_t>(d);
+        }
+        if (digits == 0) return bad("bad chunk size line");
+        if (size == 0) {
+          // Trailer fields, then an empty line.
+          std::size_t t = eol + 2;
+          for (;;) {
+            const std::size_t te = all.find("\r\n", t);
+            if (te == std::string_view::npos) break;
+            if (te == t) {
+              end = te + 2;
+              complete = true;
+              break;
+            }
+            t = te + 2;
+          }
+          break;
+        }
+        if (n - (eol + 2) < size + 2) break;
+        if (p[eol + 2 + size] != '\r' || p[eol + 3 + size] != '\n') {
+          return bad("chunk data not followed by CRLF");
+        }
+        end = eol + 2 + static_cast<std::size_t>(size) + 2;
+      }
+      if (!complete) break;
+    } else if (haveLength) {
+      if (n - end < length) break;
+      end += static_cast<std::size_t>(length);
+    } else {
+      return bad("response without Content-Length or chunked encoding");
+    }
+    i = end;
+    onHttpResponse(c);
+  }
+  return c.state == State::kClosed ? n : i;
 }
 
 std::size_t Load::parseFrames(Conn& c, const char* p, std::size_t n) {
@@ -728,6 +869,34 @@ void Load::onEchoReply(Conn& c, const char* p, std::size_t n, bool rawFrame) {
   if (quota_ != 0 ? sentTotal_ < quota_ : !stopping_) sendEcho(c, uv_hrtime());
 }
 
+void Load::sendHttpBatch(Conn& c, std::uint64_t stamp) {
+  std::uint64_t k = o_.depth;
+  if (quota_ != 0) k = std::min<std::uint64_t>(k, quota_ - std::min(quota_, sentTotal_));
+  if (k == 0 || c.state != State::kOpen) return;
+  for (std::uint64_t j = 0; j < k; ++j) {
+    c.out.append(httpRequest_);
+    c.sent.push(stamp);
+  }
+  c.sendSeq += k;
+  sentTotal_ += k;
+  markDirty(c);
+}
+
+void Load::onHttpResponse(Conn& c) {
+  const std::uint64_t now = uv_hrtime();
+  if (c.sent.empty()) {
+    fail("a response nobody asked for on connection " + std::to_string(c.index));
+    closeConn(c);
+    return;
+  }
+  const std::uint64_t stamp = c.sent.pop();
+  ++c.recvSeq;
+  ++receivedTotal_;
+  if (measuring_) latency_.record(now - stamp);
+  // The next batch once the whole last one is answered (one write each).
+  if (c.sent.empty() && (quota_ != 0 ? sentTotal_ < quota_ : !stopping_)) sendHttpBatch(c, now);
+}
+
 void Load::pumpPublisher(std::size_t pub) {
   Publisher& p = publishers_[pub];
   Conn& c = *conns_[pub];
@@ -919,7 +1088,10 @@ void Load::allOpen() {
     startPacer();
     return;
   }
-  if (mode_ == Mode::kEcho) {
+  if (mode_ == Mode::kHttp) {
+    const std::uint64_t now = uv_hrtime();
+    for (auto& c : conns_) sendHttpBatch(*c, now);
+  } else if (mode_ == Mode::kEcho) {
     const std::uint64_t now = uv_hrtime();
     for (std::size_t d = 0; d < o_.depth; ++d) {
       for (auto& c : conns_) {
@@ -952,7 +1124,7 @@ void Load::closeAll() {
   uv_timer_stop(&phaseTimer_);
   for (auto& cp : conns_) {
     Conn& c = *cp;
-    if (c.state == State::kOpen && !o_.raw) {
+    if (c.state == State::kOpen && !o_.raw && mode_ != Mode::kHttp) {
       // A polite close: our Close, then the server's, then TCP.
       const char payload[2] = {static_cast<char>(1000 >> 8), static_cast<char>(1000 & 0xFF)};
       appendFrame(c, kOpClose, payload, 2);
@@ -994,14 +1166,21 @@ void Load::finish() {
 void Load::fail(const std::string& what) {
   if (++errors_ <= 5) std::fprintf(stderr, "spry-load: %s\n", what.c_str());
   if (errors_ == 6) std::fprintf(stderr, "spry-load: (further errors not shown)\n");
-  // Anything that breaks the set-up or the bookkeeping ends the run.
-  if (phase_ == Phase::kConnecting) closeAll();
+  // Anything that breaks the set-up or the bookkeeping ends the run; in http
+  // mode any error does (a closed connection's requests never complete).
+  if (phase_ == Phase::kConnecting || mode_ == Mode::kHttp) {
+    stopMeasuring();
+    closeAll();
+  }
 }
 
 // ---------------------------------------------------------------- report
 
 void Load::report() {
-  const char* modeName = mode_ == Mode::kEcho ? "echo" : mode_ == Mode::kFanout ? "fanout" : "idle";
+  const char* modeName = mode_ == Mode::kEcho     ? "echo"
+                         : mode_ == Mode::kFanout ? "fanout"
+                         : mode_ == Mode::kHttp   ? "http"
+                                                  : "idle";
   std::string r = "RESULT mode=" + std::string(modeName);
   auto add = [&r](const char* key, const std::string& value) {
     r.append(" ").append(key).append("=").append(value);
@@ -1012,12 +1191,43 @@ void Load::report() {
     return std::string(b);
   };
   if (!o_.label.empty()) add("label", o_.label);
-  add("transport", o_.raw ? "raw" : "ws");
+  add("transport", mode_ == Mode::kHttp ? "http" : o_.raw ? "raw" : "ws");
   add("connections", std::to_string(conns_.size()));
   if (connectEnd_ != 0)
     add("connect_s", num(static_cast<double>(connectEnd_ - connectStart_) / 1e9));
 
-  if (mode_ == Mode::kIdle) {
+  if (mode_ == Mode::kHttp) {
+    const double secs = static_cast<double>(end_.t - start_.t) / 1e9;
+    const auto count = static_cast<double>(end_.received - start_.received);
+    const double cpuUs = static_cast<double>(end_.proc.cpuNs - start_.proc.cpuNs) / 1000.0;
+    auto us = [](std::uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
+    add("request", o_.request);
+    add("request_bytes", std::to_string(httpRequest_.size()));
+    add("path", o_.path);
+    add("depth", std::to_string(o_.depth));
+    add("seconds", num(secs));
+    add("requests", num(count, 0));
+    add("sent", std::to_string(sentTotal_));
+    add("req_per_s", num(secs > 0 ? count / secs : 0, 0));
+    add("p50_us", num(us(latency_.quantile(0.50)), 1));
+    add("p99_us", num(us(latency_.quantile(0.99)), 1));
+    add("p999_us", num(us(latency_.quantile(0.999)), 1));
+    add("max_us", num(us(latency_.max()), 1));
+    if (o_.serverPid > 0 && start_.proc.ok && end_.proc.ok) {
+      add("server_cpu_us_per_req", num(count > 0 ? cpuUs / count : 0, 4));
+      add("server_cpu_util", num(secs > 0 ? cpuUs / 1e6 / secs : 0));
+    }
+    std::printf(
+        "http %s depth %zu: %.0f requests (%zu bytes each) in %.2f s = %.0f/s; latency p50 %.1f "
+        "us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
+        o_.request.c_str(), o_.depth, count, httpRequest_.size(), secs, secs > 0 ? count / secs : 0,
+        us(latency_.quantile(0.5)), us(latency_.quantile(0.99)), us(latency_.quantile(0.999)),
+        us(latency_.max()));
+    if (o_.serverPid > 0 && count > 0) {
+      std::printf("server CPU: %.3f us per request (%.0f %% of a core)\n", cpuUs / count,
+                  secs > 0 ? cpuUs / 1e4 / secs : 0);
+    }
+  } else if (mode_ == Mode::kIdle) {
     const double perConn =
         open_ ? (static_cast<double>(rssAfter_.rssKb) - static_cast<double>(rssBefore_.rssKb)) *
                     1024.0 / static_cast<double>(conns_.size())
@@ -1184,6 +1394,12 @@ int Load::run() {
   if (timerFd_ >= 0) ::close(timerFd_);
   uv_loop_close(loop_);
   if (mode_ != Mode::kIdle && end_.t == 0) end_ = start_;
+  // An exact count must come out exact: every request sent and answered.
+  if (mode_ == Mode::kHttp && o_.messages != 0 &&
+      (sentTotal_ != o_.messages || receivedTotal_ != o_.messages)) {
+    fail("count mismatch: " + std::to_string(o_.messages) + " requests asked for, " +
+         std::to_string(sentTotal_) + " sent, " + std::to_string(receivedTotal_) + " answered");
+  }
   report();
   if (timedOut_) return 3;
   return errors_ == 0 ? 0 : 1;
@@ -1194,28 +1410,36 @@ int Load::run() {
 
 int main(int argc, char** argv) {
   load::Options o;
-  CLI::App cli{"spry-load: WebSocket load generator for loopback benchmarks"};
-  cli.add_option("--mode", o.mode, "echo | fanout | idle")
-      ->check(CLI::IsMember({"echo", "fanout", "idle"}))
+  CLI::App cli{"spry-load: WebSocket and HTTP load generator for loopback benchmarks"};
+  cli.add_option("--mode", o.mode, "echo | fanout | idle | http")
+      ->check(CLI::IsMember({"echo", "fanout", "idle", "http"}))
       ->capture_default_str();
   cli.add_option("--host", o.host, "numeric loopback address")->capture_default_str();
   cli.add_option("--port", o.port, "server port")->capture_default_str();
-  cli.add_option("--path", o.path, "WebSocket path (default /echo, fanout /broadcast)");
+  cli.add_option("--path", o.path,
+                 "WebSocket path (default /echo, fanout /broadcast), http: GET target "
+                 "(default /hello/world)");
+  cli.add_option("--request", o.request,
+                 "http: bare (Host only) or browser (10 typical browser fields, ~540 bytes)")
+      ->check(CLI::IsMember({"bare", "browser"}))
+      ->capture_default_str();
   cli.add_flag("--raw", o.raw, "plain TCP: the frame bytes without handshake, expect them back");
-  cli.add_option("--connections,-c", o.connections, "connections (echo, idle)")
+  cli.add_option("--connections,-c", o.connections, "connections (echo, idle, http)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
   cli.add_option("--size,-s", o.size, "payload bytes per message")
       ->capture_default_str()
       ->check(CLI::Range(1, 64 << 20));
   cli.add_flag("--binary", o.binary, "binary messages (default text)");
-  cli.add_option("--depth,-d", o.depth, "messages in flight per connection / publisher")
+  cli.add_option("--depth,-d", o.depth,
+                 "messages in flight per connection / publisher; http: requests per write")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
   cli.add_option("--rate", o.rate, "open loop: messages/s offered in total (0: closed loop)")
       ->capture_default_str();
   cli.add_option("--messages,-n", o.messages,
-                 "stop after this many messages (echo) or publishes (fanout); no warm-up")
+                 "stop after this many messages (echo), publishes (fanout) or requests (http); "
+                 "no warm-up")
       ->capture_default_str();
   cli.add_option("--duration", o.duration, "measured seconds (without --messages)")
       ->capture_default_str();
@@ -1239,8 +1463,24 @@ int main(int argc, char** argv) {
 
   load::Mode mode = o.mode == "echo"     ? load::Mode::kEcho
                     : o.mode == "fanout" ? load::Mode::kFanout
+                    : o.mode == "http"   ? load::Mode::kHttp
                                          : load::Mode::kIdle;
-  if (o.path.empty()) o.path = mode == load::Mode::kFanout ? "/broadcast" : "/echo";
+  if (o.path.empty()) {
+    o.path = mode == load::Mode::kFanout ? "/broadcast"
+             : mode == load::Mode::kHttp ? "/hello/world"
+                                         : "/echo";
+  }
+  if (mode == load::Mode::kHttp) {
+    if (o.raw) {
+      std::fprintf(stderr, "spry-load: http has no raw mode\n");
+      return 2;
+    }
+    if (o.path.empty() || o.path.front() != '/' ||
+        o.path.find_first_of(" \r\n") != std::string::npos) {
+      std::fprintf(stderr, "spry-load: --path must start with / and hold no space or line break\n");
+      return 2;
+    }
+  }
   if (mode == load::Mode::kFanout) {
     if (o.raw) {
       std::fprintf(stderr, "spry-load: fanout has no raw mode\n");

@@ -27,16 +27,11 @@ std::uint64_t Connection::now() const noexcept {
   return uv_now(loopContext().loop());
 }
 
-void Connection::start(std::shared_ptr<Connection> self, int acceptStatus) {
+void Connection::start(std::shared_ptr<Connection> self, int fd) {
+  if (!transport_.open(loopContext().loop(), fd)) return;
   self_ = std::move(self);
   server_->add(this);
-  if (acceptStatus != 0) {
-    close();
-    return;
-  }
-  uv_tcp_nodelay(transport_.handle(), 1);
   auto& http = protocol_.emplace<HttpExchange>(*this);
-  transport_.resumeReading();
   const bool overCapacity =
       app().openConnections.load(std::memory_order_relaxed) > app().maxConnections;
   event([&] { http.start(overCapacity); });

@@ -29,10 +29,10 @@ class Connection final : private TransportEvents {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  uv_tcp_t* tcp() noexcept { return transport_.handle(); }
-  // Starts reading once accepted; `self` becomes the connection's own
-  // reference until its transport is released.
-  void start(std::shared_ptr<Connection> self, int acceptStatus);
+  // Takes the accepted socket `fd` and starts reading; `self` becomes the
+  // connection's own reference until its transport is released. When the
+  // socket cannot be watched it is closed and the connection never starts.
+  void start(std::shared_ptr<Connection> self, int fd);
 
   // --- from the server
   // Deadlines, with uv_now().

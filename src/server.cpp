@@ -1,9 +1,11 @@
 #include "server.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <stdexcept>
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +27,8 @@ void closeHandle(H*& h) noexcept {
 // clients wait in the listen backlog meanwhile.
 constexpr std::uint64_t kAcceptRetryMs = 100;
 constexpr int kBacklog = 511;
+// Connections accepted per wake-up of the listening socket.
+constexpr int kAcceptsPerEvent = 64;
 
 // Deadlines are checked by one timer per loop rather than one per connection
 // (a uv_timer_t per socket would cost memory and heap churn): its period is a
@@ -117,12 +121,9 @@ std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reu
   int fd = bindSocket(addr, reusePort);
   if (fd < 0) cannotListen(host, port, fd);
   if (int rc = listenOn(fd); rc != 0) cannotListen(host, port, rc);
-  // Kept so that accepting can pause without giving up the socket (-1 if
-  // even this fails: then there is no pause).
-  listenFd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
   sockaddr_storage bound{};
-  int len = sizeof(bound);
-  uv_tcp_getsockname(listener_, reinterpret_cast<sockaddr*>(&bound), &len);
+  socklen_t len = sizeof(bound);
+  ::getsockname(listenFd_, reinterpret_cast<sockaddr*>(&bound), &len);
   std::uint16_t actual = bound.ss_family == AF_INET6
                              ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
                              : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
@@ -174,28 +175,42 @@ void Server::runFlushes() noexcept {
   }
 }
 
-void Server::onConnection(uv_stream_t* listener, int status) noexcept {
+void Server::onAcceptable(uv_poll_t* listener, int status, int) noexcept {
   auto* self = static_cast<Server*>(listener->data);
   if (status < 0) {
-    // Log the first and then every 1000th.
-    if (self->acceptErrors_++ % 1000 == 0) {
-      log(LogLevel::kWarn, std::string("spry: accept failed: ") + uv_strerror(status));
-    }
-    // On EMFILE libuv sheds the pending connections with a reserve
-    // descriptor and does not call us. We are called when that reserve is
-    // gone (another thread took the descriptor it freed), and then libuv's
-    // accept loop calls again at once, forever: pause accepting instead.
-    if (status == UV_EMFILE || status == UV_ENFILE) self->pauseAccepting();
+    self->acceptFailed(status);
     return;
   }
-  if (self->stopping_) return;
-  try {
-    auto conn = std::make_shared<Connection>(self->shared_from_this());
-    uv_tcp_init(self->loop_->loop(), conn->tcp());
-    int rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(conn->tcp()));
-    conn->start(conn, rc);
-  } catch (const std::exception& e) {
-    log(LogLevel::kError, std::string("spry: cannot set up a connection: ") + e.what());
+  // A bounded batch per wake-up; the poll is level-triggered, so the rest of
+  // the backlog wakes us again after the other sockets have had their turn.
+  for (int i = 0; i < kAcceptsPerEvent && !self->stopping_ && self->listener_; ++i) {
+    const int fd = ::accept4(self->listenFd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      self->acceptFailed(-errno);
+      return;
+    }
+    try {
+      auto conn = std::make_shared<Connection>(self->shared_from_this());
+      conn->start(conn, fd);
+    } catch (const std::exception& e) {
+      ::close(fd);
+      log(LogLevel::kError, std::string("spry: cannot set up a connection: ") + e.what());
+    }
+  }
+}
+
+void Server::acceptFailed(int err) noexcept {
+  // Log the first and then every 1000th.
+  if (acceptErrors_++ % 1000 == 0) {
+    log(LogLevel::kWarn, std::string("spry: accept failed: ") + uv_strerror(err));
+  }
+  // Out of descriptors (or memory), the pending connections stay in the
+  // backlog, and the listening socket stays readable: waiting for it again
+  // at once would spin. Pause accepting instead.
+  if (err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM) {
+    pauseAccepting();
   }
 }
 
@@ -227,42 +242,49 @@ uv_timer_t* Server::makeTimer() noexcept {
 }
 
 int Server::listenOn(int fd) noexcept {
-  listener_ = new (std::nothrow) uv_tcp_t;
+  if (::listen(fd, kBacklog) != 0) {
+    const int err = -errno;
+    ::close(fd);
+    return err;
+  }
+  listener_ = new (std::nothrow) uv_poll_t;
   if (!listener_) {
     ::close(fd);
     return UV_ENOMEM;
   }
-  uv_tcp_init(loop_->loop(), listener_);
-  listener_->data = this;
-  int rc = uv_tcp_open(listener_, fd);
-  if (rc != 0) {
+  if (int rc = uv_poll_init(loop_->loop(), listener_, fd); rc != 0) {
+    delete listener_;
+    listener_ = nullptr;
     ::close(fd);
-    closeListener();
     return rc;
   }
-  rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), kBacklog, onConnection);
-  if (rc != 0) closeListener();  // the handle owns fd now
+  listener_->data = this;
+  listenFd_ = fd;
+  const int rc = uv_poll_start(listener_, UV_READABLE, onAcceptable);
+  if (rc != 0) closeListener();
   return rc;
 }
 
 void Server::closeListener() noexcept {
   closeHandle(listener_);
+  if (listenFd_ >= 0) {
+    ::close(listenFd_);
+    listenFd_ = -1;
+  }
 }
 
 void Server::pauseAccepting() noexcept {
-  if (stopping_ || !listener_ || listenFd_ < 0) return;
+  if (stopping_ || !listener_) return;
   if (!acceptRetry_ && !(acceptRetry_ = makeTimer())) return;
-  // Closing the handle ends libuv's accept loop; the socket stays open.
-  closeListener();
+  uv_poll_stop(listener_);
   uv_timer_start(
       acceptRetry_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->resumeAccepting(); },
       kAcceptRetryMs, 0);
 }
 
 void Server::resumeAccepting() noexcept {
-  if (stopping_ || listener_ || listenFd_ < 0) return;
-  int fd = ::fcntl(listenFd_, F_DUPFD_CLOEXEC, 0);
-  if (fd >= 0 && listenOn(fd) == 0) return;
+  if (stopping_ || !listener_) return;
+  if (uv_poll_start(listener_, UV_READABLE, onAcceptable) == 0) return;
   uv_timer_start(
       acceptRetry_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->resumeAccepting(); },
       kAcceptRetryMs, 0);
@@ -273,10 +295,6 @@ void Server::stop(std::chrono::milliseconds deadline) {
   stopping_ = true;
   closeListener();
   closeHandle(acceptRetry_);
-  if (listenFd_ >= 0) {
-    ::close(listenFd_);
-    listenFd_ = -1;
-  }
   // Copy: beginShutdown may close (and so remove) connections synchronously.
   auto conns = conns_;
   for (auto* c : conns) c->beginShutdown();

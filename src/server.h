@@ -68,15 +68,16 @@ class Server : public std::enable_shared_from_this<Server> {
   }
 
  private:
-  static void onConnection(uv_stream_t* listener, int status) noexcept;
+  static void onAcceptable(uv_poll_t* listener, int status, int events) noexcept;
+  void acceptFailed(int err) noexcept;
   void closeListener() noexcept;
-  // Opens listener_ on the bound socket `fd` (taking it) and listens; a
-  // libuv error code, listener_ null, on failure.
+  // Listens on the bound socket `fd` (taking it) and watches it with
+  // listener_; a libuv error code, listener_ null, on failure.
   int listenOn(int fd) noexcept;
   // A timer on this loop whose data is this server; null without memory.
   uv_timer_t* makeTimer() noexcept;
-  // Out of descriptors: closes listener_ (its socket and backlog live on in
-  // listenFd_) and reopens it from listenFd_ after a pause.
+  // Out of descriptors: stops watching the listening socket (its backlog
+  // waits) and starts again after a pause.
   void pauseAccepting() noexcept;
   void resumeAccepting() noexcept;
   void maybeFinishStop() noexcept;
@@ -84,7 +85,7 @@ class Server : public std::enable_shared_from_this<Server> {
 
   AppState& app_;
   std::shared_ptr<LoopContext> loop_;
-  uv_tcp_t* listener_ = nullptr;
+  uv_poll_t* listener_ = nullptr;
   uv_timer_t* sweep_ = nullptr;
   uv_timer_t* stopTimer_ = nullptr;
   uv_timer_t* acceptRetry_ = nullptr;
@@ -95,7 +96,7 @@ class Server : public std::enable_shared_from_this<Server> {
   bool flushArmed_ = false;
   std::vector<std::shared_ptr<Connection>> toFlush_;
   std::vector<std::shared_ptr<Connection>> flushing_;
-  int listenFd_ = -1;  // a second descriptor of the listening socket, for pauseAccepting
+  int listenFd_ = -1;  // the listening socket, watched by listener_
   std::vector<Connection*> conns_;
   TopicTable topics_;
   std::uint64_t sweepMs_ = 250;

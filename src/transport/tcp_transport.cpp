@@ -1,26 +1,41 @@
 #include "transport/tcp_transport.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
-#include <vector>
+#include <new>
 
 #include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 namespace spry::detail {
 
-// What the kernel did not take at once, handed to uv_write; it also carries
-// the send-timeout state, which only matters while a write waits.
-struct TcpTransport::WriteRequest {
-  uv_write_t req;
-  TcpTransport* transport;
-  OutputBuffer data;
-  std::unique_ptr<Queue> queue;  // after data; kept alive until written
-  std::size_t bytes = 0;
-  // When libuv's queue plus the kernel's unacknowledged bytes last shrank
-  // (or the write began), and their size then.
-  std::uint64_t stallSince = 0;
-  std::size_t stallPending = 0;
+namespace {
+// Reads per readable event before the loop lets other sockets run (the poll
+// is level-triggered: what is left wakes us again).
+constexpr int kReadsPerEvent = 4;
+// Buffers per sendmsg when shared chunks are queued.
+constexpr unsigned kMaxIov = 64;
+
+// What the kernel holds that the peer has not acknowledged.
+std::int64_t kernelUnacknowledged(int fd) noexcept {
+  int outq = 0;
+  return ::ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0 ? outq : 0;
+}
+}  // namespace
+
+// While output waits for the socket to become writable: the send-timeout
+// state, and what the stats were told is queued.
+struct TcpTransport::Blocked {
+  std::uint64_t stallSince = 0;  // when the peer last acknowledged bytes (or the block began)
+  std::int64_t sent = 0;         // bytes handed to the kernel since the block began
+  std::int64_t acked = 0;        // acknowledged() at stallSince
+  std::size_t reported = 0;      // bytes reported to onWriteQueued
 };
 
 // The linger after our FIN: a timer, and how long it runs.
@@ -29,19 +44,40 @@ struct TcpTransport::Linger {
   std::uint64_t ms = 0;
 };
 
-// ---------------------------------------------------------------- TcpTransport
-
 TcpTransport::TcpTransport(TransportEvents& events) noexcept : events_(events) {
-  std::memset(&tcp_, 0, sizeof(tcp_));
-  tcp_.data = this;
+  std::memset(&poll_, 0, sizeof(poll_));
 }
 
-TcpTransport::~TcpTransport() = default;
+TcpTransport::~TcpTransport() {
+  delete blocked_;
+}
+
+bool TcpTransport::open(uv_loop_t* loop, int fd) noexcept {
+  if (uv_poll_init(loop, &poll_, fd) != 0) {
+    ::close(fd);
+    closed_ = true;
+    return false;
+  }
+  poll_.data = this;
+  open_ = true;
+  handlesOpen_ = 1;
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  resumeReading();
+  return true;
+}
+
+int TcpTransport::fd() const noexcept {
+  // The poll handle's descriptor, read directly: uv_fileno's checks on every
+  // read and write are not free, and the field is part of libuv's ABI.
+  return open_ && !closed_ ? poll_.io_watcher.fd : -1;
+}
 
 std::string TcpTransport::peerAddress(std::uint16_t* port) const {
   sockaddr_storage peer{};
-  int len = sizeof(peer);
-  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return {};
+  socklen_t len = sizeof(peer);
+  const int s = fd();
+  if (s < 0 || ::getpeername(s, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return {};
   char name[64] = {};
   if (peer.ss_family == AF_INET6) {
     const auto* a = reinterpret_cast<const sockaddr_in6*>(&peer);
@@ -55,167 +91,183 @@ std::string TcpTransport::peerAddress(std::uint16_t* port) const {
   return name;
 }
 
-// ---------------------------------------------------------------- reading
+// ---------------------------------------------------------------- events
 
-void TcpTransport::onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) noexcept {
-  auto& b = static_cast<TcpTransport*>(h->data)->events_.readBuffer();
-  buf->base = b.data();
-  buf->len = b.size();
+void TcpTransport::watch() noexcept {
+  if (closed_) return;
+  const std::uint8_t want =
+      static_cast<std::uint8_t>((reading_ ? UV_READABLE : 0) | (blocked_ ? UV_WRITABLE : 0));
+  if (want == watching_) return;
+  watching_ = want;
+  if (want == 0) {
+    uv_poll_stop(&poll_);
+  } else if (uv_poll_start(&poll_, want, onPoll) != 0) {
+    close();
+  }
 }
 
-void TcpTransport::onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) noexcept {
-  auto* self = static_cast<TcpTransport*>(s->data);
-  if (n > 0) {
-    if (!self->ending_) self->events_.onData(buf->base, static_cast<std::size_t>(n));
-    return;
-  }
-  if (n == 0) return;  // EAGAIN
-  if (n != UV_EOF) {
+void TcpTransport::onPoll(uv_poll_t* h, int status, int events) noexcept {
+  auto* self = static_cast<TcpTransport*>(h->data);
+  if (status < 0) {
+    // A socket error (libuv has stopped the handle): the connection is gone.
     self->close();
     return;
   }
-  self->peerEnded_ = true;
-  self->pauseReading();
-  if (!self->ending_) {
-    self->events_.onPeerEnd();
-  } else if (self->shutdownSent_ || self->bufferedAmount() == 0) {
-    self->close();  // the peer's FIN ends the linger, or there is nothing left to send
+  if (events & UV_WRITABLE) self->onWritable();
+  if ((events & UV_READABLE) && !self->closed_ && self->reading_) self->onReadable();
+}
+
+// ---------------------------------------------------------------- reading
+
+void TcpTransport::onReadable() noexcept {
+  const int s = fd();
+  for (int i = 0; i < kReadsPerEvent; ++i) {
+    std::string& buf = events_.readBuffer();
+    const ssize_t n = ::recv(s, buf.data(), buf.size(), 0);
+    if (n > 0) {
+      if (!ending_) events_.onData(buf.data(), static_cast<std::size_t>(n));
+      if (closed_ || !reading_) return;
+      if (static_cast<std::size_t>(n) < buf.size()) return;  // the socket is (likely) empty
+      continue;
+    }
+    if (n == 0) {
+      peerEnd();
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) close();
+    return;
+  }
+}
+
+void TcpTransport::peerEnd() noexcept {
+  peerEnded_ = true;
+  pauseReading();
+  if (!ending_) {
+    events_.onPeerEnd();
+  } else if (shutdownSent_ || bufferedAmount() == 0) {
+    close();  // the peer's FIN ends the linger, or there is nothing left to send
   }
 }
 
 void TcpTransport::pauseReading() noexcept {
-  if (reading_) {
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-    reading_ = false;
-  }
+  if (!reading_) return;
+  reading_ = false;
+  watch();
 }
 
 void TcpTransport::resumeReading() noexcept {
-  if (reading_ || closed_ || peerEnded_) return;
-  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead) != 0) {
-    close();
-    return;
-  }
+  if (reading_ || closed_ || peerEnded_ || !open_) return;
   reading_ = true;
+  watch();
 }
 
 // ---------------------------------------------------------------- writing
 
 void TcpTransport::flush() noexcept {
-  if (write_ || closed_) return;
-  if (out_.empty() && !queue_) {
+  if (blocked_ || closed_ || !open_) return;
+  if (bufferedAmount() == 0) {
     drained();
     return;
   }
   if (!tryWrite()) return;
-  if (out_.empty() && !queue_) {
+  if (bufferedAmount() == 0) {
     drained();
     return;
   }
-  startWrite();
+  block();
 }
 
 bool TcpTransport::tryWrite() noexcept {
-  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  const int s = fd();
+  ssize_t n;
   if (!queue_) {
-    // The common case: one buffer, written at once without a request.
-    uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-    int n = uv_try_write(stream, &buf, 1);
-    if (n < 0 && n != UV_EAGAIN) {
-      close();
-      return false;
+    // The common case: one buffer.
+    do {
+      n = ::send(s, out_.data() + outSent_, out_.size() - outSent_, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+  } else {
+    iovec iov[kMaxIov];
+    unsigned count = 0;
+    if (out_.size() > outSent_) {
+      iov[count++] = {out_.data() + outSent_, out_.size() - outSent_};
     }
-    if (n > 0) out_.consume(static_cast<std::size_t>(n));
-    return true;
+    for (const auto& c : queue_->chunks) {
+      if (count == kMaxIov) break;
+      auto v = c.view();
+      iov[count++] = {const_cast<char*>(v.data()), v.size()};
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    do {
+      n = ::sendmsg(s, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
   }
-  constexpr std::size_t kMaxBufs = 64;
-  uv_buf_t bufs[kMaxBufs];
-  unsigned count = 0;
-  if (!out_.empty()) bufs[count++] = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-  for (const auto& c : queue_->chunks) {
-    if (count == kMaxBufs) break;
-    auto v = c.view();
-    bufs[count++] = uv_buf_init(const_cast<char*>(v.data()), static_cast<unsigned>(v.size()));
-  }
-  int n = uv_try_write(stream, bufs, count);
-  if (n < 0 && n != UV_EAGAIN) {
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
     close();
     return false;
   }
-  auto written = static_cast<std::size_t>(n > 0 ? n : 0);
-  std::size_t fromOut = std::min(written, out_.size());
-  out_.consume(fromOut);
+  auto written = static_cast<std::size_t>(n);
+  if (blocked_) blocked_->sent += n;
+  const std::size_t fromOut = std::min(written, out_.size() - outSent_);
+  outSent_ += static_cast<std::uint32_t>(fromOut);
   written -= fromOut;
-  auto& chunks = queue_->chunks;
-  while (written > 0 && !chunks.empty()) {
-    auto& c = chunks.front();
-    std::size_t left = c.view().size();
-    std::size_t take = std::min(left, written);
-    c.offset += take;
-    queue_->bytes -= take;
-    written -= take;
-    if (take == left) chunks.pop_front();
+  if (outSent_ == out_.size()) {
+    out_.clear();
+    outSent_ = 0;
+  } else if (outSent_ >= out_.size() / 2) {
+    // Drop the written half: the copy is amortized over what was written.
+    out_.consume(outSent_);
+    outSent_ = 0;
   }
-  if (chunks.empty()) queue_.reset();
+  if (queue_) {
+    auto& chunks = queue_->chunks;
+    while (written > 0 && !chunks.empty()) {
+      auto& c = chunks.front();
+      const std::size_t left = c.view().size();
+      const std::size_t take = std::min(left, written);
+      c.offset += take;
+      queue_->bytes -= take;
+      written -= take;
+      if (take == left) chunks.pop_front();
+    }
+    if (chunks.empty()) queue_.reset();
+  }
   return true;
 }
 
-void TcpTransport::startWrite() noexcept {
-  // The kernel is full: hand the rest to libuv, which writes it when it can.
-  auto* w = new (std::nothrow) WriteRequest;
-  if (!w) {
+void TcpTransport::block() noexcept {
+  // The kernel is full: wait until the socket is writable.
+  blocked_ = new (std::nothrow) Blocked;
+  if (!blocked_) {
     close();
     return;
   }
-  w->transport = this;
-  w->data.swap(out_);
-  w->queue = std::move(queue_);
-  std::vector<uv_buf_t> bufs;
-  try {
-    bufs.reserve(1 + (w->queue ? w->queue->chunks.size() : 0));
-  } catch (...) {
-    delete w;
-    close();
-    return;
-  }
-  if (!w->data.empty()) {
-    bufs.push_back(uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size())));
-  }
-  w->bytes = w->data.size();
-  if (w->queue) {
-    for (const auto& c : w->queue->chunks) {
-      auto v = c.view();
-      bufs.push_back(uv_buf_init(const_cast<char*>(v.data()), static_cast<unsigned>(v.size())));
-    }
-    w->bytes += w->queue->bytes;
-  }
-  w->req.data = w;
-  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), bufs.data(),
-                    static_cast<unsigned>(bufs.size()), onWriteDone);
-  if (rc != 0) {
-    delete w;
-    close();
-    return;
-  }
-  write_ = w;
-  inFlight_ = w->bytes;
-  w->stallSince = uv_now(tcp_.loop);
-  w->stallPending = unacknowledgedBytes();
-  events_.onWriteQueued(static_cast<long>(w->bytes));
+  blocked_->stallSince = uv_now(poll_.loop);
+  blocked_->acked = acknowledged();
+  blocked_->reported = bufferedAmount();
+  events_.onWriteQueued(static_cast<long>(blocked_->reported));
+  watch();
 }
 
-void TcpTransport::onWriteDone(uv_write_t* req, int status) noexcept {
-  std::unique_ptr<WriteRequest> w(static_cast<WriteRequest*>(req->data));
-  TcpTransport* self = w->transport;
-  self->write_ = nullptr;
-  self->inFlight_ = 0;
-  self->events_.onWriteQueued(-static_cast<long>(w->bytes));
-  if (self->closed_) return;
-  if (status < 0) {
-    self->close();
+void TcpTransport::onWritable() noexcept {
+  if (!blocked_) return;
+  if (!tryWrite()) return;
+  // Each wait is reported as bytes entering, then leaving, the queue.
+  const std::size_t left = bufferedAmount();
+  if (left == blocked_->reported) return;  // nothing went out
+  events_.onWriteQueued(-static_cast<long>(blocked_->reported));
+  if (left > 0) {
+    blocked_->reported = left;
+    events_.onWriteQueued(static_cast<long>(left));
     return;
   }
-  self->flush();
+  delete blocked_;
+  blocked_ = nullptr;
+  watch();
+  if (!closed_) drained();
 }
 
 void TcpTransport::drained() noexcept {
@@ -237,12 +289,16 @@ void TcpTransport::drained() noexcept {
 void TcpTransport::closeAfterFlush(std::uint64_t lingerMs) noexcept {
   if (ending_ || closed_) return;
   ending_ = true;
+  if (!open_) {
+    close();
+    return;
+  }
   if (lingerMs > 0 && !peerEnded_) {
     // Without memory for the timer: no linger, the close follows the flush.
     linger_ = new (std::nothrow) Linger;
     if (linger_) {
       linger_->ms = lingerMs;
-      uv_timer_init(tcp_.loop, &linger_->timer);
+      uv_timer_init(poll_.loop, &linger_->timer);
       linger_->timer.data = this;
       ++handlesOpen_;
     }
@@ -253,10 +309,7 @@ void TcpTransport::closeAfterFlush(std::uint64_t lingerMs) noexcept {
 void TcpTransport::shutdownWrite() noexcept {
   if (shutdownSent_ || closed_) return;
   shutdownSent_ = true;
-  auto* req = new (std::nothrow) uv_shutdown_t;
-  if (!req || uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp_),
-                          [](uv_shutdown_t* r, int) { delete r; }) != 0) {
-    delete req;
+  if (::shutdown(fd(), SHUT_WR) != 0) {
     close();
     return;
   }
@@ -269,9 +322,20 @@ void TcpTransport::shutdownWrite() noexcept {
 
 void TcpTransport::close() noexcept {
   if (closed_) return;
+  const int s = fd();
   closed_ = true;
-  pauseReading();
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosedHandle);
+  reading_ = false;
+  if (blocked_) {
+    events_.onWriteQueued(-static_cast<long>(blocked_->reported));
+    delete blocked_;
+    blocked_ = nullptr;
+  }
+  if (open_) {
+    // libuv stops watching the socket in uv_close: it may be closed now,
+    // so the peer sees the end at once.
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll_), onClosedHandle);
+    if (s >= 0) ::close(s);
+  }
   if (linger_) uv_close(reinterpret_cast<uv_handle_t*>(&linger_->timer), onClosedHandle);
   events_.onClosed();
 }
@@ -286,33 +350,25 @@ void TcpTransport::onClosedHandle(uv_handle_t* h) noexcept {
   if (--self->handlesOpen_ == 0) self->events_.onReleased();
 }
 
-// ---------------------------------------------------------------- stalls and memory
+// ---------------------------------------------------------------- stalls
 
-std::size_t TcpTransport::unacknowledgedBytes() noexcept {
-  // libuv's queue, plus what the kernel holds that the peer has not
-  // acknowledged: while a write is in flight nothing is added to the sum, so
-  // any decrease means the peer read something. (libuv's queue alone may not
-  // move for a long time: a full send buffer only wakes the writer when half
-  // of it has drained.)
-  std::size_t pending = tcp_.write_queue_size;
-  uv_os_fd_t fd;
-  int outq = 0;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0 &&
-      ::ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0) {
-    pending += static_cast<std::size_t>(outq);
-  }
-  return pending;
+std::int64_t TcpTransport::acknowledged() const noexcept {
+  // Bytes handed to the kernel minus what it still holds unacknowledged: it
+  // only grows, and grows exactly when the peer reads. (Our own buffer may
+  // not move for a long time: a full send buffer only wakes the writer once
+  // a good part of it has drained.)
+  return (blocked_ ? blocked_->sent : 0) - kernelUnacknowledged(fd());
 }
 
 bool TcpTransport::isStalled(std::uint64_t now, std::uint64_t limitMs) noexcept {
-  if (!write_) return false;
-  const std::size_t pending = unacknowledgedBytes();
-  if (pending < write_->stallPending) {
-    write_->stallPending = pending;  // the peer read some: progress
-    write_->stallSince = now;
+  if (!blocked_ || closed_) return false;
+  const std::int64_t acked = acknowledged();
+  if (acked > blocked_->acked) {
+    blocked_->acked = acked;  // the peer read some: progress
+    blocked_->stallSince = now;
     return false;
   }
-  return limitMs && now - write_->stallSince >= limitMs;
+  return limitMs && now - blocked_->stallSince >= limitMs;
 }
 
 }  // namespace spry::detail

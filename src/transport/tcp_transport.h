@@ -1,10 +1,15 @@
 #pragma once
-// A Transport over one accepted libuv TCP handle: the output queue (tried
-// with uv_try_write first, then handed to uv_write), reading with the loop's
-// shared buffer, FIN after the output, and stall detection for send timeouts.
+// A Transport over one accepted TCP socket, watched by a libuv poll handle:
+// reads land in the loop's shared buffer, writes go straight to the kernel
+// (send/sendmsg) and what it does not take waits for the socket to become
+// writable. A uv_poll_t is 160 bytes where a uv_tcp_t is 248, and the socket
+// calls are ours: no libuv write requests, no extra read for EAGAIN. Also
+// here: FIN after the output, the linger, and stall detection for send
+// timeouts.
 
 #include <uv.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -19,13 +24,17 @@ class TcpTransport final : public Transport {
   TcpTransport(const TcpTransport&) = delete;
   TcpTransport& operator=(const TcpTransport&) = delete;
 
-  uv_tcp_t* handle() noexcept { return &tcp_; }
+  // Takes an accepted, non-blocking socket and starts reading from it. On
+  // failure the socket is closed and false returned; no event follows.
+  bool open(uv_loop_t* loop, int fd) noexcept;
+  // The socket (-1 before open and once closed).
+  int fd() const noexcept;
   // After the next complete flush, give the output buffer's capacity back
   // (a WebSocket's 101: many sockets go quiet right after it).
   void releaseAfterFlush() noexcept { releaseAfterFlush_ = true; }
 
   void flush() noexcept override;
-  bool isWriting() const noexcept override { return write_ != nullptr; }
+  bool isWriting() const noexcept override { return blocked_ != nullptr; }
   void pauseReading() noexcept override;
   void resumeReading() noexcept override;
   void closeAfterFlush(std::uint64_t lingerMs) noexcept override;
@@ -34,30 +43,38 @@ class TcpTransport final : public Transport {
   std::string peerAddress(std::uint16_t* port) const override;
 
  private:
-  struct WriteRequest;
+  struct Blocked;
   struct Linger;
 
-  static void onAlloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf) noexcept;
-  static void onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) noexcept;
-  static void onWriteDone(uv_write_t* req, int status) noexcept;
+  static void onPoll(uv_poll_t* h, int status, int events) noexcept;
   static void onClosedHandle(uv_handle_t* h) noexcept;
+  void onReadable() noexcept;
+  void onWritable() noexcept;
+  void peerEnd() noexcept;
+  // Watches for what is wanted now: readable while reading, writable while
+  // blocked.
+  void watch() noexcept;
   void shutdownWrite() noexcept;
   // Writes what the kernel takes now; false on a socket error (closed then).
   bool tryWrite() noexcept;
-  void startWrite() noexcept;
+  void block() noexcept;
   void drained() noexcept;
-  std::size_t unacknowledgedBytes() noexcept;
+  // Bytes the peer has acknowledged since the socket blocked (may start
+  // negative: what the kernel held then).
+  std::int64_t acknowledged() const noexcept;
 
   // Small members first: they fill the base class's tail padding.
+  bool open_ = false;
   bool reading_ = false;
   bool peerEnded_ = false;
   bool shutdownSent_ = false;
   bool releaseAfterFlush_ = false;
-  std::uint8_t handlesOpen_ = 1;  // the TCP handle, plus the linger timer once started
+  std::uint8_t watching_ = 0;     // the uv_poll events started
+  std::uint8_t handlesOpen_ = 0;  // the poll handle, plus the linger timer once made
   TransportEvents& events_;
-  WriteRequest* write_ = nullptr;
-  Linger* linger_ = nullptr;  // made by closeAfterFlush with a linger time
-  uv_tcp_t tcp_;
+  Blocked* blocked_ = nullptr;  // while output waits for the socket to become writable
+  Linger* linger_ = nullptr;    // made by closeAfterFlush with a linger time
+  uv_poll_t poll_;
 };
 
 }  // namespace spry::detail

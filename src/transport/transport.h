@@ -75,7 +75,7 @@ class Transport {
   void writeShared(const SharedBytes& bytes);
   // Bytes queued and not yet taken by the kernel.
   std::size_t bufferedAmount() const noexcept {
-    return out_.size() + (queue_ ? queue_->bytes : 0) + inFlight_;
+    return out_.size() - outSent_ + (queue_ ? queue_->bytes : 0);
   }
   // closeAfterFlush() was called (or the connection is closed).
   bool isEnding() const noexcept { return ending_ || closed_; }
@@ -102,7 +102,7 @@ class Transport {
   virtual std::string peerAddress(std::uint16_t* port) const = 0;
   // Gives back buffer capacity an idle connection need not hold.
   void releaseIdleMemory() noexcept {
-    if (out_.empty() && inFlight_ == 0 && !queue_) out_.release();
+    if (out_.empty() && !queue_) out_.release();
   }
 
  protected:
@@ -130,9 +130,9 @@ class Transport {
 
   void queueOwned(std::string_view bytes);
 
-  OutputBuffer out_;              // not yet handed on; precedes queue_
+  OutputBuffer out_;              // its first outSent_ bytes are out; precedes queue_
   std::unique_ptr<Queue> queue_;  // null when empty
-  std::size_t inFlight_ = 0;      // handed to a write that has not finished
+  std::uint32_t outSent_ = 0;     // written from the front of out_, not yet dropped
   bool closed_ = false;
   bool ending_ = false;
 };

@@ -120,15 +120,18 @@ class Harness {
     events.transport = &transport;
     REQUIRE(uv_loop_init(&loop_) == 0);
     REQUIRE(uv_timer_init(&loop_, &tick_) == 0);
-    REQUIRE(uv_tcp_init(&loop_, &listener_) == 0);
-    listener_.data = this;
+    listenFd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    REQUIRE(listenFd_ >= 0);
     sockaddr_in addr{};
     REQUIRE(uv_ip4_addr("127.0.0.1", 0, &addr) == 0);
-    REQUIRE(uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0) == 0);
-    REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 8, onConnection) == 0);
+    REQUIRE(::bind(listenFd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0);
+    REQUIRE(::listen(listenFd_, 8) == 0);
+    REQUIRE(uv_poll_init(&loop_, &listener_, listenFd_) == 0);
+    listener_.data = this;
+    REQUIRE(uv_poll_start(&listener_, UV_READABLE, onAcceptable) == 0);
     sockaddr_in bound{};
-    int len = sizeof(bound);
-    REQUIRE(uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&bound), &len) == 0);
+    socklen_t len = sizeof(bound);
+    REQUIRE(::getsockname(listenFd_, reinterpret_cast<sockaddr*>(&bound), &len) == 0);
     const std::uint16_t port = ntohs(bound.sin_port);
     REQUIRE(port != 0);
 
@@ -169,6 +172,7 @@ class Harness {
     }
     if (client_ >= 0) ::close(client_);
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    ::close(listenFd_);
     uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
     CHECK_MESSAGE(uv_loop_close(&loop_) == 0, "the loop still has open handles");
@@ -261,8 +265,8 @@ class Harness {
 
   // Bytes the server has received that its loop has not read yet.
   int serverUnread() {
-    uv_os_fd_t fd;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(transport.handle()), &fd) != 0) return -1;
+    const int fd = transport.fd();
+    if (fd < 0) return -1;
     int n = 0;
     if (::ioctl(fd, SIOCINQ, &n) != 0) return -1;
     return n;
@@ -275,14 +279,13 @@ class Harness {
       return ::ioctl(client_, SIOCOUTQ, &unacked) == 0 && unacked == 0 && serverUnread() == 0;
     });
   }
-  // What TcpTransport's stall detection measures: libuv's write queue plus
-  // the kernel's bytes not yet acknowledged by the client.
+  // The server's output not yet acknowledged by the client: what the
+  // transport holds plus what its kernel holds.
   std::size_t serverPending() {
-    std::size_t pending = transport.handle()->write_queue_size;
-    uv_os_fd_t fd;
+    std::size_t pending = transport.bufferedAmount();
+    const int fd = transport.fd();
     int outq = 0;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(transport.handle()), &fd) == 0 &&
-        ::ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0) {
+    if (fd >= 0 && ::ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0) {
       pending += static_cast<std::size_t>(outq);
     }
     return pending;
@@ -309,23 +312,26 @@ class Harness {
   int readError = 0;
 
  private:
-  static void onConnection(uv_stream_t* listener, int status) {
+  static void onAcceptable(uv_poll_t* listener, int status, int) {
     auto* self = static_cast<Harness*>(listener->data);
     if (self->accepted_) return;  // one connection per harness
-    self->accepted_ = true;
     self->acceptStatus_ = status;
-    if (status != 0) return;
-    uv_tcp_t* tcp = self->transport.handle();
-    uv_tcp_init(listener->loop, tcp);
-    self->tcpOpen_ = true;  // the transport's to close from now on
-    self->acceptStatus_ = uv_accept(listener, reinterpret_cast<uv_stream_t*>(tcp));
-    uv_tcp_nodelay(tcp, 1);
-    self->transport.resumeReading();
+    if (status != 0) {
+      self->accepted_ = true;
+      return;
+    }
+    const int fd = ::accept4(self->listenFd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;  // spurious wake-up: try again on the next
+    self->accepted_ = true;
+    self->acceptStatus_ = self->transport.open(&self->loop_, fd) ? 0 : -1;
+    self->tcpOpen_ = self->acceptStatus_ == 0;  // the transport's to close from now on
+    uv_poll_stop(listener);
   }
 
   uv_loop_t loop_{};
   uv_timer_t tick_{};
-  uv_tcp_t listener_{};
+  uv_poll_t listener_{};
+  int listenFd_ = -1;
   int client_ = -1;
   bool accepted_ = false;
   bool tcpOpen_ = false;

@@ -78,7 +78,7 @@ Outcome run(Recorder& rec, std::string_view input, std::size_t chunk, std::uint8
   rec.maxMessage = limits.maxMessageBytes;
   Outcome o;
   {
-    spry::detail::WebSocketSession session(rec, limits);
+    spry::detail::HandledSession session(rec, limits);
     std::size_t round = 0;
     std::string buffer;  // feed() may unmask in place
     while (!input.empty()) {

@@ -93,12 +93,13 @@ class Connection final : private TransportEvents {
   std::shared_ptr<Server> server_;
   std::shared_ptr<Connection> self_;  // released in onReleased
   TcpTransport transport_;
-  std::variant<std::monostate, HttpExchange, WebSocketEndpoint> protocol_;
-  std::uint16_t depth_ = 0;   // events running
+  // The fields after it live in its tail padding (after the index byte).
+  [[no_unique_address]] std::variant<std::monostate, HttpExchange, WebSocketEndpoint> protocol_;
   bool flushPosted_ = false;  // flushSoon() handed this connection to the server
+  std::uint16_t depth_ = 0;   // events running
 
  public:
-  // Index in the server's connection list (last: it packs with the flags above).
+  // Index in the server's connection list.
   std::uint32_t serverIndex = 0;
 };
 

@@ -172,7 +172,7 @@ struct Stats {
   std::size_t connections = 0;       ///< open TCP connections (HTTP and WebSocket)
   std::size_t webSockets = 0;        ///< open WebSockets
   std::size_t wslayContexts = 0;     ///< wslay contexts held (process-wide; idle sockets hold none)
-  std::size_t writeQueueBytes = 0;   ///< bytes handed to libuv and not yet written
+  std::size_t writeQueueBytes = 0;   ///< bytes waiting for a socket to become writable
   std::size_t subscribedTopics = 0;  ///< distinct topics with at least one subscriber
 };
 

@@ -29,27 +29,39 @@ std::int64_t kernelUnacknowledged(int fd) noexcept {
 }
 }  // namespace
 
-// While output waits for the socket to become writable: the send-timeout
-// state, and what the stats were told is queued.
-struct TcpTransport::Blocked {
+// What a socket needs only while its output waits for the socket to become
+// writable, or while it lingers after our FIN: allocated then, so an idle
+// socket holds one pointer for both.
+struct TcpTransport::Slow {
+  // While blocked: the send-timeout state, and what the stats were told.
   std::uint64_t stallSince = 0;  // when the peer last acknowledged bytes (or the block began)
   std::int64_t sent = 0;         // bytes handed to the kernel since the block began
   std::int64_t acked = 0;        // acknowledged() at stallSince
   std::size_t reported = 0;      // bytes reported to onWriteQueued
+  // The linger: a timer (once hasTimer) and how long it runs.
+  bool hasTimer = false;
+  std::uint64_t lingerMs = 0;
+  uv_timer_t timer;
 };
 
-// The linger after our FIN: a timer, and how long it runs.
-struct TcpTransport::Linger {
-  uv_timer_t timer;
-  std::uint64_t ms = 0;
-};
+TcpTransport::Slow* TcpTransport::slow() noexcept {
+  if (!slow_) slow_ = new (std::nothrow) Slow;
+  return slow_;
+}
+
+void TcpTransport::dropSlow() noexcept {
+  if (slow_ && !blocked_ && !slow_->hasTimer) {
+    delete slow_;
+    slow_ = nullptr;
+  }
+}
 
 TcpTransport::TcpTransport(TransportEvents& events) noexcept : events_(events) {
   std::memset(&poll_, 0, sizeof(poll_));
 }
 
 TcpTransport::~TcpTransport() {
-  delete blocked_;
+  delete slow_;
 }
 
 bool TcpTransport::open(uv_loop_t* loop, int fd) noexcept {
@@ -96,7 +108,7 @@ std::string TcpTransport::peerAddress(std::uint16_t* port) const {
 void TcpTransport::watch() noexcept {
   if (closed_) return;
   const std::uint8_t want =
-      static_cast<std::uint8_t>((reading_ ? UV_READABLE : 0) | (blocked_ ? UV_WRITABLE : 0));
+      static_cast<std::uint8_t>((reading_ ? UV_READABLE : 0) | (isWriting() ? UV_WRITABLE : 0));
   if (want == watching_) return;
   watching_ = want;
   if (want == 0) {
@@ -165,7 +177,7 @@ void TcpTransport::resumeReading() noexcept {
 // ---------------------------------------------------------------- writing
 
 void TcpTransport::flush() noexcept {
-  if (blocked_ || closed_ || !open_) return;
+  if (isWriting() || closed_ || !open_) return;
   if (bufferedAmount() == 0) {
     drained();
     return;
@@ -210,7 +222,7 @@ bool TcpTransport::tryWrite() noexcept {
     return false;
   }
   auto written = static_cast<std::size_t>(n);
-  if (blocked_) blocked_->sent += n;
+  if (isWriting()) slow_->sent += n;
   const std::size_t fromOut = std::min(written, out_.size() - outSent_);
   outSent_ += static_cast<std::uint32_t>(fromOut);
   written -= fromOut;
@@ -240,32 +252,34 @@ bool TcpTransport::tryWrite() noexcept {
 
 void TcpTransport::block() noexcept {
   // The kernel is full: wait until the socket is writable.
-  blocked_ = new (std::nothrow) Blocked;
-  if (!blocked_) {
+  Slow* s = slow();
+  if (!s) {
     close();
     return;
   }
-  blocked_->stallSince = uv_now(poll_.loop);
-  blocked_->acked = acknowledged();
-  blocked_->reported = bufferedAmount();
-  events_.onWriteQueued(static_cast<long>(blocked_->reported));
+  blocked_ = true;
+  s->sent = 0;
+  s->stallSince = uv_now(poll_.loop);
+  s->acked = acknowledged();
+  s->reported = bufferedAmount();
+  events_.onWriteQueued(static_cast<long>(s->reported));
   watch();
 }
 
 void TcpTransport::onWritable() noexcept {
-  if (!blocked_) return;
+  if (!isWriting()) return;
   if (!tryWrite()) return;
   // Each wait is reported as bytes entering, then leaving, the queue.
   const std::size_t left = bufferedAmount();
-  if (left == blocked_->reported) return;  // nothing went out
-  events_.onWriteQueued(-static_cast<long>(blocked_->reported));
+  if (left == slow_->reported) return;  // nothing went out
+  events_.onWriteQueued(-static_cast<long>(slow_->reported));
   if (left > 0) {
-    blocked_->reported = left;
+    slow_->reported = left;
     events_.onWriteQueued(static_cast<long>(left));
     return;
   }
-  delete blocked_;
-  blocked_ = nullptr;
+  blocked_ = false;
+  dropSlow();
   watch();
   if (!closed_) drained();
 }
@@ -279,7 +293,7 @@ void TcpTransport::drained() noexcept {
     events_.onDrained();
     return;
   }
-  if (!linger_ || peerEnded_) {
+  if (!(slow_ && slow_->hasTimer) || peerEnded_) {
     close();
     return;
   }
@@ -295,11 +309,11 @@ void TcpTransport::closeAfterFlush(std::uint64_t lingerMs) noexcept {
   }
   if (lingerMs > 0 && !peerEnded_) {
     // Without memory for the timer: no linger, the close follows the flush.
-    linger_ = new (std::nothrow) Linger;
-    if (linger_) {
-      linger_->ms = lingerMs;
-      uv_timer_init(poll_.loop, &linger_->timer);
-      linger_->timer.data = this;
+    if (Slow* s = slow()) {
+      s->lingerMs = lingerMs;
+      uv_timer_init(poll_.loop, &s->timer);
+      s->timer.data = this;
+      s->hasTimer = true;
       ++handlesOpen_;
     }
   }
@@ -314,8 +328,8 @@ void TcpTransport::shutdownWrite() noexcept {
     return;
   }
   uv_timer_start(
-      &linger_->timer, [](uv_timer_t* t) { static_cast<TcpTransport*>(t->data)->close(); },
-      linger_->ms, 0);
+      &slow_->timer, [](uv_timer_t* t) { static_cast<TcpTransport*>(t->data)->close(); },
+      slow_->lingerMs, 0);
   // Read (and drop) until the peer's FIN.
   resumeReading();
 }
@@ -325,10 +339,9 @@ void TcpTransport::close() noexcept {
   const int s = fd();
   closed_ = true;
   reading_ = false;
-  if (blocked_) {
-    events_.onWriteQueued(-static_cast<long>(blocked_->reported));
-    delete blocked_;
-    blocked_ = nullptr;
+  if (isWriting()) {
+    events_.onWriteQueued(-static_cast<long>(slow_->reported));
+    blocked_ = false;
   }
   if (open_) {
     // libuv stops watching the socket in uv_close: it may be closed now,
@@ -336,15 +349,19 @@ void TcpTransport::close() noexcept {
     uv_close(reinterpret_cast<uv_handle_t*>(&poll_), onClosedHandle);
     if (s >= 0) ::close(s);
   }
-  if (linger_) uv_close(reinterpret_cast<uv_handle_t*>(&linger_->timer), onClosedHandle);
+  if (slow_ && slow_->hasTimer) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&slow_->timer), onClosedHandle);  // frees slow_
+  } else {
+    dropSlow();
+  }
   events_.onClosed();
 }
 
 void TcpTransport::onClosedHandle(uv_handle_t* h) noexcept {
   auto* self = static_cast<TcpTransport*>(h->data);
-  if (self->linger_ && h == reinterpret_cast<uv_handle_t*>(&self->linger_->timer)) {
-    delete self->linger_;
-    self->linger_ = nullptr;
+  if (self->slow_ && h == reinterpret_cast<uv_handle_t*>(&self->slow_->timer)) {
+    delete self->slow_;
+    self->slow_ = nullptr;
   }
   // Memory of every handle is released before the owner may go.
   if (--self->handlesOpen_ == 0) self->events_.onReleased();
@@ -357,18 +374,18 @@ std::int64_t TcpTransport::acknowledged() const noexcept {
   // only grows, and grows exactly when the peer reads. (Our own buffer may
   // not move for a long time: a full send buffer only wakes the writer once
   // a good part of it has drained.)
-  return (blocked_ ? blocked_->sent : 0) - kernelUnacknowledged(fd());
+  return (isWriting() ? slow_->sent : 0) - kernelUnacknowledged(fd());
 }
 
 bool TcpTransport::isStalled(std::uint64_t now, std::uint64_t limitMs) noexcept {
-  if (!blocked_ || closed_) return false;
+  if (!isWriting() || closed_) return false;
   const std::int64_t acked = acknowledged();
-  if (acked > blocked_->acked) {
-    blocked_->acked = acked;  // the peer read some: progress
-    blocked_->stallSince = now;
+  if (acked > slow_->acked) {
+    slow_->acked = acked;  // the peer read some: progress
+    slow_->stallSince = now;
     return false;
   }
-  return limitMs && now - blocked_->stallSince >= limitMs;
+  return limitMs && now - slow_->stallSince >= limitMs;
 }
 
 }  // namespace spry::detail

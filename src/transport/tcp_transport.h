@@ -34,7 +34,7 @@ class TcpTransport final : public Transport {
   void releaseAfterFlush() noexcept { releaseAfterFlush_ = true; }
 
   void flush() noexcept override;
-  bool isWriting() const noexcept override { return blocked_ != nullptr; }
+  bool isWriting() const noexcept override { return blocked_; }
   void pauseReading() noexcept override;
   void resumeReading() noexcept override;
   void closeAfterFlush(std::uint64_t lingerMs) noexcept override;
@@ -43,8 +43,7 @@ class TcpTransport final : public Transport {
   std::string peerAddress(std::uint16_t* port) const override;
 
  private:
-  struct Blocked;
-  struct Linger;
+  struct Slow;
 
   static void onPoll(uv_poll_t* h, int status, int events) noexcept;
   static void onClosedHandle(uv_handle_t* h) noexcept;
@@ -55,6 +54,8 @@ class TcpTransport final : public Transport {
   // blocked.
   void watch() noexcept;
   void shutdownWrite() noexcept;
+  Slow* slow() noexcept;  // made on first use; null without memory
+  void dropSlow() noexcept;
   // Writes what the kernel takes now; false on a socket error (closed then).
   bool tryWrite() noexcept;
   void block() noexcept;
@@ -69,11 +70,11 @@ class TcpTransport final : public Transport {
   bool peerEnded_ = false;
   bool shutdownSent_ = false;
   bool releaseAfterFlush_ = false;
+  bool blocked_ = false;          // output waits for the socket to become writable (in slow_)
   std::uint8_t watching_ = 0;     // the uv_poll events started
   std::uint8_t handlesOpen_ = 0;  // the poll handle, plus the linger timer once made
   TransportEvents& events_;
-  Blocked* blocked_ = nullptr;  // while output waits for the socket to become writable
-  Linger* linger_ = nullptr;    // made by closeAfterFlush with a linger time
+  Slow* slow_ = nullptr;  // while output waits for a writable socket, or lingering
   uv_poll_t poll_;
 };
 

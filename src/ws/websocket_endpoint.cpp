@@ -13,12 +13,32 @@
 
 namespace spry::detail {
 
+namespace {
+// Loop times of an endpoint are kept in 32 bits (an idle socket holds
+// three): they are compared by wrapping difference, exact for spans up to
+// 24 days; longer deadlines are capped there, and a socket quiet for longer
+// than that counts as quiet for 0 ms (timeouts are far shorter).
+std::uint32_t ms32(std::uint64_t now) noexcept {
+  return static_cast<std::uint32_t>(now);
+}
+// Milliseconds from `since` to now; 0 for a time (just) after now.
+std::uint64_t elapsed(std::uint64_t now, std::uint32_t since) noexcept {
+  const auto d = static_cast<std::int32_t>(ms32(now) - since);
+  return d > 0 ? static_cast<std::uint64_t>(d) : 0;
+}
+std::uint32_t deadlineAfter(std::uint64_t now, std::uint64_t ms) noexcept {
+  return ms32(now + std::min<std::uint64_t>(ms, INT32_MAX));
+}
+bool reached(std::uint64_t now, std::uint32_t deadline) noexcept {
+  return static_cast<std::int32_t>(ms32(now) - deadline) >= 0;
+}
+}  // namespace
+
 WebSocketEndpoint::WebSocketEndpoint(Connection& conn, const WebSocketOptions& options)
-    : conn_(conn),
+    : WebSocketSession(SessionLimits{static_cast<std::uint64_t>(options.maxMessageBytes)}),
+      conn_(conn),
       options_(options),
-      session_(static_cast<SessionHandler&>(*this),
-               SessionLimits{static_cast<std::uint64_t>(options.maxMessageBytes)}),
-      lastReceived_(conn.now()) {}
+      lastReceived_(ms32(conn.now())) {}
 
 WebSocketEndpoint::~WebSocketEndpoint() = default;
 
@@ -64,21 +84,21 @@ void WebSocketEndpoint::open(const WebSocketHandler& handler, WebSocket ws, Requ
 }
 
 void WebSocketEndpoint::receive(char* data, std::size_t size) {
-  lastReceived_ = conn_.now();
+  lastReceived_ = ms32(conn_.now());
   awaitingPong_ = false;
   feeding_ = true;
-  session_.feed(data, size);  // unmasks in place: the loop's read buffer or the upgrade's rest
+  session().feed(data, size);  // unmasks in place: the loop's read buffer or the upgrade's rest
   feeding_ = false;
   // The clock of messageTimeout starts when a message is seen unfinished
   // after the last complete one (onWsMessage resets it).
-  if (session_.midMessage()) {
-    if (!messageSince_) messageSince_ = lastReceived_;
+  if (session().midMessage()) {
+    if (!messageSince_) messageSince_ = lastReceived_ ? lastReceived_ : 1;  // 0 means none
   } else {
     messageSince_ = 0;
   }
   if (pendingCloseCode_) sendPendingClose();
-  if (session_.failed() && !failCode_) failCode_ = session_.failCode();
-  if (session_.wantsTcpClose()) conn_.transport().closeAfterFlush(0);
+  if (session().failed() && !failCode_) failCode_ = session().failCode();
+  if (session().wantsTcpClose()) conn_.transport().closeAfterFlush(0);
 }
 
 void WebSocketEndpoint::onWsMessage(bool binary, std::string_view payload) noexcept {
@@ -126,7 +146,7 @@ void WebSocketEndpoint::onWsOutput(std::string_view bytes) noexcept {
 
 void WebSocketEndpoint::sendClose(std::uint16_t code, std::string_view reason,
                                   bool failing) noexcept {
-  if (conn_.isClosed() || session_.closeSent()) return;
+  if (conn_.isClosed() || session().closeSent()) return;
   if (failing && !failCode_) failCode_ = code;
   if (!feeding_) {
     sendCloseNow(code, reason);
@@ -151,14 +171,14 @@ void WebSocketEndpoint::sendPendingClose() noexcept {
 }
 
 void WebSocketEndpoint::sendCloseNow(std::uint16_t code, std::string_view reason) noexcept {
-  if (conn_.isClosed() || session_.closeSent()) return;
-  session_.sendClose(code, reason);
-  deadline_ = conn_.now() + msOf(options_.closeTimeout);
+  if (conn_.isClosed() || session().closeSent()) return;
+  session().sendClose(code, reason);
+  deadline_ = deadlineAfter(conn_.now(), msOf(options_.closeTimeout));
   if (cold_) {
     cold_->streamNext = nullptr;
     cold_->streamDone = nullptr;
   }
-  if (session_.wantsTcpClose()) conn_.transport().closeAfterFlush(0);
+  if (session().wantsTcpClose()) conn_.transport().closeAfterFlush(0);
   flushSoon();
 }
 
@@ -196,7 +216,7 @@ void WebSocketEndpoint::reportClose() noexcept {
 
 ReadyState WebSocketEndpoint::readyState() const noexcept {
   if (conn_.isClosed()) return ReadyState::kClosed;
-  if (session_.closeSent() || session_.closeReceived() || pendingCloseCode_) {
+  if (session().closeSent() || session().closeReceived() || pendingCloseCode_) {
     return ReadyState::kClosing;
   }
   return ReadyState::kOpen;
@@ -321,7 +341,7 @@ bool WebSocketEndpoint::deliver(const SharedFrame& frame) {
 
 bool WebSocketEndpoint::ping(std::string_view payload) {
   if (readyState() != ReadyState::kOpen) return false;
-  session_.sendPing(payload);
+  session().sendPing(payload);
   flushSoon();
   return true;
 }
@@ -418,17 +438,17 @@ void WebSocketEndpoint::leaveTopics() noexcept {
 // ---------------------------------------------------------------- timeouts
 
 void WebSocketEndpoint::sweep(std::uint64_t now) {
-  if (session_.closeSent()) {
-    if (now >= deadline_) conn_.close();
+  if (session().closeSent()) {
+    if (reached(now, deadline_)) conn_.close();
     return;
   }
-  if (awaitingPong_ && now >= deadline_) {
+  if (awaitingPong_ && reached(now, deadline_)) {
     conn_.close();  // a dead peer: no Close can get through
     return;
   }
-  const std::uint64_t quiet = now - lastReceived_;
+  const std::uint64_t quiet = elapsed(now, lastReceived_);
   const std::uint64_t messageTimeout = msOf(options_.messageTimeout);
-  if (messageSince_ && messageTimeout && now - messageSince_ >= messageTimeout) {
+  if (messageSince_ && messageTimeout && elapsed(now, messageSince_) >= messageTimeout) {
     sendClose(kClosePolicyViolation, "message timeout", true);
     return;
   }
@@ -438,14 +458,14 @@ void WebSocketEndpoint::sweep(std::uint64_t now) {
   }
   if (const auto interval = msOf(options_.pingInterval);
       interval && !awaitingPong_ && quiet >= interval) {
-    session_.sendPing({});
+    session().sendPing({});
     awaitingPong_ = true;
-    deadline_ = now + msOf(options_.pongTimeout);
+    deadline_ = deadlineAfter(now, msOf(options_.pongTimeout));
   }
   if (quiet >= conn_.server().sweepIntervalMs()) {
     // Quiet for a sweep period: give back what an idle socket need not hold
     // (the wslay context, the output buffer's capacity).
-    session_.releaseIfIdle();
+    session().releaseIfIdle();
     conn_.transport().releaseIdleMemory();
   }
 }

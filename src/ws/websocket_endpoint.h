@@ -28,7 +28,7 @@ class Connection;
 class LoopContext;
 struct AppState;
 
-class WebSocketEndpoint final : private SessionHandler {
+class WebSocketEndpoint final : private WebSocketSession {
  public:
   WebSocketEndpoint(Connection& conn, const WebSocketOptions& options);
   ~WebSocketEndpoint();
@@ -98,12 +98,14 @@ class WebSocketEndpoint final : private SessionHandler {
     std::vector<std::string> topics;
   };
 
-  // SessionHandler
+  // WebSocketSession
   void onWsMessage(bool binary, std::string_view payload) noexcept override;
   void onWsPong(std::string_view payload) noexcept override;
   void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept override;
   void onWsOutput(std::string_view bytes) noexcept override;
 
+  WebSocketSession& session() noexcept { return *this; }
+  const WebSocketSession& session() const noexcept { return *this; }
   ColdState& cold();  // allocates on first use (may throw std::bad_alloc)
   bool streaming() const noexcept { return cold_ && cold_->streamNext; }
   // Runs user code; a throw fails this socket with 1011.
@@ -120,19 +122,17 @@ class WebSocketEndpoint final : private SessionHandler {
   void reportClose() noexcept;
   void flushSoon() noexcept;
 
+  // Ordered so that the small fields pack: an idle socket holds one of these.
   Connection& conn_;
   const WebSocketOptions& options_;
-  // Its tail padding holds the two codes after it.
-  [[no_unique_address]] WebSocketSession session_;
   std::uint16_t pendingCloseCode_ = 0;  // a Close asked for during feed(); reason in cold_
   std::uint16_t closeCode_ = 0;         // reported to onClose
-  std::function<void(const Message&)> onMessage_;
-  std::unique_ptr<ColdState> cold_;
-  std::uint64_t lastReceived_ = 0;
-  std::uint64_t messageSince_ = 0;      // an unfinished message was first seen; 0: none
-  std::uint64_t deadline_ = 0;          // for the peer's Close once ours is out, else for a pong
   std::uint16_t peerCloseCode_ = 0;     // from the peer's Close
   std::uint16_t failCode_ = 0;          // we failed the connection with it
+  // Loop times in 32 bits (see ms32 in the .cpp).
+  std::uint32_t lastReceived_ = 0;
+  std::uint32_t messageSince_ = 0;      // an unfinished message was first seen; 0: none
+  std::uint32_t deadline_ = 0;          // for the peer's Close once ours is out, else for a pong
   bool inMessage_ : 1 = false;          // the listen callback is running
   bool replacedOnMessage_ : 1 = false;  // listen() ran inside it: see ColdState::nextOnMessage
   bool closeReported_ : 1 = false;
@@ -142,6 +142,8 @@ class WebSocketEndpoint final : private SessionHandler {
   bool wantDrain_ : 1 = false;
   bool awaitingPong_ : 1 = false;
   bool readPaused_ : 1 = false;  // backpressure (kPauseReading)
+  std::function<void(const Message&)> onMessage_;
+  std::unique_ptr<ColdState> cold_;
 };
 
 }  // namespace spry::detail

@@ -175,8 +175,8 @@ struct WebSocketSession::WslayCallbacks {
       if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
         // A chunk that failed to append must not be delivered as a message.
         if (!s.closeSent_ && !in.internalError) {
-          s.handler_.onWsMessage(arg->opcode == WSLAY_BINARY_FRAME,
-                                 in.haveWhole ? in.whole : std::string_view(w.message));
+          s.onWsMessage(arg->opcode == WSLAY_BINARY_FRAME,
+                        in.haveWhole ? in.whole : std::string_view(w.message));
         }
         in.haveWhole = false;
         // An idle socket keeps no payload capacity.
@@ -193,8 +193,7 @@ struct WebSocketSession::WslayCallbacks {
         }
         ++in.pingCount;
       } else if (arg->opcode == WSLAY_PONG && !s.closeSent_) {
-        s.handler_.onWsPong(
-            std::string_view(reinterpret_cast<const char*>(arg->msg), arg->msg_length));
+        s.onWsPong(std::string_view(reinterpret_cast<const char*>(arg->msg), arg->msg_length));
       }
       // wslay answers pings itself, and never sees a Close (the guard keeps it).
     } catch (...) {
@@ -207,10 +206,9 @@ struct WebSocketSession::WslayCallbacks {
 };
 
 // Held by every open socket, idle or not.
-static_assert(sizeof(void*) != 8 || sizeof(WebSocketSession) <= 80);
+static_assert(sizeof(void*) != 8 || sizeof(WebSocketSession) <= 72);
 
-WebSocketSession::WebSocketSession(SessionHandler& handler, const SessionLimits& limits)
-    : handler_(handler), limits_(limits) {}
+WebSocketSession::WebSocketSession(const SessionLimits& limits) : limits_(limits) {}
 
 WebSocketSession::~WebSocketSession() {
   destroyContext();
@@ -293,7 +291,7 @@ void WebSocketSession::dropUnusedContext() noexcept {
       return n;
     }
     i += header + size;
-    handler_.onWsMessage(b0 == kBinaryByte0, message);
+    onWsMessage(b0 == kBinaryByte0, message);
     // The handler may have sent a Close; nothing else can stop the session
     // here (a failure sends one too).
     if (closeSent_) break;
@@ -377,7 +375,7 @@ void WebSocketSession::sendDroppedPongs(const WslayInput& input) noexcept {
     const std::string_view payload = pings.substr(1, length);
     pings.remove_prefix(1 + payload.size());
     if (k < input.pongsSent || closeSent_) continue;
-    handler_.onWsOutput(makeControlFrame(WsOpcode::kPong, payload).view());
+    onWsOutput(makeControlFrame(WsOpcode::kPong, payload).view());
   }
 }
 
@@ -409,8 +407,8 @@ void WebSocketSession::onWslayOutput(const std::uint8_t* data, std::size_t len,
   // wslay only sends control frames here, which always fit; pass anything
   // else through unchanged rather than lose it.
   if (!closeSent_) {
-    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(w.stash), header));
-    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(data), len));
+    onWsOutput(std::string_view(reinterpret_cast<const char*>(w.stash), header));
+    onWsOutput(std::string_view(reinterpret_cast<const char*>(data), len));
   }
 }
 
@@ -427,7 +425,7 @@ void WebSocketSession::emitWslayFrame(const std::uint8_t* data, std::size_t len)
   }
   if (data[0] == kPongByte0) ++wslay_->input->pongsSent;
   if (!closeSent_) {
-    handler_.onWsOutput(std::string_view(reinterpret_cast<const char*>(data), len));
+    onWsOutput(std::string_view(reinterpret_cast<const char*>(data), len));
   }
 }
 
@@ -459,7 +457,7 @@ void WebSocketSession::handlePeerClose() noexcept {
     }
   }
   closeReceived_ = true;
-  handler_.onWsCloseReceived(code, reason);
+  onWsCloseReceived(code, reason);
   // RFC 6455 5.5.1: echo the status code received.
   sendClose(code == kCloseNoStatus ? 0 : code, {});
 }
@@ -467,13 +465,13 @@ void WebSocketSession::handlePeerClose() noexcept {
 void WebSocketSession::sendClose(std::uint16_t code, std::string_view reason) noexcept {
   if (closeSent_) return;
   closeSent_ = true;
-  handler_.onWsOutput(makeCloseFrame(code, reason).view());
+  onWsOutput(makeCloseFrame(code, reason).view());
   dropUnusedContext();
 }
 
 void WebSocketSession::sendPing(std::string_view payload) noexcept {
   if (closeSent_) return;
-  handler_.onWsOutput(makeControlFrame(WsOpcode::kPing, payload).view());
+  onWsOutput(makeControlFrame(WsOpcode::kPing, payload).view());
 }
 
 bool WebSocketSession::releaseIfIdle() noexcept {

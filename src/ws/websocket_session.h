@@ -41,10 +41,13 @@ struct SessionLimits {
   std::uint64_t maxMessageBytes = 16u << 20;  // over it → close 1009, seen from the frame header
 };
 
+// The session calls its owner through the hooks of SessionHandler, made
+// virtual members here: the owner derives from the session (the WebSocket
+// endpoint does), so an idle socket holds no handler reference. Tests and
+// fuzzers use HandledSession, which forwards to a SessionHandler.
 class WebSocketSession {
  public:
-  WebSocketSession(SessionHandler& handler, const SessionLimits& limits);
-  ~WebSocketSession();
+  explicit WebSocketSession(const SessionLimits& limits);
   WebSocketSession(const WebSocketSession&) = delete;
   WebSocketSession& operator=(const WebSocketSession&) = delete;
 
@@ -81,6 +84,14 @@ class WebSocketSession {
   // Number of wslay contexts alive in this process (a live counter for tests).
   static std::size_t liveContexts() noexcept;
 
+ protected:
+  ~WebSocketSession();
+  // What SessionHandler declares, with the same contract.
+  virtual void onWsMessage(bool binary, std::string_view payload) noexcept = 0;
+  virtual void onWsPong(std::string_view payload) noexcept = 0;
+  virtual void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept = 0;
+  virtual void onWsOutput(std::string_view bytes) noexcept = 0;
+
  private:
   struct WslayCallbacks;  // the C callbacks, defined next to the wslay code
   friend struct WslayCallbacks;
@@ -108,13 +119,32 @@ class WebSocketSession {
   // Every idle socket holds one of these, so it is kept small (see the
   // static_assert in the .cpp): what only wslay or a Close needs lives on
   // the heap until then (wslay_, the guard's PeerClose).
-  SessionHandler& handler_;
   SessionLimits limits_;
   std::unique_ptr<WslayState> wslay_;
-  FrameGuard guard_;
+  [[no_unique_address]] FrameGuard guard_;  // the three fields after it fill its tail padding
   std::uint16_t failCode_ = 0;
   bool closeSent_ = false;
   bool closeReceived_ = false;
+};
+
+// A session that reports to a separate SessionHandler (tests, fuzzers).
+class HandledSession final : public WebSocketSession {
+ public:
+  HandledSession(SessionHandler& handler, const SessionLimits& limits)
+      : WebSocketSession(limits), handler_(handler) {}
+  ~HandledSession() = default;
+
+ private:
+  void onWsMessage(bool binary, std::string_view payload) noexcept override {
+    handler_.onWsMessage(binary, payload);
+  }
+  void onWsPong(std::string_view payload) noexcept override { handler_.onWsPong(payload); }
+  void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept override {
+    handler_.onWsCloseReceived(code, reason);
+  }
+  void onWsOutput(std::string_view bytes) noexcept override { handler_.onWsOutput(bytes); }
+
+  SessionHandler& handler_;
 };
 
 }  // namespace spry::detail

@@ -172,7 +172,7 @@ enum class Split { kWhole, kBytes, kRandom };
 
 struct Peer {
   Recorder rec;
-  WebSocketSession session;
+  HandledSession session;
   explicit Peer(SessionLimits limits = {}) : session(rec, limits) { rec.session = &session; }
 
   // feed() may unmask in place: each chunk goes in as a writable copy.
@@ -1042,7 +1042,7 @@ TEST_CASE("a whole frame over maxMessageBytes closes with 1009, nothing allocate
     for (std::uint64_t limit : {std::uint64_t{1000}, std::uint64_t{1} << 20}) {
       CAPTURE(limit);
       Counter c;
-      WebSocketSession session(c, {.maxMessageBytes = limit});
+      HandledSession session(c, {.maxMessageBytes = limit});
       std::string wire = clientFrame(op, "ok") + clientFrame(op, makeText(limit)) +
                          clientFrame(op, makeText(limit + 1)) + text("after");
       const std::size_t heapBefore = heapInUse();
@@ -1062,7 +1062,7 @@ TEST_CASE("a whole frame over maxMessageBytes closes with 1009, nothing allocate
 
 TEST_CASE("a reassembled message leaves no capacity behind") {
   Counter c;
-  WebSocketSession session(c, {});
+  HandledSession session(c, {});
   std::string wire = binary(makeBinary(20000), false) + cont(makeBinary(20000), true);
   const std::size_t heapBefore = heapInUse();
   session.feed(wire.data(), wire.size());
@@ -1144,7 +1144,7 @@ template <typename Next>
 Transcript run(std::string_view wire, SessionLimits limits, Next next, int* withoutContext) {
   EventLog log;
   {
-    WebSocketSession session(log, limits);
+    HandledSession session(log, limits);
     log.session = &session;
     std::size_t i = 0;
     while (i < wire.size()) {

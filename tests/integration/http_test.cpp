@@ -386,9 +386,9 @@ TEST_CASE("request: query parameters are decoded, repeated keys kept in order") 
   app.get("/q", [](Request& req) {
     std::string out = std::string(req.query("q").value_or("<none>"));
     for (auto v : req.queryAll("x")) out += spry::test::cat(",", v);
-    out += "|" + std::string(req.query("missing").value_or("<none>"));
+    out += spry::test::cat("|", req.query("missing").value_or("<none>"));
     out += spry::test::cat("|", req.query("empty").value_or("<none>"));
-    out += "|" + std::string(req.path());
+    out += spry::test::cat("|", req.path());
     return out;
   });
   TestServer server(app);
@@ -427,11 +427,12 @@ TEST_CASE("request: cookies, headers, target and peer address") {
   app.get("/c", [](Request& req) {
     std::string out = std::string(req.cookie("session").value_or("-"));
     out += spry::test::cat(",", req.cookie("c").value_or("-"));
-    out += "," + std::string(req.cookie("nope").value_or("-"));
-    out += "," + std::string(req.header("x-custom"));
-    out += "," + std::to_string(req.headers().getAll("X-Multi").size());
-    out += "," + std::string(req.target());
-    out += "," + std::string(req.remoteAddress()) + ":" + std::to_string(req.remotePort());
+    out += spry::test::cat(",", req.cookie("nope").value_or("-"));
+    out += spry::test::cat(",", req.header("x-custom"));
+    out += spry::test::cat(",", std::to_string(req.headers().getAll("X-Multi").size()));
+    out += spry::test::cat(",", req.target());
+    out += spry::test::cat(",", req.remoteAddress());
+    out += spry::test::cat(":", std::to_string(req.remotePort()));
     return out;
   });
   TestServer server(app);

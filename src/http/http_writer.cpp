@@ -1,6 +1,7 @@
 #include "http/http_writer.h"
 
 #include <charconv>
+#include <cstring>
 
 #include "http/token.h"
 
@@ -29,18 +30,22 @@ bool isReserved(std::string_view name, std::span<const std::string_view> reserve
   return false;
 }
 
-void appendNumber(std::string& out, std::uint64_t n) {
-  char buf[24];
-  const auto r = std::to_chars(buf, buf + sizeof buf, n);
-  out.append(buf, r.ptr);
-}
-
-void appendField(std::string& out, std::string_view name, std::string_view value) {
-  out.append(name);
-  out.append(": ");
-  out.append(value);
-  out.append("\r\n");
-}
+// Writes into room reserved beforehand (writeHead sizes it).
+struct Cursor {
+  char* p;
+  void put(std::string_view s) noexcept {
+    if (s.empty()) return;  // data() may be null
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+  }
+  void number(std::uint64_t n) noexcept { p = std::to_chars(p, p + 20, n).ptr; }
+  void field(std::string_view name, std::string_view value) noexcept {
+    put(name);
+    put(": ");
+    put(value);
+    put("\r\n");
+  }
+};
 
 void twoDigits(char* p, int v) noexcept {
   p[0] = char('0' + v / 10);
@@ -246,21 +251,24 @@ void writeHead(std::string& out, int status, std::span<const FieldView> own,
     }
   }
 
-  // One allocation at most: room for every field, the status line and the
-  // framing fields, so the appends below never reallocate.
-  std::size_t room = 128 + date.size();
+  // The head is written through a cursor into room sized for every field,
+  // the status line and the framing fields (one allocation at most, no
+  // per-append checks), then trimmed to what was written.
+  std::size_t room = 96 + reasonPhrase(status).size() + date.size() + connection.size();
   for (const FieldView& f : own) room += f.name.size() + f.value.size() + 4;
   for (const auto& [name, value] : headers) room += name.size() + value.size() + 4;
-  out.reserve(out.size() + room);
+  const std::size_t start = out.size();
+  out.resize(start + room);
+  Cursor c{out.data() + start};
 
-  out.append("HTTP/1.1 ");
-  appendNumber(out, static_cast<std::uint64_t>(status < 0 ? 0 : status));
-  out.push_back(' ');
-  out.append(reasonPhrase(status));
-  out.append("\r\n");
+  c.put("HTTP/1.1 ");
+  c.number(static_cast<std::uint64_t>(status < 0 ? 0 : status));
+  c.put(" ");
+  c.put(reasonPhrase(status));
+  c.put("\r\n");
 
   for (const FieldView& f : own) {
-    if (isSafeField(f.name, f.value)) appendField(out, f.name, f.value);
+    if (isSafeField(f.name, f.value)) c.field(f.name, f.value);
   }
   for (const auto& [name, value] : headers) {
     if (!isSafeField(name, value)) continue;
@@ -270,21 +278,22 @@ void writeHead(std::string& out, int status, std::span<const FieldView> own,
     }
     if (!date.empty() && equalsIgnoreCase(name, "date")) continue;
     if (!connection.empty() && equalsIgnoreCase(name, "connection")) continue;
-    appendField(out, name, value);
+    c.field(name, value);
   }
 
-  if (!date.empty()) appendField(out, "Date", date);
+  if (!date.empty()) c.field("Date", date);
   if (!bodyless) {
     if (framing == BodyFraming::kContentLength) {
-      out.append("Content-Length: ");
-      appendNumber(out, bodySize);
-      out.append("\r\n");
+      c.put("Content-Length: ");
+      c.number(bodySize);
+      c.put("\r\n");
     } else if (framing == BodyFraming::kChunked) {
-      appendField(out, "Transfer-Encoding", "chunked");
+      c.field("Transfer-Encoding", "chunked");
     }
   }
-  if (!connection.empty()) appendField(out, "Connection", connection);
-  out.append("\r\n");
+  if (!connection.empty()) c.field("Connection", connection);
+  c.put("\r\n");
+  out.resize(static_cast<std::size_t>(c.p - out.data()));
 }
 
 void writeChunk(std::string& out, std::string_view data) {

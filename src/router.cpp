@@ -197,10 +197,43 @@ struct Router::Node {
   }
 };
 
+namespace {
+// A stack of views that holds its first kInline on the stack: a path's
+// segments and a route's captures, without an allocation per request.
+class ViewStack {
+ public:
+  static constexpr std::size_t kInline = 16;
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  std::string_view operator[](std::size_t i) const noexcept {
+    return i < kInline ? inline_[i] : more_[i - kInline];
+  }
+  std::string_view back() const noexcept { return (*this)[size_ - 1]; }
+  void push_back(std::string_view v) {
+    if (size_ < kInline) {
+      inline_[size_] = v;
+    } else {
+      more_.push_back(v);
+    }
+    ++size_;
+  }
+  void emplace_back(const char* data, std::size_t size) { push_back({data, size}); }
+  void pop_back() noexcept {
+    --size_;
+    if (size_ >= kInline) more_.pop_back();
+  }
+
+ private:
+  std::string_view inline_[kInline];
+  std::vector<std::string_view> more_;
+  std::size_t size_ = 0;
+};
+}  // namespace
+
 struct Router::MatchState {
   std::string_view method;
-  std::vector<std::string_view> segments;  // decoded, views into one buffer
-  std::vector<std::string_view> captures;  // `:name` values along the current branch
+  ViewStack segments;  // decoded, views into one buffer
+  ViewStack captures;  // `:name` values along the current branch
   std::vector<std::string_view> allowed;   // methods seen on nodes the path reached
   std::vector<std::size_t> allowedIds;     // and the routes that carry them
   const Route* route = nullptr;

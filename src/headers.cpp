@@ -24,12 +24,20 @@ bool Headers::has(std::string_view name) const noexcept {
                      [&](const Field& f) { return equalsIgnoreCase(f.first, name); });
 }
 
+namespace {
+// Room for a typical message's fields at the first one: one allocation
+// rather than a chain of regrowths (1, 2, 4, 8...) that moves every field.
+constexpr std::size_t kInitialFields = 8;
+}  // namespace
+
 void Headers::add(std::string name, std::string value) {
+  if (fields_.capacity() == 0) fields_.reserve(kInitialFields);
   fields_.emplace_back(std::move(name), std::move(value));
 }
 
 void Headers::set(std::string name, std::string value) {
   remove(name);
+  if (fields_.capacity() == 0) fields_.reserve(kInitialFields);
   fields_.emplace_back(std::move(name), std::move(value));
 }
 

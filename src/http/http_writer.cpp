@@ -1,6 +1,7 @@
 #include "http/http_writer.h"
 
 #include <charconv>
+#include <cstdint>
 #include <cstring>
 
 #include "http/token.h"
@@ -11,14 +12,29 @@ namespace {
 
 // A name outside the token grammar (empty, ':', spaces, CR/LF/NUL) or a value
 // with CR, LF or NUL could split the response or inject fields.
+// True when some byte of `w` is zero (exact as a yes/no answer).
+constexpr bool hasZeroByte(std::uint64_t w) noexcept {
+  return ((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL) != 0;
+}
+
 bool isSafeField(std::string_view name, std::string_view value) noexcept {
   if (!isToken(name)) return false;
-  // One pass with one compare per byte in the common case (find_first_of
-  // would search the three-byte set once per byte of the value).
-  for (const char c : value) {
-    if (static_cast<unsigned char>(c) <= '\r' && (c == '\r' || c == '\n' || c == '\0')) {
+  // Eight bytes at a time: a word with no byte below 0x0e holds no CR, LF
+  // or NUL (the usual case); otherwise its bytes are looked at one by one.
+  auto bad = [](char c) noexcept { return c == '\r' || c == '\n' || c == '\0'; };
+  const char* p = value.data();
+  std::size_t n = value.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    const bool low = ((w - 0x0e0e0e0e0e0e0e0eULL) & ~w & 0x8080808080808080ULL) != 0;
+    if (low && (hasZeroByte(w) || hasZeroByte(w ^ 0x0d0d0d0d0d0d0d0dULL) ||
+                hasZeroByte(w ^ 0x0a0a0a0a0a0a0a0aULL))) {
       return false;
     }
+  }
+  for (; n > 0; --n, ++p) {
+    if (bad(*p)) return false;
   }
   return true;
 }

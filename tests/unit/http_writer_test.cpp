@@ -377,3 +377,27 @@ TEST_CASE("a whole chunked response") {
         "6\r\nworld!\r\n"
         "0\r\n\r\n");
 }
+
+TEST_CASE("every byte at every offset of a field value: CR, LF and NUL drop the field") {
+  // The value check reads eight bytes at a time: each byte value is tried at
+  // each offset of a 19-byte value (two words and a tail).
+  const std::string clean = "abcdefghijklmnopqrs";
+  for (int b = 0; b < 256; ++b) {
+    const auto c = static_cast<char>(b);
+    const bool dropped = c == '\r' || c == '\n' || c == '\0';
+    for (std::size_t pos = 0; pos < clean.size(); ++pos) {
+      std::string value = clean;
+      value[pos] = c;
+      CAPTURE(b);
+      CAPTURE(pos);
+      Headers h;
+      h.add("X-V", value);
+      const std::string out = head(200, h);
+      std::string field = "X-V: ";
+      field += value;
+      field += "\r\n";
+      CHECK((out.find(field) != std::string::npos) == !dropped);
+      CHECK((out.find("X-V") != std::string::npos) == !dropped);
+    }
+  }
+}

@@ -21,19 +21,27 @@ constexpr int hexValue(char c) noexcept {
 // Appends rather than assigns so the matcher can decode every segment of a
 // path into one buffer, which makes the `**` value a plain substring of it.
 bool appendDecoded(std::string_view in, std::string& out, bool plusIsSpace) {
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
+  std::size_t i = 0;
+  while (i < in.size()) {
+    // A run of bytes that stand for themselves, appended at once.
+    std::size_t j = i;
+    while (j < in.size() && in[j] != '%' && in[j] != '\0' && !(plusIsSpace && in[j] == '+')) ++j;
+    out.append(in.data() + i, j - i);
+    if (j == in.size()) break;
+    char c = in[j];
     if (c == '%') {
-      if (in.size() - i < 3) return false;
-      const int hi = hexValue(in[i + 1]);
-      const int lo = hexValue(in[i + 2]);
+      if (in.size() - j < 3) return false;
+      const int hi = hexValue(in[j + 1]);
+      const int lo = hexValue(in[j + 2]);
       if (hi < 0 || lo < 0) return false;
       c = char(hi * 16 + lo);
-      i += 2;
-    } else if (c == '+' && plusIsSpace) {
+      i = j + 3;
+    } else if (c == '+') {
       c = ' ';
+      i = j + 1;
+    } else {
+      return false;  // a NUL would truncate the value for any C API it reaches later
     }
-    // A NUL would truncate the value for any C API it reaches later.
     if (c == '\0') return false;
     out.push_back(c);
   }

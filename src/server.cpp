@@ -27,8 +27,10 @@ void closeHandle(H*& h) noexcept {
 // clients wait in the listen backlog meanwhile.
 constexpr std::uint64_t kAcceptRetryMs = 100;
 constexpr int kBacklog = 511;
-// Connections accepted per wake-up of the listening socket.
-constexpr int kAcceptsPerEvent = 64;
+// Connections accepted per wake-up of the listening socket: enough to empty
+// the backlog (511) in one go, as libuv's own accept loop does; a backlog
+// left to fill drops SYNs, and those clients come back seconds later.
+constexpr int kAcceptsPerEvent = 1024;
 
 // Deadlines are checked by one timer per loop rather than one per connection
 // (a uv_timer_t per socket would cost memory and heap churn): its period is a
@@ -181,8 +183,8 @@ void Server::onAcceptable(uv_poll_t* listener, int status, int) noexcept {
     self->acceptFailed(status);
     return;
   }
-  // A bounded batch per wake-up; the poll is level-triggered, so the rest of
-  // the backlog wakes us again after the other sockets have had their turn.
+  // Until the backlog is empty (bounded all the same; the poll is
+  // level-triggered, so anything left wakes us again).
   for (int i = 0; i < kAcceptsPerEvent && !self->stopping_ && self->listener_; ++i) {
     const int fd = ::accept4(self->listenFd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {

@@ -598,7 +598,9 @@ TEST_CASE("hostile: 3,000 connect-and-drop clients leave nothing behind") {
         break;  // an upgrade, RST
     }
   }
-  expectBaseline(app, base, 5000ms);
+  // 10 s: a handshake the kernel had to retry (SYN-ACK resent after 1, 3
+  // and 7 s on a loaded machine) is accepted that late, and closed at once.
+  expectBaseline(app, base, 10'000ms);
   CHECK(p.opened == p.closed);
   // The server's descriptors are all released (the clients' too).
   CHECK(waitUntil([&] { return openFds().count == fdsBefore.count; }));

@@ -240,10 +240,10 @@ class ViewStack {
 
 struct Router::MatchState {
   std::string_view method;
-  ViewStack segments;  // decoded, views into one buffer
-  ViewStack captures;  // `:name` values along the current branch
-  std::vector<std::string_view> allowed;   // methods seen on nodes the path reached
-  std::vector<std::size_t> allowedIds;     // and the routes that carry them
+  ViewStack segments;                     // decoded, views into one buffer
+  ViewStack captures;                     // `:name` values along the current branch
+  std::vector<std::string_view> allowed;  // methods seen on nodes the path reached
+  std::vector<std::size_t> allowedIds;    // and the routes that carry them
   const Route* route = nullptr;
   std::string_view rest;  // `**` value of the chosen route
 

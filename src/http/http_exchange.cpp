@@ -165,11 +165,7 @@ void HttpExchange::dispatch(ParsedRequest parsed) {
 
   if (route && route->isWebSocket && res.status() == 101) {
     if (d.deferred) {
-      log(LogLevel::kError, "spry: " + std::string(d.path) +
-                                ": a middleware deferred the response of a ws route that then "
-                                "upgraded; answering 500");
-      auto err = Response::text("Internal Server Error", 500);
-      sendResponse(err, *req);
+      answerMisuse(*req, "a middleware deferred the response of a ws route that then upgraded");
       return;
     }
     upgrade_ = std::make_unique<Upgrade>();
@@ -181,11 +177,7 @@ void HttpExchange::dispatch(ParsedRequest parsed) {
   if (res.isDeferred()) {
     auto state = d.deferredState;
     if (!state || !d.deferred) {
-      log(LogLevel::kError, "spry: " + std::string(d.path) +
-                                ": handler returned a Deferred that is not this request's; "
-                                "answering 500");
-      auto err = Response::text("Internal Server Error", 500);
-      sendResponse(err, *req);
+      answerMisuse(*req, "handler returned a Deferred that is not this request's");
       return;
     }
     state->registered = true;
@@ -201,6 +193,13 @@ void HttpExchange::dispatch(ParsedRequest parsed) {
   }
   sendResponse(res, *req);
   if (stream_ && !stream_->ended) current_ = std::move(req);
+}
+
+void HttpExchange::answerMisuse(Request& req, std::string_view what) {
+  log(LogLevel::kError,
+      "spry: " + std::string(req.path()) + ": " + std::string(what) + "; answering 500");
+  auto err = Response::text("Internal Server Error", 500);
+  sendResponse(err, req);
 }
 
 bool HttpExchange::sendDeferred(DeferredState& state, Response response) {

@@ -69,6 +69,8 @@ class HttpExchange {
   void runProducer(Response& response, Request& req, const std::shared_ptr<StreamState>& state);
   void finishResponse();
   void sendError(int status, std::string_view reason);
+  // An API misuse found after the handler ran: logged, answered 500.
+  void answerMisuse(Request& req, std::string_view what);
   // Ends the connection after what is queued; lingers unless the client has
   // gone already.
   void closeAfterFlush() noexcept;

@@ -152,7 +152,7 @@ void Connection::upgrade() noexcept {
     d.webSocket = true;
     // The request is context only now: a body on the upgrade GET was for the
     // middleware, the socket's data comes through listen().
-    std::string().swap(d.parsed.body);
+    std::string().swap(d.body);
     // The handle shares the connection's ownership and points at the endpoint.
     WebSocket handle(std::shared_ptr<WebSocketEndpoint>(self_, &ws),
                      gNextSocketId.fetch_add(1, std::memory_order_relaxed));

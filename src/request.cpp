@@ -1,6 +1,8 @@
 #include <nlohmann/json.hpp>
 
 #include "app_state.h"
+#include "connection.h"
+#include "http/request_data.h"
 #include "loop_context.h"
 #include "spry/error.h"
 #include "spry/request.h"
@@ -29,20 +31,20 @@ void Locals::missing(const std::type_info& type) {
                          " is not set (is the middleware that sets it registered on this route?)");
 }
 
-Request::Request(std::unique_ptr<detail::RequestData> data) : d_(std::move(data)) {}
+Request::Request() : d_(std::make_unique<detail::RequestData>()) {}
 Request::~Request() = default;
 
 std::string_view Request::method() const noexcept {
-  return d_->parsed.method;
+  return d_->method;
 }
 std::string_view Request::path() const noexcept {
   return d_->path;
 }
 std::string_view Request::target() const noexcept {
-  return d_->parsed.target;
+  return d_->target;
 }
 int Request::httpMinorVersion() const noexcept {
-  return d_->parsed.versionMinor;
+  return d_->versionMinor;
 }
 
 std::string_view Request::param(std::string_view name) const noexcept {
@@ -52,7 +54,7 @@ std::string_view Request::param(std::string_view name) const noexcept {
   return {};
 }
 
-const std::vector<std::pair<std::string, std::string>>& Request::params() const noexcept {
+std::span<const std::pair<std::string_view, std::string_view>> Request::params() const noexcept {
   return d_->params;
 }
 
@@ -95,16 +97,16 @@ std::vector<std::string_view> Request::queryAll(std::string_view name) const {
   return out;
 }
 
-const Headers& Request::headers() const noexcept {
-  return d_->parsed.headers;
+const RequestHeaders& Request::headers() const noexcept {
+  return d_->headers;
 }
 std::string_view Request::header(std::string_view name) const noexcept {
-  return d_->parsed.headers.get(name);
+  return d_->headers.get(name);
 }
 
 std::optional<std::string_view> Request::cookie(std::string_view name) const {
   // Cookie: a=1; b=2 (RFC 6265 section 4.2.1), possibly in several fields.
-  for (std::string_view line : d_->parsed.headers.getAll("Cookie")) {
+  for (std::string_view line : d_->headers.getAll("Cookie")) {
     while (!line.empty()) {
       auto semi = line.find(';');
       std::string_view pair = line.substr(0, semi);
@@ -124,14 +126,14 @@ std::optional<std::string_view> Request::cookie(std::string_view name) const {
 }
 
 std::string_view Request::text() const noexcept {
-  return d_->parsed.body;
+  return d_->body;
 }
 std::span<const std::byte> Request::bytes() const noexcept {
-  return {reinterpret_cast<const std::byte*>(d_->parsed.body.data()), d_->parsed.body.size()};
+  return {reinterpret_cast<const std::byte*>(d_->body.data()), d_->body.size()};
 }
 
 nlohmann::json Request::json() const {
-  auto parsed = nlohmann::json::parse(d_->parsed.body, nullptr, /*allow_exceptions=*/false);
+  auto parsed = nlohmann::json::parse(d_->body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) throw HttpError(400, "request body is not valid JSON");
   return parsed;
 }
@@ -156,6 +158,7 @@ Deferred Request::defer() {
         "carry an HTTP response");
   }
   if (d_->deferred) throw std::logic_error("spry: Request::defer() called twice for one request");
+  d_->own();
   d_->deferred = true;
   d_->deferredState = std::make_shared<detail::DeferredState>();
   d_->deferredState->conn = d_->conn;
@@ -164,8 +167,71 @@ Deferred Request::defer() {
 }
 
 namespace detail {
-std::unique_ptr<Request> RequestData::makeRequest(std::unique_ptr<RequestData> d) {
-  std::string_view t = d->parsed.target;
+
+namespace {
+// Requests of a thread, kept for reuse: a request is taken at each dispatch
+// and given back once answered, so steady traffic allocates none.
+class RequestPool {
+ public:
+  static constexpr std::size_t kMaxKept = 64;
+  ~RequestPool() {
+    alive_ = false;
+    for (Request* r : free_) delete r;
+  }
+  static RequestPool* get() noexcept {
+    thread_local RequestPool pool;
+    return alive_ ? &pool : nullptr;
+  }
+  Request* take() noexcept {
+    if (free_.empty()) return nullptr;
+    Request* r = free_.back();
+    free_.pop_back();
+    return r;
+  }
+  bool give(Request* r) noexcept {
+    if (free_.size() >= kMaxKept) return false;
+    if (free_.capacity() == 0) {
+      try {
+        free_.reserve(kMaxKept);
+      } catch (...) {
+        return false;
+      }
+    }
+    free_.push_back(r);
+    return true;
+  }
+
+ private:
+  static thread_local bool alive_;
+  std::vector<Request*> free_;
+};
+thread_local bool RequestPool::alive_ = true;
+
+// Keeps capacities that a typical request reuses, gives back larger ones.
+void shrinkTo(std::string& s, std::size_t keep) noexcept {
+  if (s.capacity() > keep) {
+    std::string().swap(s);
+  } else {
+    s.clear();
+  }
+}
+}  // namespace
+
+void RequestRecycler::operator()(Request* request) const noexcept {
+  if (!request) return;
+  RequestData::of(*request).reset();
+  RequestPool* pool = RequestPool::get();
+  if (!pool || !pool->give(request)) delete request;
+}
+
+RequestPtr RequestData::acquire() {
+  RequestPool* pool = RequestPool::get();
+  Request* r = pool ? pool->take() : nullptr;
+  return RequestPtr(r ? r : new Request());
+}
+
+void RequestData::splitTarget() noexcept {
+  std::string_view t = target;
   // RFC 9112 3.2.2: a server must accept the absolute-form
   // ("http://host/a?x"); it routes on the path, as for the origin-form.
   bool absolute = false;
@@ -176,14 +242,83 @@ std::unique_ptr<Request> RequestData::makeRequest(std::unique_ptr<RequestData> d
       t = rest == std::string_view::npos ? std::string_view{} : t.substr(rest);
     }
   }
-  // A fragment belongs to neither the path nor the query (clients should not
-  // send one, but llhttp lets it through).
-  t = t.substr(0, t.find('#'));
-  auto q = t.find('?');
-  d->path = t.substr(0, q);
-  if (absolute && d->path.empty()) d->path = "/";
-  d->query = q == std::string_view::npos ? std::string_view{} : t.substr(q + 1);
-  return std::unique_ptr<Request>(new Request(std::move(d)));
+  // One pass for the query's '?' and a fragment's '#': a fragment belongs
+  // to neither the path nor the query (clients should not send one, but
+  // llhttp lets it through).
+  std::size_t q = std::string_view::npos;
+  std::size_t end = t.size();
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    if (t[i] == '#') {
+      end = i;
+      break;
+    }
+    if (t[i] == '?' && q == std::string_view::npos) q = i;
+  }
+  path = t.substr(0, std::min(q, end));
+  if (absolute && path.empty()) path = "/";
+  query = q == std::string_view::npos ? std::string_view{} : t.substr(q + 1, end - q - 1);
+}
+
+void RequestData::own() {
+  if (owned) return;
+  auto& fields = HeaderAccess::fields(headers);
+  std::size_t total = target.size() + remoteAddress.size();
+  for (const auto& [name, value] : fields) total += name.size() + value.size();
+  for (const auto& [name, value] : params) total += name.size() + value.size();
+  storage.clear();
+  storage.reserve(total);  // no reallocation below: the views stay put
+  auto copy = [this](std::string_view v) -> std::string_view {
+    if (v.empty()) return {};
+    const std::size_t at = storage.size();
+    storage.append(v);
+    return {storage.data() + at, v.size()};
+  };
+  const std::string_view oldTarget = target;
+  target = copy(target);
+  // path and query are parts of the target (or the literal "/").
+  auto rebase = [&](std::string_view v) -> std::string_view {
+    if (v.data() >= oldTarget.data() &&
+        v.data() + v.size() <= oldTarget.data() + oldTarget.size()) {
+      return {target.data() + (v.data() - oldTarget.data()), v.size()};
+    }
+    return v;
+  };
+  path = rebase(path);
+  query = rebase(query);
+  for (auto& [name, value] : fields) {
+    name = copy(name);
+    value = copy(value);
+  }
+  for (auto& [name, value] : params) {
+    name = copy(name);
+    value = copy(value);
+  }
+  remoteAddress = copy(remoteAddress);
+  if (loop) loopRef = loop->shared_from_this();
+  if (connection) conn = connection->self();
+  connection = nullptr;
+  owned = true;
+}
+
+void RequestData::reset() noexcept {
+  method = target = path = query = {};
+  versionMinor = 1;
+  HeaderAccess::fields(headers).clear();
+  shrinkTo(body, 64 * 1024);
+  params.clear();
+  shrinkTo(decoded, 4096);
+  queryPairs.reset();
+  if (!locals.empty()) locals.clear();
+  remoteAddress = {};
+  remotePort = 0;
+  loop = nullptr;
+  loopRef.reset();
+  connection = nullptr;
+  conn.reset();
+  serial = 0;
+  webSocket = deferred = owned = false;
+  deferredState.reset();
+  shrinkTo(storage, 4096);
 }
 }  // namespace detail
 

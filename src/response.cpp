@@ -4,14 +4,19 @@
 
 namespace spry {
 
-namespace {
-Response withBody(std::string body, std::string contentType, int status) {
+using namespace std::string_view_literals;
+
+Response Response::withBody(std::string body, std::string_view contentType, int status,
+                            bool plainType) {
   Response r(status);
-  r.headers().set("Content-Type", std::move(contentType));
-  r.setBody(std::move(body));
+  if (plainType) {
+    r.headers_.addPlain("Content-Type", contentType);
+  } else {
+    r.headers_.add("Content-Type", contentType);
+  }
+  r.body_ = std::move(body);
   return r;
 }
-}  // namespace
 
 Response& Response::setStatus(int status) {
   if (status < 100 || status > 599) {
@@ -22,8 +27,8 @@ Response& Response::setStatus(int status) {
   return *this;
 }
 
-Response& Response::header(std::string name, std::string value) {
-  headers_.set(std::move(name), std::move(value));
+Response& Response::header(std::string_view name, std::string_view value) {
+  headers_.set(name, value);
   return *this;
 }
 
@@ -33,24 +38,25 @@ Response& Response::setBody(std::string body) {
 }
 
 Response Response::text(std::string body, int status) {
-  return withBody(std::move(body), "text/plain; charset=utf-8", status);
+  return withBody(std::move(body), "text/plain; charset=utf-8"sv, status, true);
 }
 
 Response Response::html(std::string body, int status) {
-  return withBody(std::move(body), "text/html; charset=utf-8", status);
+  return withBody(std::move(body), "text/html; charset=utf-8"sv, status, true);
 }
 
 Response Response::json(const nlohmann::json& body, int status) {
-  return withBody(body.dump(), "application/json", status);
+  return withBody(body.dump(), "application/json"sv, status, true);
 }
 
-Response Response::bytes(std::string body, std::string contentType, int status) {
-  return withBody(std::move(body), std::move(contentType), status);
+Response Response::bytes(std::string body, std::string_view contentType, int status) {
+  return withBody(std::move(body), contentType, status, false);
 }
 
-Response Response::bytes(std::span<const std::byte> body, std::string contentType, int status) {
-  return withBody(std::string(reinterpret_cast<const char*>(body.data()), body.size()),
-                  std::move(contentType), status);
+Response Response::bytes(std::span<const std::byte> body, std::string_view contentType,
+                         int status) {
+  return withBody(std::string(reinterpret_cast<const char*>(body.data()), body.size()), contentType,
+                  status, false);
 }
 
 Response Response::redirect(std::string location, int status) {
@@ -60,14 +66,14 @@ Response Response::redirect(std::string location, int status) {
         std::to_string(status));
   }
   Response r(status);
-  r.headers().set("Location", std::move(location));
+  r.headers().set("Location", location);
   return r;
 }
 
-Response Response::stream(StreamProducer producer, std::string contentType, int status) {
+Response Response::stream(StreamProducer producer, std::string_view contentType, int status) {
   if (!producer) throw std::invalid_argument("spry: Response::stream needs a producer");
   Response r(status);
-  r.headers().set("Content-Type", std::move(contentType));
+  r.headers().set("Content-Type", contentType);
   r.producer_ = std::move(producer);
   return r;
 }

@@ -185,6 +185,13 @@ struct Router::Node {
   std::vector<Route> routes;
 
   const Node* findConstant(std::string_view segment, bool fold) const noexcept {
+    if (constants.size() <= 8) {
+      // A few keys: a scan that compares sizes first beats a binary search.
+      for (const auto& [key, node] : constants) {
+        if (key.size() == segment.size() && compareKey(key, segment, fold) == 0) return node.get();
+      }
+      return nullptr;
+    }
     auto it = std::lower_bound(constants.begin(), constants.end(), segment,
                                [fold](const auto& entry, std::string_view s) {
                                  return compareKey(entry.first, s, fold) < 0;
@@ -214,12 +221,13 @@ class ViewStack {
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
   std::string_view operator[](std::size_t i) const noexcept {
-    return i < kInline ? inline_[i] : more_[i - kInline];
+    if (i < kInline) return {inline_[i].data, inline_[i].size};
+    return more_[i - kInline];
   }
   std::string_view back() const noexcept { return (*this)[size_ - 1]; }
   void push_back(std::string_view v) {
     if (size_ < kInline) {
-      inline_[size_] = v;
+      inline_[size_] = {v.data(), v.size()};
     } else {
       more_.push_back(v);
     }
@@ -230,9 +238,19 @@ class ViewStack {
     --size_;
     if (size_ >= kInline) more_.pop_back();
   }
+  void clear() noexcept {
+    size_ = 0;
+    more_.clear();
+  }
 
  private:
-  std::string_view inline_[kInline];
+  // Left uninitialized (a match builds one per request): only [0, size_)
+  // is ever read.
+  struct Slot {
+    const char* data;
+    std::size_t size;
+  };
+  Slot inline_[kInline];
   std::vector<std::string_view> more_;
   std::size_t size_ = 0;
 };
@@ -357,35 +375,54 @@ bool Router::walk(const Node& node, std::size_t depth, MatchState& state) const 
   return false;
 }
 
-RouteMatch Router::match(std::string_view method, std::string_view path) const {
-  RouteMatch result;
+void Router::match(std::string_view method, std::string_view path, RouteMatch& result,
+                   ParamViews& params, std::string& decoded) const {
+  params.clear();
   if (path == "*" && method == "OPTIONS") {
     std::vector<std::string_view> allow(methods_.begin(), methods_.end());
     allow.push_back("OPTIONS");
     if (std::binary_search(methods_.begin(), methods_.end(), "GET")) allow.push_back("HEAD");
     result.kind = RouteMatch::Kind::kAsterisk;
     result.allow = allowHeader(allow);
-    return result;
+    return;
   }
   if (path.empty() || path.front() != '/') {
     result.kind = RouteMatch::Kind::kBadPath;
-    return result;
+    return;
   }
 
   MatchState state;
   state.method = method;
-  // Decoding never lengthens text, so with this capacity the buffer never
-  // reallocates and the segment views taken while filling it stay valid.
-  std::string decoded;
-  decoded.reserve(path.size());
   std::string_view rest = path.substr(1);
+  // One pass splits the path and looks for what needs decoding; nothing to
+  // decode (the usual case) leaves the segments as views of the path.
+  bool plain = true;
   if (!rest.empty()) {
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+      const char c = rest[i];
+      if (c == '/') {
+        state.segments.push_back(rest.substr(start, i - start));
+        start = i + 1;
+      } else if (c == '%' || c == '\0') {
+        plain = false;
+        break;
+      }
+    }
+    if (plain) state.segments.push_back(rest.substr(start));
+  }
+  if (!plain) {
+    // Decoding never lengthens text, so with this capacity the buffer never
+    // reallocates and the segment views taken while filling it stay valid.
+    state.segments.clear();
+    decoded.clear();
+    decoded.reserve(path.size());
     for (;;) {
       const std::size_t slash = rest.find('/');
       const std::size_t start = decoded.size();
       if (!appendDecoded(rest.substr(0, slash), decoded, false)) {
         result.kind = RouteMatch::Kind::kBadPath;
-        return result;
+        return;
       }
       state.segments.emplace_back(decoded.data() + start, decoded.size() - start);
       if (slash == std::string_view::npos) break;
@@ -400,23 +437,30 @@ RouteMatch Router::match(std::string_view method, std::string_view path) const {
   if (!walk(*root_, 0, state)) {
     if (state.allowed.empty()) {
       result.kind = RouteMatch::Kind::kNotFound;
-      return result;
+      return;
     }
     result.kind = RouteMatch::Kind::kMethodNotAllowed;
     result.allow = allowHeader(state.allowed);
     result.allowedRoutes = std::move(state.allowedIds);
-    return result;
+    return;
   }
 
   const Route& route = *state.route;
   result.kind = RouteMatch::Kind::kFound;
   result.routeId = route.id;
-  result.params.reserve(route.paramNames.size() + (route.catchAll ? 1 : 0));
   for (std::size_t i = 0; i < route.paramNames.size(); ++i) {
-    result.params.emplace_back(route.paramNames[i], state.captures[i]);
+    params.emplace_back(route.paramNames[i], state.captures[i]);
   }
-  if (route.catchAll) result.params.emplace_back("**", state.rest);
-  return result;
+  if (route.catchAll) params.emplace_back("**", state.rest);
+}
+
+RouteMatchCopy Router::match(std::string_view method, std::string_view path) const {
+  RouteMatchCopy out;
+  ParamViews params;
+  std::string decoded;
+  match(method, path, out, params, decoded);
+  for (const auto& [name, value] : params) out.params.emplace_back(name, value);
+  return out;
 }
 
 }  // namespace spry::detail

@@ -39,14 +39,20 @@ struct RouteMatch {
   };
   Kind kind = Kind::kNotFound;
   std::size_t routeId = 0;
-  // Decoded parameter values by name, in pattern order; `*` segments are not
-  // listed; a `**` catch-all is listed under the name "**" with the decoded
-  // rest of the path joined by '/' (may be empty).
-  std::vector<std::pair<std::string, std::string>> params;
   std::string allow;  // "GET, HEAD, POST": sorted, comma+space separated, for the Allow header
   // kMethodNotAllowed: the ids of the routes the path reached under other
   // methods (unsorted), so the caller can run the middleware they share.
   std::vector<std::size_t> allowedRoutes;
+};
+
+// Decoded parameter values by name, in pattern order; `*` segments are not
+// listed; a `**` catch-all is listed under the name "**" with the decoded
+// rest of the path joined by '/' (may be empty).
+using ParamViews = std::vector<std::pair<std::string_view, std::string_view>>;
+
+// A match with its parameters copied (tests, tools).
+struct RouteMatchCopy : RouteMatch {
+  std::vector<std::pair<std::string, std::string>> params;
 };
 
 class Router {
@@ -75,7 +81,13 @@ class Router {
   // then `*`, then `**`, with backtracking.
   // A HEAD request falls back to the GET route; a route registered for "*"
   // matches any method, after method-specific routes of the same pattern.
-  RouteMatch match(std::string_view method, std::string_view path) const;
+  //
+  // The parameters are views: names into the router, values into `path`, or
+  // into `decoded` when the path holds escapes. Neither `params` nor
+  // `decoded` allocates once they have the capacity of earlier matches.
+  void match(std::string_view method, std::string_view path, RouteMatch& result, ParamViews& params,
+             std::string& decoded) const;
+  RouteMatchCopy match(std::string_view method, std::string_view path) const;
 
   const RouterOptions& options() const noexcept { return options_; }
 

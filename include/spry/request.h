@@ -15,6 +15,7 @@
 
 #include "spry/headers.h"
 #include "spry/loop.h"
+#include "spry/request_headers.h"
 #include "spry/response.h"
 
 namespace spry {
@@ -48,6 +49,8 @@ class Locals {
     missing(typeid(T));
   }
   bool empty() const noexcept { return values_.empty(); }
+  /// Removes every value.
+  void clear() noexcept { values_.clear(); }
 
  private:
   void put(const std::type_info& type, std::shared_ptr<void> value);
@@ -58,6 +61,12 @@ class Locals {
 
 /// One HTTP request. Valid until its response has been sent (for a ws route:
 /// during the ws handler call only). Loop thread only.
+///
+/// Its method, path, target, parameters, headers and cookies are views into
+/// the bytes the request arrived in, not copies: a handler that keeps one past
+/// the response (in a closure, a container) copies it, for example into a
+/// std::string. A deferred or streamed response keeps the request valid: it
+/// is copied once, when it starts to outlive its handler.
 class Request {
  public:
   /// "GET", "POST", ...
@@ -71,15 +80,15 @@ class Request {
 
   /// A decoded route parameter (":name", or "**" for a catch-all); empty when absent.
   std::string_view param(std::string_view name) const noexcept;
-  /// Every route parameter, in pattern order.
-  const std::vector<std::pair<std::string, std::string>>& params() const noexcept;
+  /// Every route parameter (name, decoded value), in pattern order.
+  std::span<const std::pair<std::string_view, std::string_view>> params() const noexcept;
 
   /// The first decoded value of query parameter `name` ('+' is a space).
   std::optional<std::string_view> query(std::string_view name) const;
   /// Every value of query parameter `name`, in order.
   std::vector<std::string_view> queryAll(std::string_view name) const;
 
-  const Headers& headers() const noexcept;
+  const RequestHeaders& headers() const noexcept;
   /// The first value of header `name` (case-insensitive), empty when absent.
   std::string_view header(std::string_view name) const noexcept;
   /// The value of cookie `name` from the Cookie header(s).
@@ -111,7 +120,7 @@ class Request {
 
  private:
   friend struct detail::RequestData;
-  explicit Request(std::unique_ptr<detail::RequestData> data);
+  Request();
   std::unique_ptr<detail::RequestData> d_;
 };
 

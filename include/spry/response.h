@@ -61,23 +61,25 @@ class Response {
   /// application/json (nlohmann::json)
   static Response json(const nlohmann::json& body, int status = 200);
   /// application/octet-stream unless `contentType` says otherwise.
-  static Response bytes(std::string body, std::string contentType = "application/octet-stream",
+  static Response bytes(std::string body, std::string_view contentType = "application/octet-stream",
                         int status = 200);
   static Response bytes(std::span<const std::byte> body,
-                        std::string contentType = "application/octet-stream", int status = 200);
+                        std::string_view contentType = "application/octet-stream",
+                        int status = 200);
   /// A redirect to `location` (302 by default; 301, 303, 307 and 308 also valid).
   static Response redirect(std::string location, int status = 302);
   /// A chunked body written by `producer` with backpressure (see BodyWriter).
   static Response stream(StreamProducer producer,
-                         std::string contentType = "application/octet-stream", int status = 200);
+                         std::string_view contentType = "application/octet-stream",
+                         int status = 200);
 
   int status() const noexcept { return status_; }
   /// Throws std::invalid_argument outside 100..599.
   Response& setStatus(int status);
   Headers& headers() noexcept { return headers_; }
   const Headers& headers() const noexcept { return headers_; }
-  /// Sets (replaces) one header.
-  Response& header(std::string name, std::string value);
+  /// Sets (replaces) one header; the views are copied.
+  Response& header(std::string_view name, std::string_view value);
   const std::string& body() const noexcept { return body_; }
   Response& setBody(std::string body);
 
@@ -87,6 +89,9 @@ class Response {
  private:
   friend class Deferred;
   friend struct ResponseAccess;
+  // `plainType`: the content type is one of the library's own literals.
+  static Response withBody(std::string body, std::string_view contentType, int status,
+                           bool plainType);
   int status_;
   Headers headers_;
   std::string body_;

@@ -25,9 +25,10 @@ bool anyElement(std::string_view list, F&& f) {
   }
 }
 
-bool anyFieldHasToken(const Headers& headers, std::string_view name, std::string_view token) {
-  for (std::string_view value : headers.getAll(name)) {
-    if (hasToken(value, token)) return true;
+template <class HeaderList>
+bool anyFieldHasToken(const HeaderList& headers, std::string_view name, std::string_view token) {
+  for (const auto& [n, value] : headers) {
+    if (equalsIgnoreCase(n, name) && hasToken(value, token)) return true;
   }
   return false;
 }
@@ -64,7 +65,8 @@ std::string computeAccept(std::string_view key) {
   return std::string(reinterpret_cast<const char*>(encoded), std::size_t(encodedSize));
 }
 
-HandshakeResult checkHandshake(const Headers& headers,
+template <class HeaderList>
+HandshakeResult checkHandshake(const HeaderList& headers,
                                std::span<const std::string> supportedProtocols) {
   HandshakeResult result;
   if (!anyFieldHasToken(headers, "Upgrade", "websocket") ||
@@ -101,6 +103,9 @@ HandshakeResult checkHandshake(const Headers& headers,
   }
   return result;
 }
+
+template HandshakeResult checkHandshake(const Headers&, std::span<const std::string>);
+template HandshakeResult checkHandshake(const RequestHeaders&, std::span<const std::string>);
 
 bool originAllowed(std::string_view origin, std::span<const std::string> allowList) noexcept {
   if (allowList.empty()) return true;

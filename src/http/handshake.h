@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "spry/headers.h"
+#include "spry/request_headers.h"
 
 namespace spry::detail {
 
@@ -34,8 +35,12 @@ struct HandshakeResult {
 // order of preference; the first of them that the client offered in
 // Sec-WebSocket-Protocol (comma lists, possibly in several header fields) is
 // chosen; a protocol the client did not offer is never chosen.
-HandshakeResult checkHandshake(const Headers& headers,
+// For a request's headers, or a Headers list (tests).
+template <class HeaderList>
+HandshakeResult checkHandshake(const HeaderList& headers,
                                std::span<const std::string> supportedProtocols);
+extern template HandshakeResult checkHandshake(const Headers&, std::span<const std::string>);
+extern template HandshakeResult checkHandshake(const RequestHeaders&, std::span<const std::string>);
 
 // True when `allowList` is empty, holds "*", or holds `origin` exactly
 // (scheme://host[:port], compared ignoring ASCII case).

@@ -1,5 +1,7 @@
 #include "http/http_exchange.h"
 
+#include <cstring>
+
 #include "app_state.h"
 #include "connection.h"
 #include "http/http_writer.h"
@@ -54,6 +56,12 @@ void HttpExchange::setPhase(Phase phase) noexcept {
 }
 
 void HttpExchange::receive(const char* data, std::size_t size) {
+  // Requests that arrive whole are parsed where the transport read them;
+  // only an unfinished rest is copied.
+  if (in_.empty() && !processing_) {
+    process(std::string_view(data, size), true);
+    return;
+  }
   in_.append(data, size);
   process();
 }
@@ -73,7 +81,7 @@ void HttpExchange::closeAfterFlush() noexcept {
   conn_.transport().closeAfterFlush(peerEnded_ ? 0 : msOf(conn_.app().http.lingerTimeout));
 }
 
-void HttpExchange::process() {
+void HttpExchange::process(std::string_view input, bool lent) {
   // Responses finished inside this loop must not re-enter it: the bytes it
   // consumed are only erased from in_ once it ends.
   if (processing_) return;
@@ -92,9 +100,9 @@ void HttpExchange::process() {
   // Answers to pipelined requests are bounded too: with the output over the
   // high-water mark (a client that does not read), the rest waits in in_
   // (which pauses reading) until onDrained.
-  while (!transport.isEnding() && !current_ && !upgrade_ && offset < in_.size() &&
+  while (!transport.isEnding() && !current_ && !upgrade_ && offset < input.size() &&
          bufferedAmount() <= http.streamHighWaterBytes) {
-    auto step = parser_->feed(std::string_view(in_).substr(offset));
+    auto step = parser_->feed(input.substr(offset));
     offset += step.consumed;
     if (step.status == HttpParser::Status::kNeedMore) break;
     if (step.status == HttpParser::Status::kExpectContinue) {
@@ -105,15 +113,19 @@ void HttpExchange::process() {
       sendError(parser_->errorStatus(), parser_->errorReason());
       return;
     }
-    dispatch(parser_->takeRequest());
+    dispatch(parser_->request());
     if (upgrade_) {
       // What followed the handshake is already WebSocket traffic.
-      upgrade_->rest = in_.substr(offset);
+      upgrade_->rest = input.substr(offset);
       std::string().swap(in_);
       return;
     }
   }
-  in_.erase(0, offset);
+  if (!lent) {
+    in_.erase(0, offset);
+  } else if (offset < input.size()) {
+    in_.assign(input.substr(offset));
+  }
   if (transport.isEnding()) return;
   if (!current_) {
     // After the client's FIN, what is left in in_ can never complete a
@@ -134,30 +146,32 @@ void HttpExchange::process() {
   }
 }
 
-void HttpExchange::dispatch(ParsedRequest parsed) {
+void HttpExchange::dispatch(RequestView& parsed) {
   AppState& app = conn_.app();
   if (serial_ == 0) remoteAddress_ = conn_.transport().peerAddress(&remotePort_);
-  auto data = std::make_unique<RequestData>();
-  data->parsed = std::move(parsed);
-  data->remoteAddress = remoteAddress_;
-  data->remotePort = remotePort_;
-  data->loop = conn_.loopContext().shared_from_this();
-  data->conn = conn_.self();
-  data->serial = ++serial_;
-  auto req = RequestData::makeRequest(std::move(data));
+  RequestPtr req = RequestData::acquire();
   auto& d = RequestData::of(*req);
+  d.method = parsed.method;
+  d.target = parsed.target;
+  d.versionMinor = parsed.versionMinor;
+  HeaderAccess::fields(d.headers).swap(HeaderAccess::fields(parsed.headers));
+  d.body.swap(parsed.body);
+  d.splitTarget();
+  d.remoteAddress = remoteAddress_;
+  d.remotePort = remotePort_;
+  d.loop = &conn_.loopContext();
+  d.connection = &conn_;
+  d.serial = ++serial_;
 
-  head_ = d.parsed.method == "HEAD";
-  http10_ = d.parsed.versionMinor == 0;
-  keepAlive_ = d.parsed.keepAlive && !shuttingDown_;
+  head_ = d.method == "HEAD";
+  http10_ = d.versionMinor == 0;
+  keepAlive_ = parsed.keepAlive && !shuttingDown_;
   setPhase(Phase::kWaiting);
 
-  RouteMatch match = app.router.match(d.parsed.method, d.path);
-  const RouteEntry* route = nullptr;
-  if (match.kind == RouteMatch::Kind::kFound) {
-    route = &app.routes[match.routeId];
-    d.params = std::move(match.params);
-  }
+  RouteMatch match;
+  app.router.match(d.method, d.path, match, d.params, d.decoded);
+  const RouteEntry* route =
+      match.kind == RouteMatch::Kind::kFound ? &app.routes[match.routeId] : nullptr;
 
   dispatching_ = true;
   Response res = app.handle(*req, route, match);
@@ -168,6 +182,7 @@ void HttpExchange::dispatch(ParsedRequest parsed) {
       answerMisuse(*req, "a middleware deferred the response of a ws route that then upgraded");
       return;
     }
+    d.own();
     upgrade_ = std::make_unique<Upgrade>();
     upgrade_->route = route;
     upgrade_->request = std::move(req);
@@ -192,7 +207,11 @@ void HttpExchange::dispatch(ParsedRequest parsed) {
     return;
   }
   sendResponse(res, *req);
-  if (stream_ && !stream_->ended) current_ = std::move(req);
+  if (stream_ && !stream_->ended) {
+    // The producer writes on later: the request outlives the input now.
+    d.own();
+    current_ = std::move(req);
+  }
 }
 
 void HttpExchange::answerMisuse(Request& req, std::string_view what) {
@@ -227,8 +246,8 @@ bool HttpExchange::sendDeferred(DeferredState& state, Response response) {
 void HttpExchange::sendResponse(Response& response, Request& req) {
   std::string_view date = conn_.loopContext().dates().now();
   const int status = response.status();
-  std::string& head = scratch();
   if (response.isStream()) {
+    std::string& head = scratch();
     auto state = std::make_shared<StreamState>();
     state->conn = conn_.self();
     state->headOnly = head_ || !statusHasBody(status);
@@ -247,13 +266,19 @@ void HttpExchange::sendResponse(Response& response, Request& req) {
     runProducer(response, req, state);
     return;
   }
+  // Head and body go straight into the transport's output buffer (reused
+  // from response to response): one copy of each, no allocation.
   const std::string& body = response.body();
-  const bool withBody = !head_ && statusHasBody(status);
-  writeHead(head, status, response.headers(),
-            statusHasBody(status) ? BodyFraming::kContentLength : BodyFraming::kNone, body.size(),
-            keepAlive_, http10_, date);
-  if (withBody) head.append(body);
-  conn_.transport().write(head);
+  const std::size_t bodySize = !head_ && statusHasBody(status) ? body.size() : 0;
+  const Headers& headers = response.headers();
+  conn_.transport().writeUpTo(
+      headRoom(status, {}, headers, keepAlive_, http10_, date) + bodySize, [&](char* out) {
+        out = writeHead(out, status, {}, {}, headers,
+                        statusHasBody(status) ? BodyFraming::kContentLength : BodyFraming::kNone,
+                        body.size(), keepAlive_, http10_, date);
+        if (bodySize != 0) std::memcpy(out, body.data(), bodySize);
+        return out + bodySize;
+      });
   if (&req != current_.get()) finishResponse();
 }
 

@@ -22,7 +22,7 @@ struct RouteEntry;
 // A request a WebSocket route accepted: its 101 is not written yet.
 struct Upgrade {
   const RouteEntry* route = nullptr;
-  std::unique_ptr<Request> request;
+  RequestPtr request;       // owned: it no longer points into the connection's input
   Response handshake{101};  // Sec-WebSocket-Accept, the subprotocol, middleware's headers
   std::string rest;         // bytes after the request: WebSocket frames already
 };
@@ -63,8 +63,12 @@ class HttpExchange {
   enum class Phase { kIdle, kHeaders, kBody, kWaiting };
 
   void setPhase(Phase phase) noexcept;
-  void process();
-  void dispatch(ParsedRequest parsed);
+  // Parses and answers what is in in_.
+  void process() { process(in_, false); }
+  // Parses and answers `input`: in_, or bytes lent by the transport (parsed
+  // in place; what is left is kept in in_).
+  void process(std::string_view input, bool lent);
+  void dispatch(RequestView& parsed);
   void sendResponse(Response& response, Request& req);
   void runProducer(Response& response, Request& req, const std::shared_ptr<StreamState>& state);
   void finishResponse();
@@ -81,8 +85,8 @@ class HttpExchange {
 
   Connection& conn_;
   std::unique_ptr<HttpParser> parser_;
-  std::string in_;                       // received, not yet parsed
-  std::unique_ptr<Request> current_;     // its response is pending (deferred or streaming)
+  std::string in_;                       // received, not yet parsed (lent input is parsed in place)
+  RequestPtr current_;                   // its response is pending (deferred or streaming)
   std::shared_ptr<StreamState> stream_;  // body stream in progress
   std::unique_ptr<Upgrade> upgrade_;
   std::string remoteAddress_;  // read once, at the first request

@@ -11,45 +11,17 @@
 
 namespace spry::detail {
 
-namespace {
-
-// Field values allow VCHAR, obs-text, SP and HTAB; any other control byte
-// would let a value smuggle line breaks into logs or reflected responses.
-bool isFieldValueByte(unsigned char c) noexcept {
-  return (c >= 0x20 || c == '\t') && c != 0x7f;
-}
-
-bool isFieldValue(std::string_view s) noexcept {
-  // Eight bytes at a time: a word with no byte below 0x20 and none equal to
-  // 0x7f is clean (the common case, about one instruction per byte);
-  // otherwise its bytes are checked one by one (a tab is allowed).
-  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
-  constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
-  const char* p = s.data();
-  std::size_t n = s.size();
-  while (n >= 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    const std::uint64_t below20 = (w - kOnes * 0x20) & ~w & kHigh;
-    const std::uint64_t x7f = w ^ (kOnes * 0x7f);
-    const std::uint64_t is7f = (x7f - kOnes) & ~x7f & kHigh;
-    if ((below20 | is7f) != 0) {
-      for (int i = 0; i < 8; ++i) {
-        if (!isFieldValueByte(static_cast<unsigned char>(p[i]))) return false;
-      }
-    }
-    p += 8;
-    n -= 8;
-  }
-  for (; n > 0; --n, ++p) {
-    if (!isFieldValueByte(static_cast<unsigned char>(*p))) return false;
-  }
-  return true;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 struct HttpParser::Impl {
+  struct Span {
+    std::size_t off = 0;
+    std::size_t len = 0;
+  };
+  struct FieldSpan {
+    Span name;
+    Span value;
+  };
   enum class Phase { kIdle, kHeaders, kBody, kComplete, kFailed };
   // Why a callback paused llhttp; each pause hands control back to feed().
   enum class Pause { kNone, kHeadersComplete, kChunkComplete, kMessageComplete };
@@ -63,13 +35,31 @@ struct HttpParser::Impl {
   }
 
   Step feed(std::string_view data);
+  Step finishFeed(Step step, const char* end) noexcept;
   void startNext() noexcept;
+  void own(std::size_t length);
   Step fail(int status, const char* reason, std::size_t consumed) noexcept;
   Step probeRequestLine(std::string_view data, std::size_t from) noexcept;
   int reject(int status, const char* reason) noexcept;
   int statusFor(llhttp_errno_t err) const noexcept;
-  bool sawObsFold(const char* at, std::size_t len) noexcept;
   void rememberTail(const char* at, std::size_t len) noexcept;
+  std::size_t offsetOf(const char* at) const noexcept { return std::size_t(at - base); }
+  std::string_view viewOf(Span span) const noexcept { return {base + span.off, span.len}; }
+  std::string_view fieldValue(std::string_view name) const noexcept;
+  // True when bytes [from, to) are an optional ':' (after a name), optional
+  // whitespace, then `breaks` line breaks (CRLF or LF), and nothing else.
+  bool isLineEnd(std::size_t from, std::size_t to, int breaks) const noexcept {
+    std::size_t i = from;
+    if (i < to && base[i] == ':') ++i;
+    while (i < to && isOws(base[i])) ++i;
+    for (int b = 0; b < breaks; ++b) {
+      if (i < to && base[i] == '\r') ++i;
+      if (i >= to || base[i] != '\n') return false;
+      ++i;
+    }
+    return i == to;
+  }
+  bool headEndIsClean() const noexcept;
 
   int onMessageBegin();
   int onUrl(std::string_view s);
@@ -77,7 +67,6 @@ struct HttpParser::Impl {
   int onHeaderField(std::string_view s);
   int onHeaderFieldComplete();
   int onHeaderValue(std::string_view s);
-  int onHeaderValueComplete();
   int onHeadersComplete();
   int onBody(std::string_view s);
   int onChunkHeader();
@@ -117,7 +106,6 @@ struct HttpParser::Impl {
       t.on_header_field = &barrier<&Impl::onHeaderField>;
       t.on_header_field_complete = &barrier<&Impl::onHeaderFieldComplete>;
       t.on_header_value = &barrier<&Impl::onHeaderValue>;
-      t.on_header_value_complete = &barrier<&Impl::onHeaderValueComplete>;
       t.on_headers_complete = &barrier<&Impl::onHeadersComplete>;
       t.on_body = &barrier<&Impl::onBody>;
       t.on_chunk_header = &barrier<&Impl::onChunkHeader>;
@@ -134,9 +122,22 @@ struct HttpParser::Impl {
   llhttp_t parser{};
   Phase phase = Phase::kIdle;
   Pause pause = Pause::kNone;
-  ParsedRequest request;
-  std::string field;
-  std::string value;
+  RequestView request;
+  // Where the offsets below count from: the first byte fed for this request
+  // (borrowed: in the caller's data, during one feed), or the parser's copy
+  // of the head (owned: once the head or its body outlives a feed).
+  const char* base = nullptr;
+  bool owned = false;
+  std::string headCopy;
+  Span target;
+  bool inTarget = false;
+  std::vector<FieldSpan> fields;
+  FieldSpan current;
+  bool inName = false;
+  bool inValue = false;
+  std::size_t lastEnd = 0;  // end of the target, or of the last field's name or value
+  std::size_t headEnd = 0;  // once the head is complete
+  std::size_t trailerNameBytes = 0;
   // Bytes fed while the head was incomplete, blank lines before it included,
   // so that neither a slow head nor endless CRLFs escape maxHeaderBytes.
   std::size_t headerBytes = 0;
@@ -157,9 +158,27 @@ struct HttpParser::Impl {
 };
 
 void HttpParser::Impl::startNext() noexcept {
-  request = ParsedRequest{};
-  field.clear();
-  value.clear();
+  request.method = {};
+  request.target = {};
+  request.versionMajor = request.versionMinor = 1;
+  HeaderAccess::fields(request.headers).clear();
+  request.body.clear();
+  request.keepAlive = true;
+  request.upgrade = false;
+  base = nullptr;
+  owned = false;
+  // A head that came in pieces may have been large: do not keep its room.
+  if (headCopy.capacity() > 4096) {
+    std::string().swap(headCopy);
+  } else {
+    headCopy.clear();
+  }
+  target = {};
+  inTarget = false;
+  fields.clear();
+  current = {};
+  inName = inValue = false;
+  lastEnd = headEnd = trailerNameBytes = 0;
   headerBytes = trailerBytes = extensionBytes = fieldCount = 0;
   expectContinue = false;
   afterLf = false;
@@ -202,25 +221,33 @@ int HttpParser::Impl::statusFor(llhttp_errno_t err) const noexcept {
   }
 }
 
-bool HttpParser::Impl::sawObsFold(const char* at, std::size_t len) noexcept {
-  // llhttp (even in strict mode) joins obs-fold continuation lines; RFC 9112
-  // lets a server reject them, which rules out a proxy reading them differently.
-  // Line starts only: memchr finds them at memory speed rather than a test
-  // per header byte.
-  if (len == 0) return false;
-  if (afterLf && isOws(at[0])) return true;
-  const char* const end = at + len;
-  for (const char* p = at;;) {
-    p = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
-    if (!p) break;
-    if (++p == end) {
-      afterLf = true;
-      return false;
-    }
-    if (isOws(*p)) return true;
+bool HttpParser::Impl::headEndIsClean() const noexcept {
+  // The blank line must follow the last field line at once (see
+  // onHeaderField): anything else is a continuation line or a stray byte.
+  if (fields.empty()) {
+    // After the target: the version (llhttp checked it) and a line break.
+    std::size_t i = lastEnd;
+    while (i < headEnd && base[i] != '\n') ++i;
+    return i < headEnd && isLineEnd(i + 1, headEnd, 1);
   }
-  afterLf = false;
-  return false;
+  return (headEnd - lastEnd == 4 && std::memcmp(base + lastEnd, "\r\n\r\n", 4) == 0) ||
+         isLineEnd(lastEnd, headEnd, 2);
+}
+
+std::string_view HttpParser::Impl::fieldValue(std::string_view name) const noexcept {
+  for (const FieldSpan& f : fields) {
+    if (equalsIgnoreCase(viewOf(f.name), name)) return trimOws(viewOf(f.value));
+  }
+  return {};
+}
+
+void HttpParser::Impl::own(std::size_t length) {
+  // The views of a request in progress must outlive the caller's bytes:
+  // its head so far is copied, once, and later head bytes are appended.
+  if (owned) return;
+  headCopy.assign(base, length);
+  base = headCopy.data();
+  owned = true;
 }
 
 void HttpParser::Impl::rememberTail(const char* at, std::size_t len) noexcept {
@@ -254,7 +281,21 @@ HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
         len = budget;
       }
     }
-    const char* at = data.data() + pos;
+    const char* const fed = data.data() + pos;
+    const char* at = fed;
+    std::size_t copied = 0;  // size of the head copy before this step
+    if (inHead) {
+      if (owned) {
+        // The rest of a head begun in an earlier feed is parsed from the
+        // copy, so that each view stays one contiguous run of bytes.
+        copied = headCopy.size();
+        headCopy.append(at, len);
+        base = headCopy.data();
+        at = base + copied;
+      } else if (phase == Phase::kIdle) {
+        base = at;
+      }
+    }
     const llhttp_errno_t err = llhttp_execute(&parser, at, len);
     std::size_t used = len;
     if (err != HPE_OK) {
@@ -263,7 +304,7 @@ HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
     }
     if (inHead) {
       headerBytes += used;
-      if (sawObsFold(at, used)) return fail(400, "obsolete line folding", pos + used);
+      if (owned) headCopy.resize(copied + used);
     }
     rememberTail(at, used);
     pos += used;
@@ -271,12 +312,15 @@ HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
     switch (err) {
       case HPE_OK:
         if (pos < data.size()) continue;  // stopped by the head budget
-        return {Status::kNeedMore, pos};
+        return finishFeed({Status::kNeedMore, pos}, data.data() + pos);
       case HPE_PAUSED: {
         llhttp_resume(&parser);
         switch (std::exchange(pause, Pause::kNone)) {
           case Pause::kHeadersComplete:
-            if (expectContinue) return {Status::kExpectContinue, pos};
+            headEnd = offsetOf(at + used);
+            if (!headEndIsClean()) return fail(400, "obsolete line folding or a bare CR", pos);
+            if (expectContinue)
+              return finishFeed({Status::kExpectContinue, pos}, data.data() + pos);
             continue;
           case Pause::kChunkComplete:
             // llhttp 8 in loose mode skips any two bytes after chunk data;
@@ -286,6 +330,11 @@ HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
             }
             continue;
           case Pause::kMessageComplete:
+            // Without a body, the head ended with the message, in this step.
+            if (headEnd == 0) {
+              headEnd = offsetOf(at + used);
+              if (!headEndIsClean()) return fail(400, "obsolete line folding or a bare CR", pos);
+            }
             return {Status::kRequestComplete, pos};
           case Pause::kNone:
             return fail(500, "unexpected parser pause", pos);
@@ -295,12 +344,16 @@ HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
       case HPE_PAUSED_UPGRADE:
         // The owner may decline the upgrade and keep speaking HTTP/1.1.
         llhttp_resume_after_upgrade(&parser);
+        if (headEnd == 0) {
+          headEnd = offsetOf(at + used);
+          if (!headEndIsClean()) return fail(400, "obsolete line folding or a bare CR", pos);
+        }
         return {Status::kRequestComplete, pos};
       default: {
         // llhttp stops at the first byte that fits no method it knows: a token
         // character, or a space after a token (the tail is cleared per request).
         if (err == HPE_INVALID_METHOD && used < len) {
-          const auto c = static_cast<unsigned char>(at[used]);
+          const auto c = static_cast<unsigned char>(fed[used]);
           if (isTchar(c) || (c == ' ' && isTchar(static_cast<unsigned char>(tail[1])))) {
             probe = Probe::kMethod;
             return probeRequestLine(data, pos);
@@ -311,6 +364,18 @@ HttpParser::Step HttpParser::Impl::feed(std::string_view data) {
       }
     }
   }
+}
+
+HttpParser::Step HttpParser::Impl::finishFeed(Step step, const char* end) noexcept {
+  // The caller's bytes are only lent for this feed: a request still in
+  // progress keeps its head in a copy of its own.
+  if (owned || phase == Phase::kIdle || phase == Phase::kComplete) return step;
+  try {
+    own(phase == Phase::kBody ? headEnd : std::size_t(end - base));
+  } catch (...) {
+    return fail(500, "out of memory", step.consumed);
+  }
+  return step;
 }
 
 HttpParser::Step HttpParser::Impl::probeRequestLine(std::string_view data,
@@ -362,10 +427,17 @@ int HttpParser::Impl::onMessageBegin() {
 }
 
 int HttpParser::Impl::onUrl(std::string_view s) {
-  if (s.size() > limits.maxUrlBytes - request.target.size()) {
-    return reject(414, "request target too long");
+  // Pieces of one view are contiguous (see feed), so a view runs from its
+  // first piece to the end of its last.
+  const std::size_t off = offsetOf(s.data());
+  if (!inTarget) {
+    target.off = off;
+    inTarget = true;
   }
-  request.target.append(s);
+  const std::size_t end = off + s.size();
+  if (end - target.off > limits.maxUrlBytes) return reject(414, "request target too long");
+  target.len = end - target.off;
+  lastEnd = end;
   return 0;
 }
 
@@ -379,16 +451,52 @@ int HttpParser::Impl::onVersionComplete() {
 
 int HttpParser::Impl::onHeaderField(std::string_view s) {
   if (phase == Phase::kBody) {
+    // Trailer fields are dropped (RFC 9110 forbids merging them into the
+    // header section unless each is known to allow it), only checked.
     trailerBytes += s.size();
     if (trailerBytes > limits.maxHeaderBytes) return reject(431, "trailer section too large");
+    if (!s.empty() && std::memchr(s.data(), ' ', s.size()) != nullptr) {
+      return reject(400, "invalid header name");
+    }
+    trailerNameBytes += s.size();
+    return 0;
   }
-  field.append(s);
+  const std::size_t off = offsetOf(s.data());
+  if (!inName) {
+    // llhttp (even in strict mode) joins obs-fold continuation lines; RFC
+    // 9112 lets a server reject them, which rules out a proxy reading them
+    // differently. A field line starts right after the line before it, and
+    // a value's pieces are contiguous: the bytes between the views tell,
+    // and they are few (llhttp itself refuses control bytes elsewhere).
+    // The first line after the request line cannot start with a space.
+    if (!fields.empty() &&
+        !(off - lastEnd == 2 && base[lastEnd] == '\r' && base[lastEnd + 1] == '\n') &&
+        !isLineEnd(lastEnd, off, 1)) {
+      return reject(400, "obsolete line folding or a bare CR");
+    }
+    current = {};
+    current.name.off = off;
+    inName = true;
+  }
+  current.name.len = off + s.size() - current.name.off;
   return 0;
 }
 
 int HttpParser::Impl::onHeaderFieldComplete() {
-  // llhttp accepts an empty name and a space before the colon.
-  if (!isToken(field)) return reject(400, "invalid header name");
+  // llhttp refuses every byte outside tchar in a name but a space, and
+  // accepts an empty name and a space before the colon.
+  if (phase == Phase::kBody) {
+    if (std::exchange(trailerNameBytes, 0) == 0) return reject(400, "invalid header name");
+  } else {
+    inName = false;
+    inValue = false;
+    const std::string_view name = viewOf(current.name);
+    bool space = false;
+    for (char c : name) space |= c == ' ';
+    if (name.empty() || space) return reject(400, "invalid header name");
+    lastEnd = current.name.off + current.name.len;
+    fields.push_back(current);
+  }
   if (++fieldCount > limits.maxHeaderCount) return reject(431, "too many header fields");
   return 0;
 }
@@ -397,18 +505,24 @@ int HttpParser::Impl::onHeaderValue(std::string_view s) {
   if (phase == Phase::kBody) {
     trailerBytes += s.size();
     if (trailerBytes > limits.maxHeaderBytes) return reject(431, "trailer section too large");
+    return 0;
   }
-  value.append(s);
-  return 0;
-}
-
-int HttpParser::Impl::onHeaderValueComplete() {
-  if (!isFieldValue(value)) return reject(400, "invalid header value");
-  // Trailer fields are dropped: RFC 9110 forbids merging them into the header
-  // section unless each field is known to allow it.
-  if (phase == Phase::kHeaders) request.headers.add(std::move(field), std::string(trimOws(value)));
-  field.clear();
-  value.clear();
+  // llhttp reports an empty value as an empty piece after its line break.
+  if (s.empty() || fields.empty()) return 0;
+  Span& value = fields.back().value;
+  const std::size_t off = offsetOf(s.data());
+  if (!inValue) {
+    // After the name: ':' and optional whitespace, no line break.
+    if (!(off - lastEnd == 2 && base[lastEnd + 1] == ' ') && !isLineEnd(lastEnd, off, 0)) {
+      return reject(400, "obsolete line folding or a bare CR");
+    }
+    value.off = off;
+    inValue = true;
+  } else if (off != lastEnd) {
+    return reject(400, "obsolete line folding or a bare CR");  // a continuation line
+  }
+  lastEnd = off + s.size();
+  value.len = lastEnd - value.off;
   return 0;
 }
 
@@ -420,9 +534,9 @@ int HttpParser::Impl::checkTransferEncoding() noexcept {
   // llhttp only insists that chunked come last; "gzip, chunked" would hand the
   // application a body still gzip-coded.
   int chunked = 0;
-  for (const auto& [name, v] : request.headers) {
-    if (!equalsIgnoreCase(name, "transfer-encoding")) continue;
-    std::string_view rest = v;
+  for (const FieldSpan& f : fields) {
+    if (!equalsIgnoreCase(viewOf(f.name), "transfer-encoding")) continue;
+    std::string_view rest = viewOf(f.value);
     while (!rest.empty()) {
       const auto comma = rest.find(',');
       const auto coding = trimOws(rest.substr(0, comma));
@@ -443,8 +557,8 @@ int HttpParser::Impl::onHeadersComplete() {
   if (parser.method == HTTP_CONNECT) return reject(501, "CONNECT is not supported");
 
   std::size_t hosts = 0;
-  for (const auto& f : request.headers) {
-    if (equalsIgnoreCase(f.first, "host")) ++hosts;
+  for (const FieldSpan& f : fields) {
+    if (equalsIgnoreCase(viewOf(f.name), "host")) ++hosts;
   }
   if (hosts > 1) return reject(400, "more than one Host header");
   if (hosts == 0 && parser.http_minor == 1) return reject(400, "missing Host header");
@@ -461,7 +575,7 @@ int HttpParser::Impl::onHeadersComplete() {
   request.versionMinor = parser.http_minor;
   const bool bodyFollows = chunked || (hasLength && parser.content_length > 0);
   expectContinue = bodyFollows && parser.http_minor == 1 &&
-                   equalsIgnoreCase(request.headers.get("expect"), "100-continue");
+                   equalsIgnoreCase(fieldValue("expect"), "100-continue");
   if (hasLength) {
     // A client's Content-Length is a claim, not bytes: reserve only a little
     // up front so that idle connections cannot pin maxBodyBytes each.
@@ -470,6 +584,8 @@ int HttpParser::Impl::onHeadersComplete() {
   }
 
   phase = Phase::kBody;
+  // Without a body the message completes at once, in this same execute.
+  if (!bodyFollows) return 0;
   pause = Pause::kHeadersComplete;
   return HPE_PAUSED;
 }
@@ -506,6 +622,16 @@ int HttpParser::Impl::onMessageComplete() {
   // Read before llhttp clears its flags after this callback.
   request.keepAlive = llhttp_should_keep_alive(&parser) != 0;
   request.upgrade = parser.upgrade != 0;
+  request.target = viewOf(target);
+  auto& out = HeaderAccess::fields(request.headers);
+  out.clear();
+  out.reserve(fields.size());
+  for (const FieldSpan& f : fields) {
+    // llhttp skips whitespace before a value, not after it.
+    std::string_view value = viewOf(f.value);
+    while (!value.empty() && isOws(value.back())) value.remove_suffix(1);
+    out.emplace_back(viewOf(f.name), value);
+  }
   closed = !request.keepAlive;
   phase = Phase::kComplete;
   if (request.upgrade) return 0;  // llhttp itself stops with HPE_PAUSED_UPGRADE
@@ -525,10 +651,27 @@ HttpParser::Step HttpParser::feed(std::string_view data) noexcept {
   }
 }
 
+RequestView& HttpParser::request() noexcept {
+  return impl_->request;
+}
+
 ParsedRequest HttpParser::takeRequest() {
   if (impl_->phase != Impl::Phase::kComplete) return {};
-  ParsedRequest out = std::move(impl_->request);
-  impl_->startNext();
+  struct Next {
+    Impl& impl;
+    ~Next() { impl.startNext(); }
+  } next{*impl_};
+  const RequestView& r = impl_->request;
+  ParsedRequest out;
+  out.method = r.method;
+  out.target = r.target;
+  out.versionMajor = r.versionMajor;
+  out.versionMinor = r.versionMinor;
+  for (const auto& [name, value] : r.headers)
+    out.headers.add(std::string(name), std::string(value));
+  out.body = r.body;
+  out.keepAlive = r.keepAlive;
+  out.upgrade = r.upgrade;
   return out;
 }
 

@@ -2,14 +2,22 @@
 // HTTP/1.1 request parser: an llhttp adapter fed plain bytes, never a socket.
 // One request at a time: it stops after each complete request so the owner can
 // answer in order (pipelining) before feeding the rest.
+//
+// A request's method, target and header fields are views, not copies: into
+// the bytes of the feed that completed the request when its head arrived in
+// that feed (the common case), or into the parser's own copy of a head that
+// arrived in pieces or waits for its body. Only the body is copied.
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "spry/headers.h"
+#include "spry/request_headers.h"
 
 namespace spry::detail {
 
@@ -21,15 +29,35 @@ struct HttpLimits {
   std::size_t maxBodyBytes = 1024 * 1024;  // Content-Length or chunked total → 413
 };
 
-struct ParsedRequest {
-  std::string method;  // "GET"
-  std::string target;  // raw request-target, "/a/b?x=1"
+// Internal access to a RequestHeaders' fields.
+struct HeaderAccess {
+  static std::vector<RequestHeaders::Field>& fields(RequestHeaders& h) noexcept {
+    return h.fields_;
+  }
+};
+
+// A complete request as views (see above). Valid until the next feed().
+struct RequestView {
+  std::string_view method;  // "GET" (static storage)
+  std::string_view target;  // raw request-target, "/a/b?x=1"
   int versionMajor = 1;
   int versionMinor = 1;
-  Headers headers;        // names as received, values trimmed of surrounding whitespace
-  std::string body;       // de-chunked
-  bool keepAlive = true;  // from version and Connection header
-  bool upgrade = false;   // Connection: upgrade with an Upgrade header (llhttp's notion)
+  RequestHeaders headers;  // names as received, values trimmed of surrounding whitespace
+  std::string body;        // de-chunked; the owner may move it out
+  bool keepAlive = true;   // from version and Connection header
+  bool upgrade = false;    // Connection: upgrade with an Upgrade header (llhttp's notion)
+};
+
+// A complete request, copied: for tests and fuzzers.
+struct ParsedRequest {
+  std::string method;
+  std::string target;
+  int versionMajor = 1;
+  int versionMinor = 1;
+  Headers headers;
+  std::string body;
+  bool keepAlive = true;
+  bool upgrade = false;
 };
 
 class HttpParser {
@@ -38,7 +66,7 @@ class HttpParser {
     kNeedMore,         // everything consumed, request incomplete
     kExpectContinue,   // headers done with "Expect: 100-continue" and a body to come;
                        // the owner writes "100 Continue" (or a final status), then feeds again
-    kRequestComplete,  // takeRequest() is ready; bytes after `consumed` belong to the next
+    kRequestComplete,  // request() is ready; bytes after `consumed` belong to the next
                        // request (or, after an upgrade, to the new protocol)
     kError,            // errorStatus/errorReason say why; the parser stays failed
   };
@@ -56,7 +84,10 @@ class HttpParser {
   // (once per request), a complete request, an error. Never throws.
   Step feed(std::string_view data) noexcept;
 
-  // The request completed by the last feed; resets for the next one.
+  // The request completed by the last feed. Its views stay valid until the
+  // next feed() as long as the owner leaves the bytes it fed unchanged.
+  RequestView& request() noexcept;
+  // The request completed by the last feed, copied.
   ParsedRequest takeRequest();
 
   // True once bytes of a request have arrived and its headers are not yet
@@ -68,8 +99,9 @@ class HttpParser {
   // On kError: the HTTP status to answer (400, 413, 414, 431, 501, 505; 500 when
   // memory ran out) and a short reason for logs. Strict parsing, no lenient flags:
   // Content-Length with Transfer-Encoding → 400; HTTP/1.1 without Host → 400; more
-  // than one Host → 400. After a request without keep-alive, further bytes are
-  // consumed and ignored (kNeedMore): the owner closes after its response.
+  // than one Host → 400; obsolete line folding → 400. After a request without
+  // keep-alive, further bytes are consumed and ignored (kNeedMore): the owner
+  // closes after its response.
   int errorStatus() const noexcept;
   std::string_view errorReason() const noexcept;
 

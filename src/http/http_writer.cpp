@@ -10,35 +10,6 @@ namespace spry::detail {
 
 namespace {
 
-// A name outside the token grammar (empty, ':', spaces, CR/LF/NUL) or a value
-// with CR, LF or NUL could split the response or inject fields.
-// True when some byte of `w` is zero (exact as a yes/no answer).
-constexpr bool hasZeroByte(std::uint64_t w) noexcept {
-  return ((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL) != 0;
-}
-
-bool isSafeField(std::string_view name, std::string_view value) noexcept {
-  if (!isToken(name)) return false;
-  // Eight bytes at a time: a word with no byte below 0x0e holds no CR, LF
-  // or NUL (the usual case); otherwise its bytes are looked at one by one.
-  auto bad = [](char c) noexcept { return c == '\r' || c == '\n' || c == '\0'; };
-  const char* p = value.data();
-  std::size_t n = value.size();
-  for (; n >= 8; p += 8, n -= 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    const bool low = ((w - 0x0e0e0e0e0e0e0e0eULL) & ~w & 0x8080808080808080ULL) != 0;
-    if (low && (hasZeroByte(w) || hasZeroByte(w ^ 0x0d0d0d0d0d0d0d0dULL) ||
-                hasZeroByte(w ^ 0x0a0a0a0a0a0a0a0aULL))) {
-      return false;
-    }
-  }
-  for (; n > 0; --n, ++p) {
-    if (bad(*p)) return false;
-  }
-  return true;
-}
-
 bool isReserved(std::string_view name, std::span<const std::string_view> reserved) noexcept {
   for (std::string_view r : reserved) {
     if (equalsIgnoreCase(name, r)) return true;
@@ -54,14 +25,36 @@ struct Cursor {
     std::memcpy(p, s.data(), s.size());
     p += s.size();
   }
+  // A literal: its size is a constant, so the copy is a few stores.
+  template <std::size_t N>
+  void lit(const char (&s)[N]) noexcept {
+    std::memcpy(p, s, N - 1);
+    p += N - 1;
+  }
   void number(std::uint64_t n) noexcept { p = std::to_chars(p, p + 20, n).ptr; }
   void field(std::string_view name, std::string_view value) noexcept {
     put(name);
-    put(": ");
+    lit(": ");
     put(value);
-    put("\r\n");
+    lit("\r\n");
   }
 };
+
+// "HTTP/1.1 200 OK\r\n" for the statuses most responses have.
+std::string_view commonStatusLine(int status) noexcept {
+  switch (status) {
+    case 200:
+      return "HTTP/1.1 200 OK\r\n";
+    case 204:
+      return "HTTP/1.1 204 No Content\r\n";
+    case 304:
+      return "HTTP/1.1 304 Not Modified\r\n";
+    case 404:
+      return "HTTP/1.1 404 Not Found\r\n";
+    default:
+      return {};
+  }
+}
 
 void twoDigits(char* p, int v) noexcept {
   p[0] = char('0' + v / 10);
@@ -244,6 +237,87 @@ std::string_view DateCache::at(std::time_t t) {
   return {value_, size_};
 }
 
+namespace {
+std::string_view connectionValue(int status, bool keepAlive, bool http10) noexcept {
+  // Connection management belongs to the final response; on a 101 the
+  // user's "Connection: Upgrade" must survive.
+  if (status >= 100 && status < 200) return {};
+  if (!keepAlive) return "close";
+  if (http10) return "keep-alive";
+  return {};
+}
+}  // namespace
+
+std::size_t headRoom(int status, std::span<const FieldView> own, const Headers& headers,
+                     bool keepAlive, bool http10, std::string_view date) noexcept {
+  std::size_t room = 96 + reasonPhrase(status).size() + date.size() +
+                     connectionValue(status, keepAlive, http10).size();
+  for (const FieldView& f : own) room += f.name.size() + f.value.size() + 4;
+  for (const auto& [name, value] : headers) room += name.size() + value.size() + 4;
+  return room;
+}
+
+char* writeHead(char* out, int status, std::span<const FieldView> own,
+                std::span<const std::string_view> reserved, const Headers& headers,
+                BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,
+                std::string_view date) noexcept {
+  // 1xx, 204 and 304 never carry a body, so a framing header would lie.
+  const bool bodyless = (status >= 100 && status < 200) || status == 204 || status == 304;
+  const std::string_view connection = connectionValue(status, keepAlive, http10);
+  Cursor c{out};
+
+  if (std::string_view line = commonStatusLine(status); !line.empty()) {
+    c.put(line);
+  } else {
+    c.lit("HTTP/1.1 ");
+    c.number(static_cast<std::uint64_t>(status < 0 ? 0 : status));
+    c.lit(" ");
+    c.put(reasonPhrase(status));
+    c.lit("\r\n");
+  }
+
+  for (const FieldView& f : own) {
+    if (isSafeField(f.name, f.value)) c.field(f.name, f.value);
+  }
+  if (headers.isPlain() && reserved.empty()) {
+    // Checked as they were added (the usual case): nothing to drop.
+    for (const auto& [name, value] : headers) c.field(name, value);
+  } else {
+    for (const auto& [name, value] : headers) {
+      if (!isSafeField(name, value)) continue;
+      if (isReserved(name, reserved)) continue;
+      if (equalsIgnoreCase(name, "content-length") || equalsIgnoreCase(name, "transfer-encoding")) {
+        continue;
+      }
+      if (!date.empty() && equalsIgnoreCase(name, "date")) continue;
+      if (!connection.empty() && equalsIgnoreCase(name, "connection")) continue;
+      c.field(name, value);
+    }
+  }
+
+  if (!date.empty()) {
+    c.lit("Date: ");
+    c.put(date);
+    c.lit("\r\n");
+  }
+  if (!bodyless) {
+    if (framing == BodyFraming::kContentLength) {
+      c.lit("Content-Length: ");
+      c.number(bodySize);
+      c.lit("\r\n");
+    } else if (framing == BodyFraming::kChunked) {
+      c.lit("Transfer-Encoding: chunked\r\n");
+    }
+  }
+  if (!connection.empty()) {
+    c.lit("Connection: ");
+    c.put(connection);
+    c.lit("\r\n");
+  }
+  c.lit("\r\n");
+  return c.p;
+}
+
 void writeHead(std::string& out, int status, const Headers& headers, BodyFraming framing,
                std::uint64_t bodySize, bool keepAlive, bool http10, std::string_view date) {
   writeHead(out, status, {}, {}, headers, framing, bodySize, keepAlive, http10, date);
@@ -253,63 +327,13 @@ void writeHead(std::string& out, int status, std::span<const FieldView> own,
                std::span<const std::string_view> reserved, const Headers& headers,
                BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,
                std::string_view date) {
-  // 1xx, 204 and 304 never carry a body, so a framing header would lie.
-  const bool bodyless = (status >= 100 && status < 200) || status == 204 || status == 304;
-  // Connection management belongs to the final response; on a 101 the user's
-  // "Connection: Upgrade" must survive.
-  const bool interim = status >= 100 && status < 200;
-  std::string_view connection;
-  if (!interim) {
-    if (!keepAlive) {
-      connection = "close";
-    } else if (http10) {
-      connection = "keep-alive";
-    }
-  }
-
-  // The head is written through a cursor into room sized for every field,
-  // the status line and the framing fields (one allocation at most, no
-  // per-append checks), then trimmed to what was written.
-  std::size_t room = 96 + reasonPhrase(status).size() + date.size() + connection.size();
-  for (const FieldView& f : own) room += f.name.size() + f.value.size() + 4;
-  for (const auto& [name, value] : headers) room += name.size() + value.size() + 4;
+  // Written through a cursor into room sized beforehand (one allocation at
+  // most, no per-append checks), then trimmed to what was written.
   const std::size_t start = out.size();
-  out.resize(start + room);
-  Cursor c{out.data() + start};
-
-  c.put("HTTP/1.1 ");
-  c.number(static_cast<std::uint64_t>(status < 0 ? 0 : status));
-  c.put(" ");
-  c.put(reasonPhrase(status));
-  c.put("\r\n");
-
-  for (const FieldView& f : own) {
-    if (isSafeField(f.name, f.value)) c.field(f.name, f.value);
-  }
-  for (const auto& [name, value] : headers) {
-    if (!isSafeField(name, value)) continue;
-    if (isReserved(name, reserved)) continue;
-    if (equalsIgnoreCase(name, "content-length") || equalsIgnoreCase(name, "transfer-encoding")) {
-      continue;
-    }
-    if (!date.empty() && equalsIgnoreCase(name, "date")) continue;
-    if (!connection.empty() && equalsIgnoreCase(name, "connection")) continue;
-    c.field(name, value);
-  }
-
-  if (!date.empty()) c.field("Date", date);
-  if (!bodyless) {
-    if (framing == BodyFraming::kContentLength) {
-      c.put("Content-Length: ");
-      c.number(bodySize);
-      c.put("\r\n");
-    } else if (framing == BodyFraming::kChunked) {
-      c.field("Transfer-Encoding", "chunked");
-    }
-  }
-  if (!connection.empty()) c.field("Connection", connection);
-  c.put("\r\n");
-  out.resize(static_cast<std::size_t>(c.p - out.data()));
+  out.resize(start + headRoom(status, own, headers, keepAlive, http10, date));
+  char* end = writeHead(out.data() + start, status, own, reserved, headers, framing, bodySize,
+                        keepAlive, http10, date);
+  out.resize(static_cast<std::size_t>(end - out.data()));
 }
 
 void writeChunk(std::string& out, std::string_view data) {

@@ -56,6 +56,15 @@ void writeHead(std::string& out, int status, std::span<const FieldView> own,
                BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,
                std::string_view date);
 
+// The most bytes the writeHead below writes for these arguments.
+std::size_t headRoom(int status, std::span<const FieldView> own, const Headers& headers,
+                     bool keepAlive, bool http10, std::string_view date) noexcept;
+// writeHead into room of headRoom() bytes at `out`; returns the end of the head.
+char* writeHead(char* out, int status, std::span<const FieldView> own,
+                std::span<const std::string_view> reserved, const Headers& headers,
+                BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,
+                std::string_view date) noexcept;
+
 // Appends one chunk ("<hex>\r\n<data>\r\n"); an empty `data` appends nothing.
 void writeChunk(std::string& out, std::string_view data);
 // Appends the last chunk "0\r\n\r\n".

@@ -21,6 +21,12 @@ namespace spry::detail {
 class Connection;
 class LoopContext;
 
+// Returns a request to its thread's pool instead of freeing it.
+struct RequestRecycler {
+  void operator()(Request* request) const noexcept;
+};
+using RequestPtr = std::unique_ptr<Request, RequestRecycler>;
+
 // What is behind a Deferred.
 struct DeferredState {
   std::weak_ptr<Connection> conn;
@@ -31,7 +37,7 @@ struct DeferredState {
   Headers placeholderHeaders;     // set by middleware on the placeholder
   // The request, once its connection closed before send(): it stays valid
   // until send() as documented, that is as long as a Deferred refers to it.
-  std::unique_ptr<Request> request;
+  RequestPtr request;
 };
 
 // What is behind a BodyWriter.
@@ -49,23 +55,45 @@ struct StreamState {
 };
 
 struct RequestData {
-  ParsedRequest parsed;
-  std::string_view path;   // into parsed.target
+  // While the handler runs, the views point into the connection's input (or
+  // the parser's copy of a head that came in pieces). own() copies them once
+  // into `storage` when the request outlives that (deferred, streamed,
+  // upgraded).
+  std::string_view method;  // static storage
+  std::string_view target;
+  std::string_view path;   // into target
   std::string_view query;  // raw, without '?'
-  std::vector<std::pair<std::string, std::string>> params;
+  int versionMinor = 1;
+  RequestHeaders headers;
+  std::string body;
+  std::vector<std::pair<std::string_view, std::string_view>> params;
+  std::string decoded;  // percent-decoded path segments, when the path had escapes
   mutable std::optional<std::vector<std::pair<std::string, std::string>>> queryPairs;
   Locals locals;
-  std::string remoteAddress;
+  std::string_view remoteAddress;
   std::uint16_t remotePort = 0;
-  std::shared_ptr<LoopContext> loop;
-  std::weak_ptr<Connection> conn;
+  LoopContext* loop = nullptr;
+  std::shared_ptr<LoopContext> loopRef;  // once owned
+  Connection* connection = nullptr;      // while the handler runs
+  std::weak_ptr<Connection> conn;        // once owned
   std::uint64_t serial = 0;
   bool webSocket = false;
   bool deferred = false;
+  bool owned = false;
   std::shared_ptr<DeferredState> deferredState;
+  std::string storage;
 
-  static std::unique_ptr<Request> makeRequest(std::unique_ptr<RequestData> d);
+  // A request from the thread's pool (or a new one); no allocation once warm.
+  static RequestPtr acquire();
   static RequestData& of(Request& req) noexcept { return *req.d_; }
+
+  // Splits the target into path and query.
+  void splitTarget() noexcept;
+  // Copies what the views point at into storage, once; afterwards the
+  // request depends on nothing but itself (and its loop, which it keeps).
+  void own();
+  // Empties the request for its next use, keeping modest capacities.
+  void reset() noexcept;
 };
 
 }  // namespace spry::detail

@@ -4,7 +4,11 @@
 // byte of a header name.
 
 #include <array>
+#include <cstdint>
+#include <cstring>
 #include <string_view>
+
+#include "spry/headers.h"
 
 namespace spry::detail {
 
@@ -45,6 +49,51 @@ constexpr std::string_view trimOws(std::string_view s) noexcept {
   while (!s.empty() && isOws(s.front())) s.remove_prefix(1);
   while (!s.empty() && isOws(s.back())) s.remove_suffix(1);
   return s;
+}
+
+// A name outside the token grammar (empty, ':', spaces, CR/LF/NUL) or a value
+// with CR, LF or NUL could split the response or inject fields.
+// True when some byte of `w` is zero (exact as a yes/no answer).
+constexpr bool hasZeroByte(std::uint64_t w) noexcept {
+  return ((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL) != 0;
+}
+
+inline bool isSafeField(std::string_view name, std::string_view value) noexcept {
+  if (!isToken(name)) return false;
+  // Eight bytes at a time: a word with no byte below 0x0e holds no CR, LF
+  // or NUL (the usual case); otherwise its bytes are looked at one by one.
+  auto bad = [](char c) noexcept { return c == '\r' || c == '\n' || c == '\0'; };
+  const char* p = value.data();
+  std::size_t n = value.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    const bool low = ((w - 0x0e0e0e0e0e0e0e0eULL) & ~w & 0x8080808080808080ULL) != 0;
+    if (low && (hasZeroByte(w) || hasZeroByte(w ^ 0x0d0d0d0d0d0d0d0dULL) ||
+                hasZeroByte(w ^ 0x0a0a0a0a0a0a0a0aULL))) {
+      return false;
+    }
+  }
+  for (; n > 0; --n, ++p) {
+    if (bad(*p)) return false;
+  }
+  return true;
+}
+
+// A field the response writer sets itself: the user's is dropped.
+constexpr bool isWriterField(std::string_view name) noexcept {
+  switch (name.size()) {
+    case 4:
+      return equalsIgnoreCase(name, "date");
+    case 10:
+      return equalsIgnoreCase(name, "connection");
+    case 14:
+      return equalsIgnoreCase(name, "content-length");
+    case 17:
+      return equalsIgnoreCase(name, "transfer-encoding");
+    default:
+      return false;
+  }
 }
 
 }  // namespace spry::detail

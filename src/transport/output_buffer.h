@@ -43,6 +43,8 @@ class OutputBuffer {
   }
 
   // Drops the first `n` bytes (written to the kernel).
+  // Gives back the last `n` bytes of an extend() that were not written.
+  void unextend(std::size_t n) noexcept { size_ -= static_cast<std::uint32_t>(n); }
   void consume(std::size_t n) noexcept {
     if (n >= size_) {
       size_ = 0;

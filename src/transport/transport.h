@@ -71,6 +71,20 @@ class Transport {
       queueOwned(bytes);
     }
   }
+  // Queues at most `max` bytes that `fill(char*)` writes in place, returning
+  // the end of what it wrote (an HTTP response, sized by an upper bound).
+  template <class Fill>
+  void writeUpTo(std::size_t max, Fill&& fill) {
+    if (!queue_) [[likely]] {
+      char* begin = out_.extend(max);
+      char* end = fill(begin);
+      out_.unextend(max - static_cast<std::size_t>(end - begin));
+    } else {
+      std::string bytes(max, '\0');
+      bytes.resize(static_cast<std::size_t>(fill(bytes.data()) - bytes.data()));
+      queueOwned(bytes);
+    }
+  }
   // Queues shared bytes, without copying them when large.
   void writeShared(const SharedBytes& bytes);
   // Bytes queued and not yet taken by the kernel.

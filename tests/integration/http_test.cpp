@@ -311,7 +311,7 @@ TEST_CASE("routing: parameters are decoded, %2F stays inside its segment") {
   app.get("/files/:name", [](Request& req) { return "file:" + std::string(req.param("name")); });
   app.get("/users/:id/posts/:post", [](Request& req) {
     std::string out;
-    for (const auto& [k, v] : req.params()) out += k + "=" + v + ";";
+    for (const auto& [k, v] : req.params()) out.append(k).append("=").append(v).append(";");
     return out;
   });
   TestServer server(app);
@@ -956,4 +956,62 @@ TEST_CASE("responses: headers the framing owns cannot be forged, CR/LF cannot sp
   CHECK(r.body == "abc");
   c.send(get("/h"));
   CHECK(only(c).body == "abc");
+}
+
+// ---------------------------------------------------------------- request lifetime
+
+TEST_CASE("a request that outlives its handler keeps its views: deferred and streamed") {
+  // While a handler runs, the request's method, path, parameters and headers
+  // point into the connection's input; a deferred or streamed response
+  // copies them once. Later requests on the same connection (pipelined
+  // behind it, in the same read) must not show through.
+  App app;
+  app.get("/later/:id", [](Request& req) {
+    auto d = req.defer();
+    req.loop().setTimeout(50ms, [d, &req] {
+      std::string out = cat(req.method(), " ", req.path(), " id=", req.param("id"),
+                            " token=", req.header("X-Token"), " q=", req.query("q").value_or(""),
+                            " from=", req.remoteAddress());
+      for (const auto& [name, value] : req.headers()) out += cat(" ", name, ":", value);
+      d.send(Response::text(out));
+    });
+    return d;
+  });
+  app.get("/stream/:id", [](Request& req) {
+    return Response::stream([&req](spry::BodyWriter w) {
+      w.write(cat("id=", req.param("id"), " token=", req.header("X-Token"), "\n"));
+      req.loop().setTimeout(50ms, [w, &req] {
+        w.write(cat("later id=", req.param("id"), " token=", req.header("X-Token"), "\n"));
+        w.end();
+      });
+    });
+  });
+  app.get("/now/:id", [](Request& req) { return cat("now ", req.param("id")); });
+  TestServer server(app);
+
+  RawClient c(server.port());
+  // Three requests in one write: the first is deferred, the others wait.
+  REQUIRE(
+      c.send("GET /later/a%20b?q=1 HTTP/1.1\r\nHost: x\r\nX-Token: first\r\n\r\n"
+             "GET /stream/s1 HTTP/1.1\r\nHost: x\r\nX-Token: second\r\n\r\n"
+             "GET /now/zzzzzzzzzzzzzzzzzzzzzzzzzzzz HTTP/1.1\r\nHost: x\r\nX-Token: "
+             "third-token-long\r\n\r\n"));
+  auto first = only(c);
+  CHECK(first.body ==
+        "GET /later/a%20b id=a b token=first q=1 from=127.0.0.1 Host:x X-Token:first");
+  auto second = only(c);
+  CHECK(second.body == "id=s1 token=second\nlater id=s1 token=second\n");
+  auto third = only(c);
+  CHECK(third.body == "now zzzzzzzzzzzzzzzzzzzzzzzzzzzz");
+
+  // A head that arrives in pieces, one byte per write: the parser keeps its
+  // own copy, and the deferred request copies again when it outlives it.
+  const std::string slow = "GET /later/slow HTTP/1.1\r\nHost: x\r\nX-Token: trickled\r\n\r\n";
+  for (char ch : slow) {
+    REQUIRE(c.send(std::string(1, ch)));
+    std::this_thread::sleep_for(1ms);
+  }
+  auto fourth = only(c);
+  CHECK(fourth.body ==
+        "GET /later/slow id=slow token=trickled q= from=127.0.0.1 Host:x X-Token:trickled");
 }

@@ -7,11 +7,15 @@
 
 namespace spry::test {
 
-// a + b: cat("m", std::to_string(7)) is "m7".
-inline std::string cat(std::string_view a, std::string_view b) {
+// The parts joined: cat("m", std::to_string(7), "s") is "m7s".
+template <class... Parts>
+std::string cat(const Parts&... parts) {
+  const std::string_view views[] = {std::string_view(parts)...};
+  std::size_t size = 0;
+  for (std::string_view v : views) size += v.size();
   std::string s;
-  s.reserve(a.size() + b.size());
-  s.append(a).append(b);
+  s.reserve(size);
+  for (std::string_view v : views) s.append(v);
   return s;
 }
 

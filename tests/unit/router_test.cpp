@@ -11,6 +11,7 @@
 using spry::detail::joinPaths;
 using spry::detail::percentDecode;
 using spry::detail::RouteMatch;
+using spry::detail::RouteMatchCopy;
 using spry::detail::Router;
 using spry::detail::RouterOptions;
 using Kind = RouteMatch::Kind;
@@ -21,7 +22,7 @@ namespace {
 // The route id a path reaches, or a negative code for the other outcomes, so
 // priority tables read as one CHECK per line.
 long idOf(const Router& r, std::string_view method, std::string_view path) {
-  const RouteMatch m = r.match(method, path);
+  const RouteMatchCopy m = r.match(method, path);
   switch (m.kind) {
     case Kind::kFound:
       return long(m.routeId);
@@ -182,7 +183,7 @@ TEST_SUITE("router") {
   TEST_CASE("parameters are decoded and listed in pattern order") {
     Router r;
     r.add("GET", "/users/:id/posts/:post", 1);
-    const RouteMatch m = r.match("GET", "/users/j%C3%B6rg/posts/a%20b");
+    const RouteMatchCopy m = r.match("GET", "/users/j%C3%B6rg/posts/a%20b");
     REQUIRE(m.kind == Kind::kFound);
     CHECK(m.routeId == 1);
     CHECK(m.params == Params{{"id", "j\xC3\xB6rg"}, {"post", "a b"}});
@@ -192,7 +193,7 @@ TEST_SUITE("router") {
     Router r;
     r.add("GET", "/files/:name", 1);
     r.add("GET", "/files/:dir/:name", 2);
-    const RouteMatch m = r.match("GET", "/files/a%2Fb");
+    const RouteMatchCopy m = r.match("GET", "/files/a%2Fb");
     REQUIRE(m.kind == Kind::kFound);
     CHECK(m.routeId == 1);
     CHECK(m.params == Params{{"name", "a/b"}});
@@ -224,7 +225,7 @@ TEST_SUITE("router") {
   TEST_CASE("* matches one segment and is not listed") {
     Router r;
     r.add("GET", "/img/*/:size", 1);
-    const RouteMatch m = r.match("GET", "/img/anything/big");
+    const RouteMatchCopy m = r.match("GET", "/img/anything/big");
     REQUIRE(m.kind == Kind::kFound);
     CHECK(m.params == Params{{"size", "big"}});
     CHECK(idOf(r, "GET", "/img/a/b/big") == -404);
@@ -234,7 +235,7 @@ TEST_SUITE("router") {
   TEST_CASE("** matches zero or more segments") {
     Router r;
     r.add("GET", "/static/**", 1);
-    RouteMatch m = r.match("GET", "/static");
+    RouteMatchCopy m = r.match("GET", "/static");
     REQUIRE(m.kind == Kind::kFound);
     CHECK(m.params == Params{{"**", ""}});
     m = r.match("GET", "/static/a");
@@ -262,7 +263,7 @@ TEST_SUITE("router") {
   TEST_CASE("** after parameters lists both") {
     Router r;
     r.add("GET", "/repo/:owner/:name/**", 1);
-    const RouteMatch m = r.match("GET", "/repo/me/spry/src/router.cpp");
+    const RouteMatchCopy m = r.match("GET", "/repo/me/spry/src/router.cpp");
     REQUIRE(m.kind == Kind::kFound);
     CHECK(m.params == Params{{"owner", "me"}, {"name", "spry"}, {"**", "src/router.cpp"}});
   }
@@ -301,7 +302,7 @@ TEST_SUITE("router") {
     r.add("GET", "/users/new/x", 1);
     r.add("GET", "/users/:id/edit", 2);
     CHECK(idOf(r, "GET", "/users/new/x") == 1);
-    const RouteMatch m = r.match("GET", "/users/new/edit");
+    const RouteMatchCopy m = r.match("GET", "/users/new/edit");
     REQUIRE(m.kind == Kind::kFound);
     CHECK(m.routeId == 2);
     CHECK(m.params == Params{{"id", "new"}});
@@ -345,7 +346,7 @@ TEST_SUITE("router") {
     CHECK(idOf(r, "GET", "/items") == 2);
     CHECK(idOf(r, "GET", "/nothing") == -404);
 
-    RouteMatch m = r.match("PUT", "/items");
+    RouteMatchCopy m = r.match("PUT", "/items");
     CHECK(m.kind == Kind::kMethodNotAllowed);
     CHECK(m.allow == "GET, HEAD, POST");
     CHECK(m.params.empty());
@@ -365,7 +366,7 @@ TEST_SUITE("router") {
     r.add("GET", "/users/:id", 2);
     CHECK(idOf(r, "GET", "/users/new") == 2);
     CHECK(idOf(r, "POST", "/users/new") == 1);
-    const RouteMatch m = r.match("PUT", "/users/new");
+    const RouteMatchCopy m = r.match("PUT", "/users/new");
     CHECK(m.kind == Kind::kMethodNotAllowed);
     CHECK(m.allow == "GET, HEAD, POST");
   }
@@ -376,7 +377,7 @@ TEST_SUITE("router") {
     r.add("HEAD", "/f/x", 2);
     r.add("GET", "/f/**", 3);
     r.add("PATCH", "/f/*", 4);
-    const RouteMatch m = r.match("DELETE", "/f/x");
+    const RouteMatchCopy m = r.match("DELETE", "/f/x");
     CHECK(m.kind == Kind::kMethodNotAllowed);
     CHECK(m.allow == "GET, HEAD, PATCH");
   }
@@ -386,7 +387,7 @@ TEST_SUITE("router") {
     r.add("GET", "/f/:a", 1);
     r.add("POST", "/f/x", 2);
     r.add("GET", "/g", 3);
-    RouteMatch m = r.match("DELETE", "/f/x");
+    RouteMatchCopy m = r.match("DELETE", "/f/x");
     REQUIRE(m.kind == Kind::kMethodNotAllowed);
     std::sort(m.allowedRoutes.begin(), m.allowedRoutes.end());
     CHECK(m.allowedRoutes == std::vector<std::size_t>{1, 2});
@@ -407,7 +408,7 @@ TEST_SUITE("router") {
     r.add("PROPFIND", "/c/:x", 4);
     r.add("GET", "/d", 5);
     r.add("OPTIONS", "/e", 6);
-    const RouteMatch m = r.match("OPTIONS", "*");
+    const RouteMatchCopy m = r.match("OPTIONS", "*");
     CHECK(m.kind == Kind::kAsterisk);
     CHECK(m.allow == "GET, HEAD, OPTIONS, POST, PROPFIND");
     CHECK(m.params.empty());
@@ -520,7 +521,7 @@ TEST_SUITE("router") {
     Router r(RouterOptions{.caseSensitive = false});
     r.add("GET", "/Users/:Name", 1);
     r.add("GET", "/caf%C3%A9", 2);
-    const RouteMatch m = r.match("GET", "/uSERS/MiXeD");
+    const RouteMatchCopy m = r.match("GET", "/uSERS/MiXeD");
     REQUIRE(m.kind == Kind::kFound);
     CHECK(m.params == Params{{"Name", "MiXeD"}});
     CHECK(idOf(r, "GET", "/USERS/x") == 1);
@@ -608,7 +609,7 @@ TEST_SUITE("router") {
     r.add("GET", "/s/**", 2);
     std::string deep = "/s";
     for (int i = 0; i < 20000; ++i) deep += "/x";
-    const RouteMatch m = r.match("GET", deep);
+    const RouteMatchCopy m = r.match("GET", deep);
     REQUIRE(m.kind == Kind::kFound);
     CHECK(m.params.back().second.size() == 20000 * 2 - 1);
 
@@ -707,7 +708,7 @@ TEST_SUITE("router") {
 
         CAPTURE(raw);
         CAPTURE(method);
-        const RouteMatch m = router.match(method, raw);
+        const RouteMatchCopy m = router.match(method, raw);
         if (best) {
           REQUIRE(m.kind == Kind::kFound);
           CHECK(m.routeId == best->id);

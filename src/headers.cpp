@@ -163,6 +163,10 @@ void Headers::addPlain(std::string_view name, std::string_view value) {
 }
 
 void Headers::set(std::string_view name, std::string_view value) {
+  if (!has(name)) {
+    add(name, value);  // the usual case: nothing to replace
+    return;
+  }
   // The new field goes into a spare slot first, so `name` and `value` are
   // read before any live field moves, even when they point into this list.
   add(name, value);

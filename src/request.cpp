@@ -3,6 +3,7 @@
 #include "app_state.h"
 #include "connection.h"
 #include "http/request_data.h"
+#include "http/token.h"
 #include "loop_context.h"
 #include "spry/error.h"
 #include "spry/request.h"
@@ -246,13 +247,10 @@ void RequestData::splitTarget() noexcept {
   // to neither the path nor the query (clients should not send one, but
   // llhttp lets it through).
   std::size_t q = std::string_view::npos;
-  std::size_t end = t.size();
-  for (std::size_t i = 0; i < t.size(); ++i) {
-    if (t[i] == '#') {
-      end = i;
-      break;
-    }
-    if (t[i] == '?' && q == std::string_view::npos) q = i;
+  std::size_t end = findFirstOf(t, 0, '?', '#', '#');
+  if (end < t.size() && t[end] == '?') {
+    q = end;
+    end = findFirstOf(t, q + 1, '#', '#', '#');
   }
   path = t.substr(0, std::min(q, end));
   if (absolute && path.empty()) path = "/";

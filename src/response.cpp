@@ -10,12 +10,18 @@ Response Response::withBody(std::string body, std::string_view contentType, int 
                             bool plainType) {
   Response r(status);
   if (plainType) {
-    r.headers_.addPlain("Content-Type", contentType);
+    r.contentType_ = contentType;
   } else {
     r.headers_.add("Content-Type", contentType);
   }
   r.body_ = std::move(body);
   return r;
+}
+
+void Response::materialize() const {
+  if (contentType_.empty()) return;
+  headers_.addPlain("Content-Type", contentType_);
+  contentType_ = {};
 }
 
 Response& Response::setStatus(int status) {
@@ -28,6 +34,7 @@ Response& Response::setStatus(int status) {
 }
 
 Response& Response::header(std::string_view name, std::string_view value) {
+  if (!contentType_.empty() && equalsIgnoreCase(name, "content-type")) contentType_ = {};
   headers_.set(name, value);
   return *this;
 }

@@ -1,5 +1,7 @@
 #include "router.h"
 
+#include "http/token.h"
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -398,18 +400,16 @@ void Router::match(std::string_view method, std::string_view path, RouteMatch& r
   // decode (the usual case) leaves the segments as views of the path.
   bool plain = true;
   if (!rest.empty()) {
-    std::size_t start = 0;
-    for (std::size_t i = 0; i < rest.size(); ++i) {
-      const char c = rest[i];
-      if (c == '/') {
-        state.segments.push_back(rest.substr(start, i - start));
-        start = i + 1;
-      } else if (c == '%' || c == '\0') {
+    for (std::size_t start = 0;;) {
+      const std::size_t stop = findFirstOf(rest, start, '/', '%', '\0');
+      if (stop < rest.size() && rest[stop] != '/') {
         plain = false;
         break;
       }
+      state.segments.push_back(rest.substr(start, stop - start));
+      if (stop == rest.size()) break;
+      start = stop + 1;
     }
-    if (plain) state.segments.push_back(rest.substr(start));
   }
   if (!plain) {
     // Decoding never lengthens text, so with this capacity the buffer never

@@ -76,8 +76,14 @@ class Response {
   int status() const noexcept { return status_; }
   /// Throws std::invalid_argument outside 100..599.
   Response& setStatus(int status);
-  Headers& headers() noexcept { return headers_; }
-  const Headers& headers() const noexcept { return headers_; }
+  Headers& headers() {
+    materialize();
+    return headers_;
+  }
+  const Headers& headers() const {
+    materialize();
+    return headers_;
+  }
   /// Sets (replaces) one header; the views are copied.
   Response& header(std::string_view name, std::string_view value);
   const std::string& body() const noexcept { return body_; }
@@ -92,8 +98,14 @@ class Response {
   // `plainType`: the content type is one of the library's own literals.
   static Response withBody(std::string body, std::string_view contentType, int status,
                            bool plainType);
+  // Moves a pending library content type into the header list.
+  void materialize() const;
   int status_;
-  Headers headers_;
+  // The header list, and the Content-Type that text(), html() and json() set
+  // (a literal) while nobody has looked at the list: most responses are
+  // written without it ever being copied into the list.
+  mutable Headers headers_;
+  mutable std::string_view contentType_;
   std::string body_;
   StreamProducer producer_;
   bool deferred_ = false;

@@ -270,10 +270,12 @@ void HttpExchange::sendResponse(Response& response, Request& req) {
   // from response to response): one copy of each, no allocation.
   const std::string& body = response.body();
   const std::size_t bodySize = !head_ && statusHasBody(status) ? body.size() : 0;
-  const Headers& headers = response.headers();
+  const Headers& headers = ResponseAccess::headerList(response);
+  const FieldView contentType{"Content-Type", ResponseAccess::pendingContentType(response)};
+  const std::span<const FieldView> own(&contentType, contentType.value.empty() ? 0 : 1);
   conn_.transport().writeUpTo(
-      headRoom(status, {}, headers, keepAlive_, http10_, date) + bodySize, [&](char* out) {
-        out = writeHead(out, status, {}, {}, headers,
+      headRoom(status, own, headers, keepAlive_, http10_, date) + bodySize, [&](char* out) {
+        out = writeHead(out, status, own, {}, headers,
                         statusHasBody(status) ? BodyFraming::kContentLength : BodyFraming::kNone,
                         body.size(), keepAlive_, http10_, date);
         if (bodySize != 0) std::memcpy(out, body.data(), bodySize);

@@ -21,9 +21,24 @@ bool isReserved(std::string_view name, std::span<const std::string_view> reserve
 struct Cursor {
   char* p;
   void put(std::string_view s) noexcept {
-    if (s.empty()) return;  // data() may be null
-    std::memcpy(p, s.data(), s.size());
-    p += s.size();
+    const std::size_t n = s.size();
+    if (n >= 8 && n <= 16) {
+      // Most names and values: two overlapping word copies beat a call.
+      std::uint64_t a, b;
+      std::memcpy(&a, s.data(), 8);
+      std::memcpy(&b, s.data() + n - 8, 8);
+      std::memcpy(p, &a, 8);
+      std::memcpy(p + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+      std::uint32_t a, b;
+      std::memcpy(&a, s.data(), 4);
+      std::memcpy(&b, s.data() + n - 4, 4);
+      std::memcpy(p, &a, 4);
+      std::memcpy(p + n - 4, &b, 4);
+    } else if (n != 0) {  // data() may be null when empty
+      std::memcpy(p, s.data(), n);
+    }
+    p += n;
   }
   // A literal: its size is a constant, so the copy is a few stores.
   template <std::size_t N>

@@ -102,5 +102,8 @@ namespace spry {
 // Internal access to Response's private parts.
 struct ResponseAccess {
   static Response::StreamProducer& producer(Response& r) noexcept { return r.producer_; }
+  // The header list as it is, and the library content type not yet in it.
+  static const Headers& headerList(const Response& r) noexcept { return r.headers_; }
+  static std::string_view pendingContentType(const Response& r) noexcept { return r.contentType_; }
 };
 }  // namespace spry

@@ -80,6 +80,32 @@ inline bool isSafeField(std::string_view name, std::string_view value) noexcept 
   return true;
 }
 
+// The index of the first of `a`, `b` or `c` in `s` at or after `from`, or
+// s.size(). Eight bytes at a time: paths and targets are short, and a call
+// to memchr per character costs more than the scan.
+inline std::size_t findFirstOf(std::string_view s, std::size_t from, char a, char b,
+                               char c) noexcept {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+  // The lowest set bit of zeroBytes(x) marks the first zero byte of x
+  // exactly (bits above it may be false positives; they are never used).
+  auto zeroBytes = [](std::uint64_t x) { return (x - kOnes) & ~x & kHigh; };
+  const std::uint64_t ma = kOnes * static_cast<unsigned char>(a);
+  const std::uint64_t mb = kOnes * static_cast<unsigned char>(b);
+  const std::uint64_t mc = kOnes * static_cast<unsigned char>(c);
+  std::size_t i = from;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    const std::uint64_t hit = zeroBytes(w ^ ma) | zeroBytes(w ^ mb) | zeroBytes(w ^ mc);
+    if (hit != 0) return i + static_cast<std::size_t>(__builtin_ctzll(hit) >> 3);
+  }
+  for (; i < s.size(); ++i) {
+    if (s[i] == a || s[i] == b || s[i] == c) return i;
+  }
+  return s.size();
+}
+
 // A field the response writer sets itself: the user's is dropped.
 constexpr bool isWriterField(std::string_view name) noexcept {
   switch (name.size()) {

@@ -814,6 +814,22 @@ TEST_CASE("mutated requests reach the same outcome under every split") {
 
 // The character classes the parser, the writer and the handshake share.
 TEST_SUITE("token.h") {
+  TEST_CASE("findFirstOf: each of the three characters at every offset, from every start") {
+    using spry::detail::findFirstOf;
+    for (std::size_t size = 0; size <= 20; ++size) {
+      for (char target : {'/', '%', '\0', '\x80'}) {
+        for (std::size_t at = 0; at <= size; ++at) {
+          std::string s(size, 'a');
+          if (at < size) s[at] = target;
+          for (std::size_t from = 0; from <= size; ++from) {
+            const std::size_t want = (target != '\x80' && at < size && at >= from) ? at : size;
+            CHECK(findFirstOf(s, from, '/', '%', '\0') == want);
+          }
+        }
+      }
+    }
+  }
+
   TEST_CASE("tchar is exactly RFC 9110's set, byte by byte") {
     const std::string_view tchars =
         "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";

@@ -342,7 +342,8 @@ TEST_CASE("upgrade stops at the end of the request and leaves the frame bytes") 
   const std::string frame = "\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58";
 
   HttpParser p({});
-  const auto step = p.feed(head + frame);
+  const std::string input = head + frame;  // the views stay valid as long as it does
+  const auto step = p.feed(input);
   CHECK(step.status == Status::kRequestComplete);
   CHECK(step.consumed == head.size());
   const auto r = p.takeRequest();

@@ -63,10 +63,11 @@ class Locals {
 /// during the ws handler call only). Loop thread only.
 ///
 /// Its method, path, target, parameters, headers and cookies are views into
-/// the bytes the request arrived in, not copies: a handler that keeps one past
-/// the response (in a closure, a container) copies it, for example into a
-/// std::string. A deferred or streamed response keeps the request valid: it
-/// is copied once, when it starts to outlive its handler.
+/// the bytes the request arrived in, not copies, valid while the handler
+/// runs. A handler that uses one later (a timer, a Deferred, a stream's
+/// callbacks) copies it (std::string) or reads it again from the request
+/// then: a deferred or streamed request is copied once, when it starts to
+/// outlive its handler, and stays valid until its response is sent.
 class Request {
  public:
   /// "GET", "POST", ...

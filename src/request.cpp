@@ -171,10 +171,12 @@ namespace detail {
 
 namespace {
 // Requests of a thread, kept for reuse: a request is taken at each dispatch
-// and given back once answered, so steady traffic allocates none.
+// and given back once answered, so steady traffic allocates none. At most 16
+// are kept, each with at most 4 KiB in each of its buffers (reset), so that a
+// burst of deferred requests or large bodies cannot pin memory.
 class RequestPool {
  public:
-  static constexpr std::size_t kMaxKept = 64;
+  static constexpr std::size_t kMaxKept = 16;
   ~RequestPool() {
     alive_ = false;
     for (Request* r : free_) delete r;
@@ -302,7 +304,7 @@ void RequestData::reset() noexcept {
   method = target = path = query = {};
   versionMinor = 1;
   HeaderAccess::fields(headers).clear();
-  shrinkTo(body, 64 * 1024);
+  shrinkTo(body, 4096);  // a larger body is one allocation among its copies anyway
   params.clear();
   shrinkTo(decoded, 4096);
   queryPairs.reset();

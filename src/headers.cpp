@@ -3,125 +3,119 @@
 #include "http/token.h"
 
 #include <algorithm>
-#include <functional>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <new>
+#include <stdexcept>
 
 namespace spry {
 
 namespace {
 
-using Fields = std::vector<Headers::Field>;
-
-// Room for a typical message's fields at the first one: one allocation
-// rather than a chain of regrowths (1, 2, 4, 8...) that moves every field.
-constexpr std::size_t kInitialFields = 8;
-// The pool bounds what it keeps so that one odd message cannot pin memory
-// for the thread's lifetime.
-constexpr std::size_t kPoolLists = 32;
-constexpr std::size_t kPooledFields = 16;
-constexpr std::size_t kPooledStringBytes = 1024;
+// A block of this many bytes holds a typical response's fields (16 entries
+// of 12 bytes and 830 bytes of names and values); blocks of this size are
+// pooled. A list that outgrows it doubles into a block of its own.
+constexpr std::uint32_t kBlockBytes = 1024;
+// The pool bounds what it keeps so that a burst cannot pin memory for the
+// thread's lifetime.
+constexpr std::size_t kPooledBlocks = 64;
 
 // Set by the pool's destructor at thread exit: a Headers destroyed later (a
 // thread_local constructed before the pool) must not touch the dead pool.
 thread_local bool tPoolDestroyed = false;
 
-void trimForPool(std::string& s) noexcept {
-  if (s.capacity() > kPooledStringBytes) {
-    std::string().swap(s);
-  } else {
-    s.clear();
-  }
-}
+}  // namespace
 
-// Field vectors of destroyed Headers, with their spare strings, for the next
-// Headers on this thread.
-class FieldsPool {
+// Standard blocks of destroyed lists, for the next list on this thread.
+class Headers::Pool {
  public:
-  FieldsPool() noexcept = default;
-  FieldsPool(const FieldsPool&) = delete;
-  FieldsPool& operator=(const FieldsPool&) = delete;
-  ~FieldsPool() { tPoolDestroyed = true; }
-
-  Fields take() noexcept {
-    if (lists_.empty()) return {};
-    Fields f = std::move(lists_.back());
-    lists_.pop_back();
-    return f;
+  Pool() noexcept = default;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  ~Pool() {
+    tPoolDestroyed = true;
+    while (free_ != nullptr) {
+      Block* next = free_->next;
+      ::operator delete(free_);
+      free_ = next;
+    }
   }
 
-  // Keeps `f` when there is room; otherwise leaves it to its owner to free.
-  void give(Fields& f) noexcept {
-    if (lists_.size() == lists_.capacity()) {
-      if (lists_.size() >= kPoolLists) return;
-      try {
-        lists_.reserve(kPoolLists);
-      } catch (const std::bad_alloc&) {
-        return;
-      }
+  static Pool* get() noexcept {
+    if (tPoolDestroyed) return nullptr;
+    thread_local Pool p;
+    return &p;
+  }
+
+  Block* take() noexcept {
+    Block* b = free_;
+    if (b != nullptr) {
+      free_ = b->next;
+      --count_;
     }
-    if (f.size() > kPooledFields) f.erase(f.begin() + kPooledFields, f.end());
-    if (f.capacity() > 2 * kPooledFields) f.shrink_to_fit();
-    if (f.capacity() > 2 * kPooledFields) return;
-    for (auto& [name, value] : f) {
-      trimForPool(name);
-      trimForPool(value);
-    }
-    lists_.push_back(std::move(f));
+    return b;
+  }
+
+  bool give(Block* b) noexcept {
+    if (count_ >= kPooledBlocks) return false;
+    b->next = free_;
+    free_ = b;
+    ++count_;
+    return true;
   }
 
  private:
-  std::vector<Fields> lists_;
+  Block* free_ = nullptr;
+  std::size_t count_ = 0;
 };
 
-FieldsPool& pool() noexcept {
-  thread_local FieldsPool p;
-  return p;
-}
-
-Fields takeFromPool() noexcept {
-  return tPoolDestroyed ? Fields{} : pool().take();
-}
-
-void giveToPool(Fields& f) noexcept {
-  if (!tPoolDestroyed && f.capacity() != 0) pool().give(f);
-}
-
-// True when `s` lies inside the field objects themselves (a short string's
-// inline buffer), whose bytes change when fields are swapped.
-bool pointsInto(std::string_view s, const Fields& fields) noexcept {
-  const std::less<const void*> less;
-  const void* p = s.data();
-  return !less(p, fields.data()) && less(p, fields.data() + fields.size());
-}
-
-}  // namespace
-
-Headers::Headers(const Headers& other) {
-  copyFrom(other);
+Headers::Headers(const Headers& other) : plain_(other.plain_) {
+  for (const auto& [name, value] : other) append(name, value);
 }
 
 Headers& Headers::operator=(const Headers& other) {
-  if (this != &other) copyFrom(other);
+  if (this != &other) {
+    clear();
+    plain_ = other.plain_;
+    for (const auto& [name, value] : other) append(name, value);
+  }
   return *this;
 }
 
 Headers::Headers(Headers&& other) noexcept
-    : fields_(std::exchange(other.fields_, {})),
-      size_(std::exchange(other.size_, 0)),
+    : block_(std::exchange(other.block_, nullptr)),
+      capacity_(std::exchange(other.capacity_, 0)),
+      count_(std::exchange(other.count_, 0)),
+      low_(std::exchange(other.low_, 0)),
       plain_(std::exchange(other.plain_, true)) {}
 
 Headers& Headers::operator=(Headers&& other) noexcept {
   if (this != &other) {
-    giveToPool(fields_);
-    fields_ = std::exchange(other.fields_, {});
-    size_ = std::exchange(other.size_, 0);
+    release();
+    block_ = std::exchange(other.block_, nullptr);
+    capacity_ = std::exchange(other.capacity_, 0);
+    count_ = std::exchange(other.count_, 0);
+    low_ = std::exchange(other.low_, 0);
     plain_ = std::exchange(other.plain_, true);
   }
   return *this;
 }
 
 Headers::~Headers() {
-  giveToPool(fields_);
+  release();
+}
+
+void Headers::release() noexcept {
+  if (block_ == nullptr) return;
+  if (capacity_ == kBlockBytes) {
+    if (Pool* pool = Pool::get(); pool != nullptr && pool->give(block_)) {
+      block_ = nullptr;
+      return;
+    }
+  }
+  ::operator delete(block_);
+  block_ = nullptr;
 }
 
 std::string_view Headers::get(std::string_view name) const noexcept {
@@ -140,26 +134,94 @@ std::vector<std::string_view> Headers::getAll(std::string_view name) const {
 }
 
 bool Headers::has(std::string_view name) const noexcept {
-  return std::any_of(begin(), end(),
-                     [&](const Field& f) { return equalsIgnoreCase(f.first, name); });
+  const Entry* e = entries();
+  const char* base = data();
+  for (std::uint32_t i = 0; i < count_; ++i) {
+    if (e[i].nameSize == name.size() && equalsIgnoreCase({base + e[i].at, e[i].nameSize}, name)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void Headers::add(std::string_view name, std::string_view value) {
   if (plain_ && (!detail::isSafeField(name, value) || detail::isWriterField(name))) plain_ = false;
-  addPlain(name, value);
+  append(name, value);
 }
 
 void Headers::addPlain(std::string_view name, std::string_view value) {
-  // A pooled vector arrives with spare fields, hence acquire before choosing.
-  if (fields_.capacity() == 0) acquireStorage(kInitialFields);
-  if (size_ < fields_.size()) {
-    Field& f = fields_[size_];
-    f.first.assign(name);
-    f.second.assign(value);
-  } else {
-    fields_.emplace_back(name, value);
+  append(name, value);
+}
+
+void Headers::append(std::string_view name, std::string_view value) {
+  const std::size_t bytes = name.size() + value.size();
+  if (block_ == nullptr && bytes + sizeof(Entry) <= kBlockBytes) {
+    // A new list's first field: a pooled block (the usual case) or a fresh one.
+    Pool* pool = Pool::get();
+    block_ = pool != nullptr ? pool->take() : nullptr;
+    if (block_ == nullptr)
+      block_ = static_cast<Block*>(::operator new(sizeof(Block) + kBlockBytes));
+    capacity_ = kBlockBytes;
+    low_ = kBlockBytes;
   }
-  ++size_;
+  // Free room lies between the entries and the lowest field byte.
+  if (block_ == nullptr || bytes + sizeof(Entry) > low_ - std::size_t{count_} * sizeof(Entry)) {
+    growAndAppend(name, value);
+    return;
+  }
+  char* base = const_cast<char*>(data());
+  const auto at = static_cast<std::uint32_t>(low_ - bytes);
+  // The free room never overlaps a field, so a view into this list is read intact.
+  if (!name.empty()) std::memcpy(base + at, name.data(), name.size());
+  if (!value.empty()) std::memcpy(base + at + name.size(), value.data(), value.size());
+  entries()[count_] = {at, static_cast<std::uint32_t>(name.size()),
+                       static_cast<std::uint32_t>(value.size())};
+  ++count_;
+  low_ = at;
+}
+
+void Headers::growAndAppend(std::string_view name, std::string_view value) {
+  // Live bytes only: the bytes of removed fields are left behind.
+  std::size_t live = 0;
+  for (std::uint32_t i = 0; i < count_; ++i) {
+    live += std::size_t{entries()[i].nameSize} + entries()[i].valueSize;
+  }
+  const std::size_t bytes = name.size() + value.size();
+  const std::size_t needed = live + bytes + (std::size_t{count_} + 1) * sizeof(Entry);
+  if (needed > std::numeric_limits<std::uint32_t>::max() / 4) {
+    throw std::length_error("spry::Headers: more than 1 GiB of header fields");
+  }
+  std::size_t capacity = kBlockBytes;
+  // Spare room keeps set() in a loop from moving the list at every call.
+  while (capacity < needed + needed / 2) capacity *= 2;
+
+  Block* fresh = nullptr;
+  if (capacity == kBlockBytes) {
+    if (Pool* pool = Pool::get()) fresh = pool->take();
+  }
+  if (fresh == nullptr) fresh = static_cast<Block*>(::operator new(sizeof(Block) + capacity));
+  char* to = reinterpret_cast<char*>(fresh + 1);
+  auto* toEntries = reinterpret_cast<Entry*>(to);
+  std::size_t low = capacity;
+  for (std::uint32_t i = 0; i < count_; ++i) {
+    const Entry e = entries()[i];
+    const std::size_t n = std::size_t{e.nameSize} + e.valueSize;
+    low -= n;
+    if (n != 0) std::memcpy(to + low, data() + e.at, n);
+    toEntries[i] = {static_cast<std::uint32_t>(low), e.nameSize, e.valueSize};
+  }
+  // The new field is copied while the old block is alive: `name` and
+  // `value` may point into it.
+  low -= bytes;
+  if (!name.empty()) std::memcpy(to + low, name.data(), name.size());
+  if (!value.empty()) std::memcpy(to + low + name.size(), value.data(), value.size());
+  toEntries[count_] = {static_cast<std::uint32_t>(low), static_cast<std::uint32_t>(name.size()),
+                       static_cast<std::uint32_t>(value.size())};
+  release();
+  block_ = fresh;
+  capacity_ = static_cast<std::uint32_t>(capacity);
+  low_ = static_cast<std::uint32_t>(low);
+  ++count_;
 }
 
 void Headers::set(std::string_view name, std::string_view value) {
@@ -167,50 +229,34 @@ void Headers::set(std::string_view name, std::string_view value) {
     add(name, value);  // the usual case: nothing to replace
     return;
   }
-  // The new field goes into a spare slot first, so `name` and `value` are
-  // read before any live field moves, even when they point into this list.
+  // The new field is appended first, so `name` and `value` are read before
+  // anything is dropped, even when they point into this list.
   add(name, value);
-  const std::size_t last = size_ - 1;
-  const std::size_t kept = compact(last, fields_[last].first);
-  if (kept != last) std::swap(fields_[kept], fields_[last]);
-  size_ = kept + 1;
+  const std::uint32_t last = count_ - 1;
+  const Entry added = entries()[last];
+  const std::size_t kept = compact(last, {data() + added.at, added.nameSize});
+  entries()[kept] = added;
+  count_ = static_cast<std::uint32_t>(kept + 1);
 }
 
 std::size_t Headers::remove(std::string_view name) {
-  std::string inlineCopy;  // a short name: never allocates
-  if (pointsInto(name, fields_)) {
-    inlineCopy.assign(name);
-    name = inlineCopy;
-  }
-  const std::size_t kept = compact(size_, name);
-  const std::size_t removed = size_ - kept;
-  size_ = kept;
-  return removed;
+  // compact() never moves bytes, so `name` stays readable even when it points into this list.
+  const std::size_t before = count_;
+  count_ = static_cast<std::uint32_t>(compact(before, name));
+  if (count_ == 0) low_ = capacity_;
+  return before - count_;
 }
 
 std::size_t Headers::compact(std::size_t end, std::string_view name) noexcept {
-  // Swaps rather than moves: removed fields land in [kept, end) with their
-  // capacity intact, and the kept ones keep their order.
+  Entry* e = entries();
+  const char* base = data();
   std::size_t kept = 0;
   for (std::size_t i = 0; i < end; ++i) {
-    if (equalsIgnoreCase(fields_[i].first, name)) continue;
-    if (kept != i) std::swap(fields_[kept], fields_[i]);
-    ++kept;
+    const Entry f = e[i];
+    if (f.nameSize == name.size() && equalsIgnoreCase({base + f.at, f.nameSize}, name)) continue;
+    e[kept++] = f;
   }
   return kept;
-}
-
-void Headers::acquireStorage(std::size_t atLeast) {
-  fields_ = takeFromPool();
-  if (fields_.capacity() < atLeast) fields_.reserve(std::max(atLeast, kInitialFields));
-}
-
-void Headers::copyFrom(const Headers& other) {
-  size_ = 0;
-  plain_ = other.plain_;
-  if (other.size_ == 0) return;
-  if (fields_.capacity() == 0) acquireStorage(other.size_);
-  for (const auto& [name, value] : other) addPlain(name, value);
 }
 
 }  // namespace spry

@@ -190,7 +190,8 @@ struct Router::Node {
     if (constants.size() <= 8) {
       // A few keys: a scan that compares sizes first beats a binary search.
       for (const auto& [key, node] : constants) {
-        if (key.size() == segment.size() && compareKey(key, segment, fold) == 0) return node.get();
+        if (key.size() != segment.size()) continue;
+        if (fold ? compareKey(key, segment, true) == 0 : key == segment) return node.get();
       }
       return nullptr;
     }

@@ -178,7 +178,10 @@ void writeUpgradeResponse(std::string& out, const HandshakeResult& result, const
       {"Sec-WebSocket-Accept", result.accept},
       {"Sec-WebSocket-Protocol", result.protocol},
   };
-  const std::size_t ownCount = result.protocol.empty() ? 3 : 4;
+  // writeHead trusts `own`: a configured protocol name that could split the
+  // response is left out, as writeHead drops such a field of a middleware's.
+  const bool protocol = !result.protocol.empty() && isSafeField(own[3].name, own[3].value);
+  const std::size_t ownCount = protocol ? 4 : 3;
   // An interim response needs no Date (RFC 9110 6.6.1) and, keep-alive or
   // not, gets no Connection from the writer.
   writeHead(out, 101, std::span(own, ownCount), kReserved, extra, BodyFraming::kNone, 0, true,

@@ -48,9 +48,9 @@ struct FieldView {
 };
 
 // writeHead for a response some of whose fields a protocol owns (the 101 of an
-// upgrade): `own` is written right after the status line, with the same field
-// check, then `headers` less every field named (ignoring case) in `reserved`,
-// then as above.
+// upgrade): `own` is written right after the status line as is (the caller
+// checks its fields: isSafeField), then `headers` less every field named
+// (ignoring case) in `reserved`, then as above.
 void writeHead(std::string& out, int status, std::span<const FieldView> own,
                std::span<const std::string_view> reserved, const Headers& headers,
                BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,

@@ -334,6 +334,20 @@ TEST_SUITE("writeUpgradeResponse") {
           "Sec-WebSocket-Protocol: chat\r\n"
           "\r\n");
   }
+  TEST_CASE("a configured subprotocol that could split the response is not echoed") {
+    Headers h = rfcRequest();
+    h.add("Sec-WebSocket-Protocol", "bad\r\nX-Injected: 1");
+    std::string out;
+    const HandshakeResult result = check(h, {"bad\r\nX-Injected: 1"});
+    REQUIRE(result.protocol == "bad\r\nX-Injected: 1");
+    writeUpgradeResponse(out, result, {});
+    CHECK(out ==
+          "HTTP/1.1 101 Switching Protocols\r\n"
+          "Upgrade: websocket\r\n"
+          "Connection: Upgrade\r\n"
+          "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+          "\r\n");
+  }
   TEST_CASE("the middleware's headers follow, in order, a Date of theirs included") {
     Headers extra;
     extra.add("Set-Cookie", "session=abc; HttpOnly");

@@ -290,12 +290,12 @@ TEST_CASE("fields that could split the response are dropped") {
         "\r\n");
 }
 
-TEST_CASE("a protocol's own fields come first, checked, and reserve their names") {
+TEST_CASE("a protocol's own fields come first, as given, and reserve their names") {
   Headers h;
   h.add("x-owned", "from the user");
   h.add("X-Kept", "yes");
   h.add("X-Also-Owned", "from the user");
-  const FieldView own[] = {{"X-Owned", "by the protocol"}, {"X-Bad", "a\r\nb"}};
+  const FieldView own[] = {{"X-Owned", "by the protocol"}};  // checked by the caller
   const std::string_view reserved[] = {"X-Owned", "x-also-owned"};
   std::string out;
   writeHead(out, 200, own, reserved, h, BodyFraming::kContentLength, 0, true, false, kDate);

@@ -11,6 +11,7 @@
 #include "http/handshake.h"
 #include "http/http_writer.h"
 #include "loop_context.h"
+#include "redis/pubsub_bridge.h"
 #include "server.h"
 #include "spry/log.h"
 #include "ws/websocket_session.h"
@@ -168,8 +169,17 @@ Response AppState::handle(Request& req, const RouteEntry* route, const RouteMatc
   }
 }
 
+AppState::~AppState() = default;
+
 bool AppState::publish(std::string_view topic, const Message& message,
                        const std::shared_ptr<WebSocketEndpoint>& skip) {
+  if (!publishLocally(topic, message, skip)) return false;
+  if (bridge) bridge->publish(topic, message);
+  return true;
+}
+
+bool AppState::publishLocally(std::string_view topic, const Message& message,
+                              const std::shared_ptr<WebSocketEndpoint>& skip) {
   SharedFrame frame =
       makeSharedFrame(message.isText() ? WsOpcode::kText : WsOpcode::kBinary, message.data());
   std::vector<std::shared_ptr<Server>> targets;
@@ -352,6 +362,22 @@ std::size_t App::subscriberCount(std::string_view topic) const {
   return state_->subscribers.count(topic);
 }
 
+App& App::bridge(RedisBridge bridge) {
+  state_->checkNotFrozen();
+  if (state_->bridge) throw std::logic_error("spry: App::bridge called twice");
+  detail::AppState* st = state_.get();
+  detail::PubSubBridge::Hooks hooks;
+  hooks.deliver = [st](std::string_view topic, const Message& message) {
+    st->publishLocally(topic, message, nullptr);
+  };
+  hooks.liveTopics = [st] { return st->subscribers.names(); };
+  hooks.isLive = [st](std::string_view topic) { return st->subscribers.count(topic) > 0; };
+  state_->bridge = std::make_unique<detail::PubSubBridge>(bridge, std::move(hooks));
+  detail::PubSubBridge* b = state_->bridge.get();
+  state_->subscribers.onTopicChange([b](std::string_view topic) { b->topicChanged(topic); });
+  return *this;
+}
+
 Stats App::stats() const {
   Stats out;
   {
@@ -364,6 +390,7 @@ Stats App::stats() const {
   }
   out.wslayContexts = detail::WebSocketSession::liveContexts();
   out.subscribedTopics = state_->subscribers.topics();
+  if (state_->bridge) out.bridge = state_->bridge->stats();
   return out;
 }
 
@@ -419,10 +446,13 @@ void startServing(detail::AppState& st, std::vector<std::shared_ptr<detail::Serv
   st.host = host;
   st.port = port;
   st.listening = true;
+  // Redis unreachable is no reason not to serve: the bridge keeps trying.
+  if (st.bridge) st.bridge->start();
 }
 
 // The servers have stopped.
 void stopServing(detail::AppState& st) {
+  if (st.bridge) st.bridge->stop();
   {
     std::lock_guard lock(st.serveMutex);
     st.servers.clear();

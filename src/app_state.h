@@ -20,6 +20,7 @@
 namespace spry::detail {
 
 class LoopContext;
+class PubSubBridge;
 class Server;
 class WebSocketEndpoint;
 
@@ -71,8 +72,12 @@ struct AppState {
   // directly on the calling loop, through the async queue on the others.
   // Thread-safe. Returns false when not listening.
   // `skip` (may be null): the publishing socket, which does not get it.
+  // Then hands it to the Redis bridge, if any, for the other processes.
   bool publish(std::string_view topic, const Message& message,
                const std::shared_ptr<WebSocketEndpoint>& skip);
+  // publish() on this process's loops only (also what the bridge delivers).
+  bool publishLocally(std::string_view topic, const Message& message,
+                      const std::shared_ptr<WebSocketEndpoint>& skip);
 
   void checkNotFrozen() const;
   void freeze();
@@ -82,6 +87,11 @@ struct AppState {
   // around the answer for `match`; applies the exception filters. Never throws.
   Response handle(Request& req, const RouteEntry* route, const RouteMatch& match) noexcept;
   Response applyFilters(std::exception_ptr error, Request& req) noexcept;
+
+  // The Redis bridge (App::bridge), set before listen. Last: it is stopped
+  // (its thread joined) before the members its hooks use are destroyed.
+  std::unique_ptr<PubSubBridge> bridge;
+  ~AppState();
 };
 
 struct Chain {

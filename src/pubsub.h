@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -121,8 +122,15 @@ class SubscriberCounts {
   void add(std::string_view topic, long delta);
   std::size_t count(std::string_view topic) const;
   std::size_t topics() const;
+  // Every topic with at least one subscriber.
+  std::vector<std::string> names() const;
+  // Called when a topic gets its first subscriber or loses its last, after
+  // the count has changed, outside the lock, on the thread that changed it
+  // (the Redis bridge). Set before any add().
+  void onTopicChange(std::function<void(std::string_view topic)> fn) { onChange_ = std::move(fn); }
 
  private:
+  std::function<void(std::string_view)> onChange_;
   mutable std::mutex mutex_;
   std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>> counts_;
 };

@@ -2,7 +2,9 @@
 //   ws://HOST:PORT/echo   echoes every text message as text and every binary
 //                         message as binary, unchanged (up to 16 MiB each).
 //   ws://HOST:PORT/broadcast  publishes every message, unchanged, to every other
-//                         client of /broadcast, on every loop (--threads N).
+//                         client of /broadcast, on every loop (--threads N),
+//                         and with --redis URL in every process on that Redis
+//                         (topic "broadcast", channel "spry:broadcast").
 
 #include "../common/server_cli.h"
 
@@ -13,9 +15,20 @@ int main(int argc, char** argv) {
   std::size_t maxMessageBytes = 16u << 20;
   cli.add_option("--max-message-bytes", maxMessageBytes, "largest message accepted")
       ->capture_default_str();
+  std::string redis;
+  cli.add_option("--redis", redis,
+                 "bridge /broadcast through Redis: redis://[user:password@]host:port");
   if (int status = examples::parseFlags(cli, argc, argv); status >= 0) return status;
 
   spry::App app;
+  if (!redis.empty()) {
+    try {
+      app.bridge(spry::RedisBridge{redis});
+    } catch (const std::exception& e) {
+      std::cerr << "--redis: " << e.what() << "\n";
+      return 2;
+    }
+  }
   app.get("/", [](spry::Request&) { return "WebSocket echo at /echo\n"; });
 
   app.ws("/echo",

@@ -18,6 +18,7 @@
 #include "spry/error.h"
 #include "spry/loop.h"
 #include "spry/options.h"
+#include "spry/redis_bridge.h"
 #include "spry/request.h"
 #include "spry/response.h"
 #include "spry/websocket.h"
@@ -174,6 +175,7 @@ struct Stats {
   std::size_t wslayContexts = 0;     ///< wslay contexts held (process-wide; idle sockets hold none)
   std::size_t writeQueueBytes = 0;   ///< bytes waiting for a socket to become writable
   std::size_t subscribedTopics = 0;  ///< distinct topics with at least one subscriber
+  BridgeStats bridge;                ///< the Redis bridge (enabled = false without one)
 };
 
 /// A spry application. Not copyable. Registration happens before listen.
@@ -236,7 +238,12 @@ class App : public Routes {
   /// Sends `message` to every subscriber of `topic` on every loop, framed once.
   /// Thread-safe. Returns false when not listening.
   bool publish(std::string_view topic, const Message& message);
-  /// Subscribers of `topic` across all loops. Thread-safe.
+  /// Carries every publish and subscription to the other processes on the
+  /// same Redis (see RedisBridge). Before listen, once; throws
+  /// std::logic_error otherwise. Redis being down never fails listen().
+  App& bridge(RedisBridge bridge);
+  /// Subscribers of `topic` across all loops of this process (never other
+  /// processes', bridged or not). Thread-safe.
   std::size_t subscriberCount(std::string_view topic) const;
   /// Live counters (for monitoring and leak tests). Thread-safe.
   Stats stats() const;

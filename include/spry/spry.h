@@ -8,6 +8,7 @@
 #include "spry/loop.h"
 #include "spry/message.h"
 #include "spry/options.h"
+#include "spry/redis_bridge.h"
 #include "spry/request.h"
 #include "spry/response.h"
 #include "spry/websocket.h"

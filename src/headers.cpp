@@ -149,10 +149,6 @@ void Headers::add(std::string_view name, std::string_view value) {
   append(name, value);
 }
 
-void Headers::addPlain(std::string_view name, std::string_view value) {
-  append(name, value);
-}
-
 void Headers::append(std::string_view name, std::string_view value) {
   const std::size_t bytes = name.size() + value.size();
   if (block_ == nullptr && bytes + sizeof(Entry) <= kBlockBytes) {

@@ -20,7 +20,7 @@ Response Response::withBody(std::string body, std::string_view contentType, int 
 
 void Response::materialize() const {
   if (contentType_.empty()) return;
-  headers_.addPlain("Content-Type", contentType_);
+  headers_.append("Content-Type", contentType_);
   contentType_ = {};
 }
 

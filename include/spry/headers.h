@@ -142,8 +142,8 @@ class Headers {
   }
   const Entry* entries() const noexcept { return reinterpret_cast<const Entry*>(data()); }
   Entry* entries() noexcept { return reinterpret_cast<Entry*>(const_cast<char*>(data())); }
-  // add() for a field known to be plain (the content types Response sets).
-  void addPlain(std::string_view name, std::string_view value);
+  // add() without the plain check: for fields known to be plain (the
+  // content types Response sets) and for copies.
   void append(std::string_view name, std::string_view value);
   // Moves the live fields and the new one into a block with room to spare.
   void growAndAppend(std::string_view name, std::string_view value);

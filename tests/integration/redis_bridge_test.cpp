@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,19 +39,7 @@ class EchoProcess {
     REQUIRE_MESSAGE(exe != nullptr, "SPRY_ECHO_EXE is not set (meson test sets it)");
     int out[2];
     REQUIRE(::pipe(out) == 0);
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-      ::dup2(out[1], 1);
-      ::close(out[0]);
-      ::close(out[1]);
-      ::execl(exe, exe, "--port", "0", "--threads", "2", "--redis", redisUrl.c_str(),
-              static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
+    pid_ = spawnChild({exe, "--port", "0", "--threads", "2", "--redis", redisUrl}, out[1], out[0]);
     ::close(out[1]);
     out_ = out[0];
     std::string line;

@@ -40,6 +40,30 @@ inline std::uint16_t freeLoopbackPort() {
   return ntohs(a.sin_port);
 }
 
+// Starts args[0] with `args`; in the child, stdout becomes `stdoutFd` and
+// `closeFd` (the pipe's other end) is closed, each when not -1. The child
+// dies with the test, even a crashed one.
+inline pid_t spawnChild(std::vector<std::string> args, int stdoutFd = -1, int closeFd = -1) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    if (stdoutFd != -1) {
+      ::dup2(stdoutFd, 1);
+      ::close(stdoutFd);
+    }
+    if (closeFd != -1) ::close(closeFd);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
 inline bool acceptsOn(std::uint16_t port) {
   const int s = ::socket(AF_INET, SOCK_STREAM, 0);
   if (s < 0) return false;
@@ -139,19 +163,7 @@ class RedisServer {
                                      "--daemonize",
                                      "no"};
     args.insert(args.end(), extraArgs.begin(), extraArgs.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      // The server dies with the test, even a crashed one.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
+    pid_ = spawnChild(args);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
       if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {

@@ -339,3 +339,43 @@ TEST_CASE("stats: connected, published, received, dropped, reconnects; listen wi
   c.sendClose(1000);
   c.closeHandshake(kRead);
 }
+
+TEST_CASE("a stalled Redis: publishes past the buffers are dropped and counted, then it goes on") {
+  RedisServer redis;
+  spry::App app;
+  app.bridge(spry::RedisBridge{redis.url(), {.maxBufferBytes = 256u << 10}});
+  app.ws("/t", [](spry::WebSocket ws, spry::Request&) { ws.subscribe("t"); });
+  TestServer server(app);
+  WsClient c(server.port());
+  REQUIRE(c.open("/t"));
+  REQUIRE(waitUntil([&] { return app.stats().bridge.connected; }, 10s));
+  REQUIRE(waitUntil([&] { return numsub(redis.port(), "spry:t") == 1; }, 10s));
+
+  // Redis reads nothing now. 50 MiB of publishes (to a topic nobody here
+  // subscribes to, so only the bridge carries them) meet the kernel's
+  // socket buffers (a few MiB), then maxBufferBytes (256 KiB) in the outbox
+  // and as much in the publishing client: most must be dropped, and nothing
+  // may pile up beyond those.
+  redis.pause();
+  constexpr int kCount = 800;
+  const std::string big(64u << 10, 'x');
+  for (int i = 0; i < kCount; ++i) CHECK(app.publish("elsewhere", spry::Message::text(big)));
+  REQUIRE(waitUntil([&] { return app.stats().bridge.dropped >= kCount / 2; }, 10s));
+  CHECK(app.stats().bridge.published == 0);
+  MESSAGE(app.stats().bridge.dropped << " of " << kCount
+                                     << " publishes of 64 KiB dropped while Redis was stalled");
+
+  // Redis reads again: every publish is accounted for, acknowledged or
+  // dropped (the last buffered ones may still be refused), and the bridge
+  // works both ways as before.
+  redis.resume();
+  auto settled = [&] { return app.stats().bridge.published + app.stats().bridge.dropped; };
+  CHECK(waitUntil([&] { return settled() == kCount; }, 20s));
+  redisCli(redis.port(), "PUBLISH spry:t after");
+  expect(c, "after");
+  CHECK(app.publish("t", spry::Message::text("mine")));
+  expect(c, "mine");
+  CHECK(waitUntil([&] { return settled() == kCount + 1; }, 10s));
+  c.sendClose(1000);
+  c.closeHandshake(kRead);
+}

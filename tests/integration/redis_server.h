@@ -118,6 +118,14 @@ class RedisServer {
     pid_ = -1;
   }
 
+  // SIGSTOP / SIGCONT: a server that stops reading (a stall), then goes on.
+  void pause() {
+    if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  }
+  void resume() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
+  }
+
   // After kill() or stop(): the server again, on the same port (empty,
   // without the old one's subscriptions); false if it did not come up.
   bool restart() {
@@ -132,6 +140,7 @@ class RedisServer {
 
   void stop() {
     if (pid_ <= 0) return;
+    ::kill(pid_, SIGCONT);  // a paused server would never handle the SIGTERM
     ::kill(pid_, SIGTERM);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (::waitpid(pid_, nullptr, WNOHANG) == 0) {

@@ -100,6 +100,20 @@ inline std::size_t findFirstOf(std::string_view s, std::size_t from, char a, cha
     const std::uint64_t hit = zeroBytes(w ^ ma) | zeroBytes(w ^ mb) | zeroBytes(w ^ mc);
     if (hit != 0) return i + static_cast<std::size_t>(__builtin_ctzll(hit) >> 3);
   }
+  if (i < s.size() && s.size() >= 8) {
+    // The rest in one word that ends with the string; its first bytes lie
+    // before i, so hits there are masked off. That needs every zero byte
+    // marked exactly (no borrow from a masked byte into the next one).
+    constexpr std::uint64_t kLow7 = 0x7f7f7f7f7f7f7f7fULL;
+    auto exactZeroBytes = [](std::uint64_t x) { return ~(((x & kLow7) + kLow7) | x) & kHigh; };
+    std::uint64_t w;
+    std::memcpy(&w, s.data() + s.size() - 8, 8);
+    const std::size_t seen = 8 - (s.size() - i);
+    std::uint64_t hit = exactZeroBytes(w ^ ma) | exactZeroBytes(w ^ mb) | exactZeroBytes(w ^ mc);
+    hit &= ~std::uint64_t{0} << (seen * 8);
+    if (hit != 0) return s.size() - 8 + static_cast<std::size_t>(__builtin_ctzll(hit) >> 3);
+    return s.size();
+  }
   for (; i < s.size(); ++i) {
     if (s[i] == a || s[i] == b || s[i] == c) return i;
   }

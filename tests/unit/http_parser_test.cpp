@@ -435,6 +435,14 @@ TEST_CASE("Expect: 100-continue pauses once after the headers") {
     REQUIRE(o.requests.size() == 1);
     CHECK(o.requests[0].body == "abc");
   }
+  SUBCASE("the first Expect field counts, its name in any case") {
+    CHECK(parse("POST / HTTP/1.1\r\nHost: a\r\nEXPECT: 100-continue\r\nexpect: x\r\n"
+                "Content-Length: 1\r\n\r\nx")
+              .expectContinues == 1);
+    CHECK(parse("POST / HTTP/1.1\r\nHost: a\r\nExpect: x\r\nExpect: 100-continue\r\n"
+                "Content-Length: 1\r\n\r\nx")
+              .expectContinues == 0);
+  }
   SUBCASE("not without a body, not on HTTP/1.0") {
     CHECK(parse("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n")
               .expectContinues == 0);
@@ -622,6 +630,18 @@ TEST_CASE("header name syntax → 400") {
   CHECK(errorOf("GET / HTTP/1.1\r\nHost\t: a\r\n\r\n") == 400);  // tab before colon
   CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n") == 400);
   CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX(y): z\r\n\r\n") == 400);
+  // llhttp (built without LLHTTP_STRICT_MODE) lets a space in anywhere but a
+  // name's first byte; names up to 16 bytes and longer ones are checked apart.
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX Y: z\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nX-Sixteen-Bytes : z\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nA-Rather-Long Name: z\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nA-Rather-Long-Name : z\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHost : a\r\n\r\n") == 400);  // at the very end of the input
+  const auto o = parse(
+      "GET / HTTP/1.1\r\nHost: a\r\nA-Rather-Long-Header-Name: 1\r\nX-Sixteen-Bytes-: 2\r\n\r\n");
+  REQUIRE(o.requests.size() == 1);
+  CHECK(o.requests[0].headers.get("a-rather-long-header-name") == "1");
+  CHECK(o.requests[0].headers.get("x-sixteen-bytes-") == "2");
 }
 
 TEST_CASE("obs-fold → 400") {
@@ -697,6 +717,8 @@ TEST_CASE("bad chunked framing → 400") {
 
 TEST_CASE("Host rules → 400") {
   CHECK(errorOf("GET / HTTP/1.1\r\nAccept: */*\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHOST: a\r\nhOsT: b\r\n\r\n") == 400);
+  CHECK(errorOf("GET / HTTP/1.1\r\nHosts: a\r\n\r\n") == 400);  // not a Host field
   CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") == 400);
   CHECK(errorOf("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n") == 400);
   // HTTP/1.0 does not require Host; an empty Host is allowed.
@@ -825,6 +847,24 @@ TEST_SUITE("token.h") {
           for (std::size_t from = 0; from <= size; ++from) {
             const std::size_t want = (target != '\x80' && at < size && at >= from) ? at : size;
             CHECK(findFirstOf(s, from, '/', '%', '\0') == want);
+          }
+        }
+      }
+    }
+  }
+
+  TEST_CASE("findFirstOf: a hit before `from` never shows up in a later byte") {
+    // The last word overlaps bytes before `from`; a borrow out of a zero
+    // byte there must not mark the next byte (one above a target: '.' after
+    // '/', '&' after '%', 0x01 after NUL).
+    using spry::detail::findFirstOf;
+    for (std::size_t size = 8; size <= 20; ++size) {
+      for (const auto& [hit, above] : {std::pair{'/', '.'}, {'%', '&'}, {'\0', '\x01'}}) {
+        for (std::size_t at = 0; at + 1 < size; ++at) {
+          std::string s(size, above);
+          s[at] = hit;
+          for (std::size_t from = at + 1; from <= size; ++from) {
+            CHECK(findFirstOf(s, from, '/', '%', '\0') == size);
           }
         }
       }

@@ -94,9 +94,7 @@ class Router {
  private:
   struct Node;
   struct Route;
-  struct MatchState;
-
-  bool walk(const Node& node, std::size_t depth, MatchState& state) const;
+  struct Matcher;
 
   RouterOptions options_;
   std::unique_ptr<Node> root_;

@@ -732,6 +732,203 @@ TEST_SUITE("router") {
     CHECK(duplicates > 50);
   }
 
+  TEST_CASE("backtracking from a constant into a parameter after a deeper failure") {
+    Router r;
+    r.add("GET", "/a/b/c/d/e", 1);
+    r.add("GET", "/a/:p/c/d/f", 2);
+    r.add("GET", "/a/b/:q/d/g", 3);
+    CHECK(idOf(r, "GET", "/a/b/c/d/e") == 1);
+    CHECK(r.match("GET", "/a/b/c/d/f").params == Params{{"p", "b"}});
+    CHECK(r.match("GET", "/a/b/c/d/g").params == Params{{"q", "c"}});
+    CHECK(idOf(r, "GET", "/a/b/c/d/h") == -404);
+    CHECK(idOf(r, "POST", "/a/b/c/d/f") == -405);
+  }
+
+  TEST_CASE("captures taken before the walk needs to branch are kept") {
+    Router r;
+    r.add("GET", "/u/:id/x/:a/new", 1);
+    r.add("GET", "/u/:id/x/:a/:b", 2);
+    r.add("GET", "/u/:id/x/**", 3);
+    CHECK(r.match("GET", "/u/7/x/8/new").params == Params{{"id", "7"}, {"a", "8"}});
+    CHECK(r.match("GET", "/u/7/x/8/9").params == Params{{"id", "7"}, {"a", "8"}, {"b", "9"}});
+    CHECK(r.match("GET", "/u/7/x/8/9/10").params == Params{{"id", "7"}, {"**", "8/9/10"}});
+  }
+
+  TEST_CASE("an escape in the middle of a path, after constants and parameters") {
+    Router r;
+    r.add("GET", "/api/time", 1);
+    r.add("GET", "/hello/:name/x", 2);
+    r.add("GET", "/files/**", 3);
+    r.add("GET", "/100%25", 4);
+    CHECK(idOf(r, "GET", "/api/t%69me") == 1);
+    CHECK(idOf(r, "GET", "/%61pi/time") == 1);
+    CHECK(r.match("GET", "/hello/a%20b/x").params == Params{{"name", "a b"}});
+    CHECK(r.match("GET", "/hello/ab/%78").params == Params{{"name", "ab"}});
+    CHECK(r.match("GET", "/files/a/b%2Fc/d").params == Params{{"**", "a/b/c/d"}});
+    CHECK(idOf(r, "GET", "/100%25") == 4);
+    CHECK(idOf(r, "GET", "/100%") == -400);
+    // A miss before the escape is still a bad path when the escape is bad.
+    CHECK(idOf(r, "GET", "/nothing/%zz") == -400);
+    CHECK(idOf(r, "GET", "/api/%zz") == -400);
+    CHECK(idOf(r, "GET", "/nothing/%41") == -404);
+    CHECK(idOf(r, "GET", std::string_view("/api/ti\0me", 10)) == -400);
+    CHECK(idOf(r, "GET", std::string_view("/hello/a\0b/x", 12)) == -400);
+  }
+
+  TEST_CASE("deep paths, more segments than fit any fixed stack") {
+    Router r;
+    std::string pattern;
+    std::string path;
+    Params expected;
+    for (int i = 0; i < 24; ++i) {
+      pattern += "/:p" + std::to_string(i);
+      path += "/v" + std::to_string(i);
+      expected.emplace_back(std::string("p").append(std::to_string(i)),
+                            std::string("v").append(std::to_string(i)));
+    }
+    r.add("GET", pattern, 1);
+    r.add("GET", pattern + "/end", 2);
+    std::string constants;
+    for (int i = 0; i < 30; ++i) constants += "/segment" + std::to_string(i);
+    r.add("GET", constants, 3);
+
+    CHECK(r.match("GET", path).params == expected);
+    CHECK(idOf(r, "GET", path + "/end") == 2);
+    CHECK(idOf(r, "GET", path + "/more/still") == -404);
+    CHECK(idOf(r, "GET", constants) == 3);
+    CHECK(idOf(r, "GET", constants + "/x") == -404);
+
+    // Escaped past the 16th segment.
+    std::string escaped = path;
+    escaped.replace(escaped.find("/v20"), 4, "/v%320");
+    expected[20].second = "v20";
+    CHECK(r.match("GET", escaped).params == expected);
+  }
+
+  TEST_CASE("constants of 8 bytes and more") {
+    Router r;
+    r.add("GET", "/documentation/introduction", 1);
+    r.add("GET", "/documentation/introductions", 2);
+    r.add("GET", "/abcdefgh", 3);
+    r.add("GET", "/abcdefghi/:x", 4);
+    CHECK(idOf(r, "GET", "/documentation/introduction") == 1);
+    CHECK(idOf(r, "GET", "/documentation/introductions") == 2);
+    CHECK(idOf(r, "GET", "/documentation/introductio") == -404);
+    CHECK(idOf(r, "GET", "/documentation/introductionz") == -404);
+    CHECK(idOf(r, "GET", "/documentatio/introduction") == -404);
+    CHECK(idOf(r, "GET", "/abcdefgh") == 3);
+    CHECK(idOf(r, "GET", "/abcdefg") == -404);
+    CHECK(r.match("GET", "/abcdefghi/1").params == Params{{"x", "1"}});
+    CHECK(idOf(r, "GET", "/abcdefghij/1") == -404);
+    CHECK(idOf(r, "GET", "/documentation/intro%64uction") == 1);
+
+    Router folded(RouterOptions{.caseSensitive = false});
+    folded.add("GET", "/Documentation/Introduction", 1);
+    CHECK(idOf(folded, "GET", "/DOCUMENTATION/introDUCTION") == 1);
+    CHECK(idOf(folded, "GET", "/documentation/introductio") == -404);
+  }
+
+  TEST_CASE("sibling constants of every length from 1 to 17 bytes") {
+    const std::string letters = "abcdefghijklmnopq";
+    Router r;
+    Router folded(RouterOptions{.caseSensitive = false});
+    for (std::size_t n = 1; n <= letters.size(); ++n) {
+      r.add("GET", std::string("/").append(letters, 0, n), n);
+      folded.add("GET", std::string("/x/").append(letters, 0, n).append("/:p"), n);
+    }
+    for (std::size_t n = 1; n <= letters.size(); ++n) {
+      CAPTURE(n);
+      CHECK(idOf(r, "GET", std::string("/").append(letters, 0, n)) == long(n));
+      std::string upper = letters.substr(0, n);
+      std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+      CHECK(idOf(folded, "GET", "/x/" + upper + "/v") == long(n));
+      CHECK(idOf(r, "GET", "/" + upper) == -404);
+      std::string other = letters.substr(0, n);
+      other.back() = 'z';
+      CHECK(idOf(r, "GET", "/" + other) == -404);
+    }
+    CHECK(idOf(r, "GET", "/" + letters + "r") == -404);
+  }
+
+  TEST_CASE("constants that hold a decoded '/' or '%' match only after decoding") {
+    Router r;
+    r.add("GET", "/a%2Fb", 1);
+    r.add("GET", "/p%25q", 2);
+    r.add("GET", "/a/b", 3);
+    CHECK(idOf(r, "GET", "/a%2Fb") == 1);
+    CHECK(idOf(r, "GET", "/a%2fb") == 1);
+    CHECK(idOf(r, "GET", "/a/b") == 3);
+    CHECK(idOf(r, "GET", "/p%25q") == 2);
+    CHECK(idOf(r, "GET", "/p%q") == -400);
+  }
+
+  TEST_CASE("an escaped segment among many constants") {
+    Router r;
+    for (std::size_t i = 0; i < 20; ++i) r.add("GET", "/c" + std::to_string(i) + "/:x", i);
+    CHECK(r.match("GET", "/c%31%37/y").params == Params{{"x", "y"}});
+    CHECK(idOf(r, "GET", "/c%31%37/y") == 17);
+    CHECK(idOf(r, "GET", "/c%zz/y") == -400);
+    CHECK(idOf(r, "GET", "/c99/y") == -404);
+  }
+
+  TEST_CASE("methods compare whole, short and long") {
+    Router r;
+    r.add("GET", "/m", 1);
+    r.add("PROPPATCH", "/m", 2);
+    r.add("MKCOL", "/m", 3);
+    r.add("X", "/m", 4);
+    CHECK(idOf(r, "GET", "/m") == 1);
+    CHECK(idOf(r, "GXT", "/m") == -405);
+    CHECK(idOf(r, "GE", "/m") == -405);
+    CHECK(idOf(r, "PROPPATCH", "/m") == 2);
+    CHECK(idOf(r, "PROPXATCH", "/m") == -405);
+    CHECK(idOf(r, "MKCOL", "/m") == 3);
+    CHECK(idOf(r, "MKCXL", "/m") == -405);
+    CHECK(idOf(r, "X", "/m") == 4);
+    CHECK(idOf(r, "", "/m") == -405);
+    CHECK(r.match("DELETE", "/m").allow == "GET, HEAD, MKCOL, PROPPATCH, X");
+    r.add("*", "/any", 5);
+    CHECK(idOf(r, "", "/any") == 5);
+  }
+
+  TEST_CASE("HEAD and 405 after a path of parameters") {
+    Router r;
+    r.add("GET", "/hello/:name", 1);
+    r.add("PUT", "/hello/:name", 2);
+    const RouteMatchCopy head = r.match("HEAD", "/hello/world");
+    REQUIRE(head.kind == Kind::kFound);
+    CHECK(head.routeId == 1);
+    CHECK(head.params == Params{{"name", "world"}});
+    RouteMatchCopy m = r.match("POST", "/hello/world");
+    REQUIRE(m.kind == Kind::kMethodNotAllowed);
+    CHECK(m.allow == "GET, HEAD, PUT");
+    CHECK(m.params.empty());
+    std::sort(m.allowedRoutes.begin(), m.allowedRoutes.end());
+    CHECK(m.allowedRoutes == std::vector<std::size_t>{1, 2});
+  }
+
+  TEST_CASE("reused buffers: params and decoded keep no stale state") {
+    Router r;
+    r.add("GET", "/a/:x/:y", 1);
+    r.add("GET", "/s/**", 2);
+    RouteMatch match;
+    spry::detail::ParamViews params;
+    std::string decoded;
+    r.match("GET", "/a/1%202/3", match, params, decoded);
+    REQUIRE(match.kind == Kind::kFound);
+    CHECK(params.size() == 2);
+    CHECK(params[0].second == "1 2");
+    r.match("GET", "/s/x%2Fy/z", match, params, decoded);
+    REQUIRE(params.size() == 1);
+    CHECK(params[0].second == "x/y/z");
+    r.match("GET", "/a/1/2", match, params, decoded);
+    REQUIRE(params.size() == 2);
+    CHECK(params[1].second == "2");
+    r.match("GET", "/nothing", match, params, decoded);
+    CHECK(match.kind == Kind::kNotFound);
+    CHECK(params.empty());
+  }
+
   TEST_CASE("a moved router keeps its routes") {
     Router a;
     a.add("GET", "/x/:y", 7);

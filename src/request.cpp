@@ -307,18 +307,22 @@ void RequestData::reset() noexcept {
   shrinkTo(body, 4096);  // a larger body is one allocation among its copies anyway
   params.clear();
   shrinkTo(decoded, 4096);
-  queryPairs.reset();
+  if (queryPairs) queryPairs.reset();
   if (!locals.empty()) locals.clear();
   remoteAddress = {};
   remotePort = 0;
   loop = nullptr;
-  loopRef.reset();
   connection = nullptr;
-  conn.reset();
   serial = 0;
-  webSocket = deferred = owned = false;
-  deferredState.reset();
-  shrinkTo(storage, 4096);
+  webSocket = deferred = false;
+  if (owned) {
+    // Only a request that outlived its handler holds these (own() and defer()).
+    loopRef.reset();
+    conn.reset();
+    deferredState.reset();
+    shrinkTo(storage, 4096);
+    owned = false;
+  }
 }
 }  // namespace detail
 

@@ -2,25 +2,13 @@
 
 #include "spry/response.h"
 
+#include "http/http_writer.h"
+
 namespace spry {
-
-using namespace std::string_view_literals;
-
-Response Response::withBody(std::string body, std::string_view contentType, int status,
-                            bool plainType) {
-  Response r(status);
-  if (plainType) {
-    r.contentType_ = contentType;
-  } else {
-    r.headers_.add("Content-Type", contentType);
-  }
-  r.body_ = std::move(body);
-  return r;
-}
 
 void Response::materialize() const {
   if (contentType_.empty()) return;
-  headers_.append("Content-Type", contentType_);
+  headers_.add("Content-Type", contentType_);
   contentType_ = {};
 }
 
@@ -35,7 +23,11 @@ Response& Response::setStatus(int status) {
 
 Response& Response::header(std::string_view name, std::string_view value) {
   if (!contentType_.empty() && equalsIgnoreCase(name, "content-type")) contentType_ = {};
-  headers_.set(name, value);
+  if (headers_.empty()) {
+    headers_.add(name, value);  // nothing to replace (most responses)
+  } else {
+    headers_.set(name, value);
+  }
   return *this;
 }
 
@@ -45,25 +37,27 @@ Response& Response::setBody(std::string body) {
 }
 
 Response Response::text(std::string body, int status) {
-  return withBody(std::move(body), "text/plain; charset=utf-8"sv, status, true);
+  return Response(status, std::move(body), detail::kTextPlainType);
 }
 
 Response Response::html(std::string body, int status) {
-  return withBody(std::move(body), "text/html; charset=utf-8"sv, status, true);
+  return Response(status, std::move(body), detail::kTextHtmlType);
 }
 
 Response Response::json(const nlohmann::json& body, int status) {
-  return withBody(body.dump(), "application/json"sv, status, true);
+  return Response(status, body.dump(), detail::kJsonType);
 }
 
 Response Response::bytes(std::string body, std::string_view contentType, int status) {
-  return withBody(std::move(body), contentType, status, false);
+  Response r(status, std::move(body), {});
+  r.headers_.add("Content-Type", contentType);
+  return r;
 }
 
 Response Response::bytes(std::span<const std::byte> body, std::string_view contentType,
                          int status) {
-  return withBody(std::string(reinterpret_cast<const char*>(body.data()), body.size()), contentType,
-                  status, false);
+  return bytes(std::string(reinterpret_cast<const char*>(body.data()), body.size()), contentType,
+               status);
 }
 
 Response Response::redirect(std::string location, int status) {

@@ -69,6 +69,8 @@ Response toResponse(R&& value) {
     return static_cast<Response>(value);
   } else if constexpr (std::is_same_v<T, nlohmann::json>) {
     return Response::json(value);
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return Response::text(std::string(std::forward<R>(value)));  // moved when it can be
   } else if constexpr (std::is_convertible_v<R, std::string_view>) {
     return Response::text(std::string(std::string_view(value)));
   } else if constexpr (std::is_same_v<T, std::vector<std::byte>>) {

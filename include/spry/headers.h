@@ -4,6 +4,7 @@
 #include <compare>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <string>
 #include <string_view>
@@ -11,6 +12,10 @@
 #include <vector>
 
 namespace spry {
+
+namespace detail {
+struct HeaderLines;
+}  // namespace detail
 
 /// True when a and b are equal ignoring ASCII case.
 constexpr bool equalsIgnoreCase(std::string_view a, std::string_view b) noexcept {
@@ -24,10 +29,11 @@ constexpr bool equalsIgnoreCase(std::string_view a, std::string_view b) noexcept
 }
 
 /// An ordered list of header fields; lookups ignore ASCII case in names.
-/// The fields' bytes live in one buffer and the list holds their offsets, so
-/// an add is one append. Storage is recycled: a destroyed list hands its
-/// buffers to a per-thread pool that the next list on the same thread takes
-/// from, so steady-state use does not allocate.
+/// The fields live in one buffer as the lines a response head is made of
+/// ("Name: value\r\n", in order, without gaps), so an add is one append and
+/// a writer copies the whole list at once. Storage is recycled: a destroyed
+/// list hands its buffer to a per-thread pool that the next list on the same
+/// thread takes from, so steady-state use does not allocate.
 class Headers {
  public:
   /// A field as views into the list: valid until the list changes.
@@ -82,9 +88,16 @@ class Headers {
   Headers(const Headers& other);
   Headers& operator=(const Headers& other);
   /// Takes the other list's storage; the other list is left empty and usable.
-  Headers(Headers&& other) noexcept;
+  Headers(Headers&& other) noexcept
+      : block_(std::exchange(other.block_, nullptr)),
+        capacity_(std::exchange(other.capacity_, 0)),
+        count_(std::exchange(other.count_, 0)),
+        high_(std::exchange(other.high_, 0)),
+        plain_(std::exchange(other.plain_, true)) {}
   Headers& operator=(Headers&& other) noexcept;
-  ~Headers();
+  ~Headers() {
+    if (block_ != nullptr) release();
+  }
 
   /// The first value of `name`, or an empty view when absent. Valid until the list changes.
   std::string_view get(std::string_view name) const noexcept;
@@ -103,7 +116,7 @@ class Headers {
   /// Removes every field (the storage is kept for reuse).
   void clear() noexcept {
     count_ = 0;
-    low_ = capacity_;
+    high_ = 0;
     plain_ = true;
   }
   /// True when every field can be written as is (a token name, no CR, LF or
@@ -116,45 +129,58 @@ class Headers {
   bool empty() const noexcept { return count_ == 0; }
   /// The i-th field (i < size()).
   Field at(std::size_t i) const noexcept {
-    const Entry& e = entries()[i];
-    const char* base = data();
-    return {{base + e.at, e.nameSize}, {base + e.at + e.nameSize, e.valueSize}};
+    const Entry e = entry(i);
+    const char* name = data() + e.at;
+    return {{name, e.nameSize}, {name + e.nameSize + kSeparator, e.valueSize}};
   }
   Iterator begin() const noexcept { return {this, 0}; }
   Iterator end() const noexcept { return {this, count_}; }
 
  private:
-  friend class Response;
-  class Pool;
-  // One block holds the list: entries grow up from its start, the fields'
-  // bytes (name then value) grow down from its end. Blocks of the standard
-  // size are recycled through a per-thread pool; a move hands the block over.
-  struct Block {
-    Block* next;  // in the pool's free list
-  };
+  friend struct detail::HeaderLines;
+  // One block holds the list: the fields' lines grow up from its start,
+  // their entries grow down from its end. Blocks of the standard size are
+  // recycled through a per-thread pool; a move hands the block over. Every
+  // block has kSlack bytes past its capacity, so that a reader may copy a
+  // line in 16-byte pieces (up to 15 bytes past its end).
   struct Entry {
-    std::uint32_t at;  // the name's offset; the value follows it
+    std::uint32_t at;  // the line's offset: the name, ": ", the value, CRLF
     std::uint32_t nameSize;
     std::uint32_t valueSize;
   };
-  const char* data() const noexcept {
-    return block_ != nullptr ? reinterpret_cast<const char*>(block_ + 1) : nullptr;
+  static constexpr std::size_t kSeparator = 2;  // ": " after the name
+  static constexpr std::size_t kLineExtra = 4;  // ": " and CRLF
+  // Only with a block (every list with a field has one).
+  const char* data() const noexcept { return block_; }
+  Entry entry(std::size_t i) const noexcept {
+    Entry e;
+    std::memcpy(&e, block_ + capacity_ - (i + 1) * sizeof(Entry), sizeof(Entry));
+    return e;
   }
-  const Entry* entries() const noexcept { return reinterpret_cast<const Entry*>(data()); }
-  Entry* entries() noexcept { return reinterpret_cast<Entry*>(const_cast<char*>(data())); }
-  // add() without the plain check: for fields known to be plain (the
-  // content types Response sets) and for copies.
+  void setEntry(std::size_t i, const Entry& e) noexcept {
+    std::memcpy(block_ + capacity_ - (i + 1) * sizeof(Entry), &e, sizeof(Entry));
+  }
+  // Bytes between the last line and the lowest entry.
+  std::size_t room() const noexcept {
+    return capacity_ - high_ - std::size_t{count_} * sizeof(Entry);
+  }
+  // add() without the plain check: for copies.
   void append(std::string_view name, std::string_view value);
+  // append() when the block is missing or full.
+  void appendSlow(std::string_view name, std::string_view value);
+  // Writes the line and its entry into room known to be there.
+  void put(std::string_view name, std::string_view value) noexcept;
   // Moves the live fields and the new one into a block with room to spare.
   void growAndAppend(std::string_view name, std::string_view value);
   void release() noexcept;
-  // Drops the fields of `name` in [0, end), keeping the others' order; returns how many others.
+  // Drops the fields of `name` among the first `end` and closes the gaps,
+  // keeping the others' order; returns how many fields are left.
   std::size_t compact(std::size_t end, std::string_view name) noexcept;
 
-  Block* block_ = nullptr;
-  std::uint32_t capacity_ = 0;  // the block's byte capacity
+  char* block_ = nullptr;
+  std::uint32_t capacity_ = 0;  // the block's bytes (without the slack)
   std::uint32_t count_ = 0;     // fields
-  std::uint32_t low_ = 0;       // the lowest byte of field bytes: [low_, capacity_) holds them
+  std::uint32_t high_ = 0;      // [0, high_) holds the lines, in order
   bool plain_ = true;
 };
 

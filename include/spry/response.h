@@ -95,15 +95,17 @@ class Response {
  private:
   friend class Deferred;
   friend struct ResponseAccess;
-  // `plainType`: the content type is one of the library's own literals.
-  static Response withBody(std::string body, std::string_view contentType, int status,
-                           bool plainType);
+  // `libraryType`: empty, or one of the library's own Content-Type values
+  // (kept aside until someone looks at the header list; see contentType_).
+  Response(int status, std::string&& body, std::string_view libraryType) noexcept
+      : status_(status), contentType_(libraryType), body_(std::move(body)) {}
   // Moves a pending library content type into the header list.
   void materialize() const;
   int status_;
   // The header list, and the Content-Type that text(), html() and json() set
-  // (a literal) while nobody has looked at the list: most responses are
-  // written without it ever being copied into the list.
+  // while nobody has looked at the list: most responses are written without
+  // it ever being copied into the list. It views one of the library's
+  // values, which sit inside whole header lines the writer copies as is.
   mutable Headers headers_;
   mutable std::string_view contentType_;
   std::string body_;

@@ -155,7 +155,8 @@ void HttpExchange::dispatch(RequestView& parsed) {
   d.target = parsed.target;
   d.versionMinor = parsed.versionMinor;
   HeaderAccess::fields(d.headers).swap(HeaderAccess::fields(parsed.headers));
-  d.body.swap(parsed.body);
+  // A pooled request's body is empty: most requests have none to hand over.
+  if (!parsed.body.empty()) d.body.swap(parsed.body);
   d.splitTarget();
   d.remoteAddress = remoteAddress_;
   d.remotePort = remotePort_;
@@ -166,7 +167,8 @@ void HttpExchange::dispatch(RequestView& parsed) {
   head_ = d.method == "HEAD";
   http10_ = d.versionMinor == 0;
   keepAlive_ = parsed.keepAlive && !shuttingDown_;
-  setPhase(Phase::kWaiting);
+  phase_ = Phase::kWaiting;  // no deadline while the application answers
+  deadline_ = 0;
 
   RouteMatch match;
   app.router.match(d.method, d.path, match, d.params, d.decoded);
@@ -244,9 +246,9 @@ bool HttpExchange::sendDeferred(DeferredState& state, Response response) {
 }
 
 void HttpExchange::sendResponse(Response& response, Request& req) {
-  std::string_view date = conn_.loopContext().dates().now();
   const int status = response.status();
   if (response.isStream()) {
+    std::string_view date = conn_.loopContext().dates().now();
     std::string& head = scratch();
     auto state = std::make_shared<StreamState>();
     state->conn = conn_.self();
@@ -269,18 +271,25 @@ void HttpExchange::sendResponse(Response& response, Request& req) {
   // Head and body go straight into the transport's output buffer (reused
   // from response to response): one copy of each, no allocation.
   const std::string& body = response.body();
-  const std::size_t bodySize = !head_ && statusHasBody(status) ? body.size() : 0;
+  const bool hasBody = statusHasBody(status);
+  const std::size_t bodySize = !head_ && hasBody ? body.size() : 0;
   const Headers& headers = ResponseAccess::headerList(response);
-  const FieldView contentType{"Content-Type", ResponseAccess::pendingContentType(response)};
-  const std::span<const FieldView> own(&contentType, contentType.value.empty() ? 0 : 1);
-  conn_.transport().writeUpTo(
-      headRoom(status, own, headers, keepAlive_, http10_, date) + bodySize, [&](char* out) {
-        out = writeHead(out, status, own, {}, headers,
-                        statusHasBody(status) ? BodyFraming::kContentLength : BodyFraming::kNone,
-                        body.size(), keepAlive_, http10_, date);
-        if (bodySize != 0) std::memcpy(out, body.data(), bodySize);
-        return out + bodySize;
-      });
+  const std::string_view type = ResponseAccess::pendingContentType(response);
+  const std::string_view typeLine = type.empty() ? type : contentTypeLine(type);
+  const std::string_view dateLine = conn_.loopContext().dates().nowLine();
+  conn_.transport().writeUpTo(responseHeadRoom(headers) + bodySize, [&](char* out) {
+    out = writeResponseHead(out, status, typeLine, headers,
+                            hasBody ? BodyFraming::kContentLength : BodyFraming::kNone, body.size(),
+                            keepAlive_, http10_, dateLine);
+    // A short body in one 16-byte copy: a string's buffer holds at least
+    // 16 bytes, and the room reaches 16 past the head (responseHeadRoom).
+    if (bodySize <= 16 && body.capacity() >= 15) {
+      std::memcpy(out, body.data(), 16);
+    } else {
+      std::memcpy(out, body.data(), bodySize);
+    }
+    return out + bodySize;
+  });
   if (&req != current_.get()) finishResponse();
 }
 

@@ -17,13 +17,29 @@ std::string_view reasonPhrase(int status) noexcept;
 // The value of the Date header (IMF-fixdate), formatted at most once per second.
 class DateCache {
  public:
-  std::string_view now();  // uses time(nullptr)
+  // Uses time(nullptr). Inline: the value changes once a second, and the
+  // usual call is the comparison alone.
+  std::string_view now() {
+    const std::time_t t = std::time(nullptr);
+    return t == cached_ ? std::string_view{line_ + 6, size_} : at(t);
+  }
   std::string_view at(std::time_t t);
+  // "Date: <now>\r\n" (empty when the clock cannot be formatted); its
+  // buffer may be read kDateLineBytes from the start (writeResponseHead
+  // copies it so).
+  std::string_view nowLine() {
+    if (const std::time_t t = std::time(nullptr); t != cached_) at(t);
+    return line();
+  }
+  // The line of the last value formatted, as nowLine() gives it.
+  std::string_view line() const noexcept { return {line_, lineSize_}; }
+  static constexpr std::size_t kDateLineBytes = 48;
 
  private:
   std::time_t cached_ = -1;
-  char value_[32] = {};
+  char line_[kDateLineBytes] = {'D', 'a', 't', 'e', ':', ' '};  // the value follows
   std::size_t size_ = 0;
+  std::size_t lineSize_ = 0;  // 0 until a value is formatted
 };
 
 // How the body that follows the head is framed.
@@ -56,14 +72,55 @@ void writeHead(std::string& out, int status, std::span<const FieldView> own,
                BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,
                std::string_view date);
 
-// The most bytes the writeHead below writes for these arguments.
-std::size_t headRoom(int status, std::span<const FieldView> own, const Headers& headers,
-                     bool keepAlive, bool http10, std::string_view date) noexcept;
-// writeHead into room of headRoom() bytes at `out`; returns the end of the head.
-char* writeHead(char* out, int status, std::span<const FieldView> own,
-                std::span<const std::string_view> reserved, const Headers& headers,
-                BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,
-                std::string_view date) noexcept;
+// Internal access to a Headers list's lines ("Name: value\r\n", in order,
+// without gaps). A line may be read in 16-byte pieces: up to 15 bytes past
+// its end are readable.
+struct HeaderLines {
+  static std::string_view all(const Headers& h) noexcept { return {h.block_, h.high_}; }
+  static std::string_view line(const Headers& h, std::size_t i) noexcept {
+    const Headers::Entry e = h.entry(i);
+    return {h.block_ + e.at, e.nameSize + e.valueSize + Headers::kLineExtra};
+  }
+};
+
+// The Content-Type values of Response::text, html and json, kept inside
+// their whole lines so that the head writer copies a line as is
+// (contentTypeLine); padded for 48-byte copies.
+inline constexpr char kContentTypeLines[] =
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Type: text/html; charset=utf-8\r\n"
+    "Content-Type: application/json\r\n"
+    "................................................";
+inline constexpr std::size_t kContentTypeName = 14;  // "Content-Type: "
+inline constexpr std::string_view kTextPlainType{kContentTypeLines + kContentTypeName, 25};
+inline constexpr std::string_view kTextHtmlType{kContentTypeLines + 41 + kContentTypeName, 24};
+inline constexpr std::string_view kJsonType{kContentTypeLines + 81 + kContentTypeName, 16};
+static_assert(kTextPlainType == "text/plain; charset=utf-8" &&
+              kTextHtmlType == "text/html; charset=utf-8" && kJsonType == "application/json");
+// The whole line of one of the three values above.
+constexpr std::string_view contentTypeLine(std::string_view type) noexcept {
+  return {type.data() - kContentTypeName, type.size() + kContentTypeName + 2};
+}
+
+// Room for writeResponseHead beyond the header list's own bytes: the status
+// line, the Content-Type line, Date, Content-Length, Connection and the
+// blank line at their longest, and the writer's 48-byte copies running past
+// the end of the head.
+inline constexpr std::size_t kHeadRoom = 256;
+
+// The most bytes writeResponseHead writes for `headers` (its pieces may run
+// 16 bytes past the end of the head: the caller's body copy may as well).
+inline std::size_t responseHeadRoom(const Headers& headers) noexcept {
+  return kHeadRoom + HeaderLines::all(headers).size();
+}
+
+// writeHead into room of responseHeadRoom() bytes at `out`, for the usual
+// response: `contentType` is empty or contentTypeLine() of a library type
+// (written first), `dateLine` a DateCache::nowLine(). The caller frames: a
+// 1xx, 204 or 304 must come with kNone. Returns the end of the head.
+char* writeResponseHead(char* out, int status, std::string_view contentType, const Headers& headers,
+                        BodyFraming framing, std::uint64_t bodySize, bool keepAlive, bool http10,
+                        std::string_view dateLine) noexcept;
 
 // Appends one chunk ("<hex>\r\n<data>\r\n"); an empty `data` appends nothing.
 void writeChunk(std::string& out, std::string_view data);

@@ -18,11 +18,10 @@ std::vector<std::pair<std::string, std::string>> fieldsOf(const Headers& h) {
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
-// One past the first field's bytes: the end of the list's buffer, which
-// tells whether two lists (or one list over time) use the same storage.
-const char* bufferEnd(const Headers& h) {
-  const auto [name, value] = *h.begin();
-  return value.data() + value.size();
+// The first field's name: the start of the list's buffer, which tells
+// whether two lists (or one list over time) use the same storage.
+const char* bufferStart(const Headers& h) {
+  return (*h.begin()).first.data();
 }
 
 std::string numbered(int i) {
@@ -85,6 +84,20 @@ TEST_CASE("Headers: set and remove accept views into the list itself") {
   CHECK(fieldsOf(h) == Fields{{"C", "short"}, {"D", std::string(100, 'b')}, {"A", "short"}});
 }
 
+TEST_CASE("Headers: a name viewed in a later field survives the gaps closing before it") {
+  Headers h;
+  h.add("X-Gone", std::string(40, 'g'));
+  h.add("Keep", "1");
+  h.add("x-gone", "2");
+  h.add("Tail", std::string(30, 't'));
+  const std::string_view later = h.at(2).first;  // "x-gone", after a field it removes
+  CHECK(h.remove(later) == 2);
+  CHECK(fieldsOf(h) == Fields{{"Keep", "1"}, {"Tail", std::string(30, 't')}});
+  h.add("X-Gone", "3");
+  h.set(h.at(1).first, h.at(2).second);  // Tail := "3", moved last over its old place
+  CHECK(fieldsOf(h) == Fields{{"Keep", "1"}, {"X-Gone", "3"}, {"Tail", "3"}});
+}
+
 TEST_CASE("Headers: remove keeps the order of the others") {
   Headers h;
   h.add("A", "1");
@@ -103,7 +116,7 @@ TEST_CASE("Headers: a cleared list reuses its buffer; removed bytes are reclaime
   Headers h;
   h.add("X-Long", std::string(200, 'v'));
   h.add("X-Other", "1");
-  const char* end = bufferEnd(h);
+  const char* start = bufferStart(h);
 
   CHECK(h.remove("X-Long") == 1);
   CHECK(fieldsOf(h) == Fields{{"X-Other", "1"}});
@@ -117,7 +130,7 @@ TEST_CASE("Headers: a cleared list reuses its buffer; removed bytes are reclaime
   h.add("A", "1");
   h.add("B", std::string(180, 'b'));
   CHECK(fieldsOf(h) == Fields{{"A", "1"}, {"B", std::string(180, 'b')}});
-  CHECK(bufferEnd(h) == end);  // the same buffer, not a new one
+  CHECK(bufferStart(h) == start);  // the same buffer, not a new one
 
   // set() in a loop drops the old bytes now and then: the list stays small.
   for (int i = 0; i < 100000; ++i) h.set("X-Counter", std::string(100, char('a' + i % 26)));
@@ -209,19 +222,19 @@ TEST_CASE("Headers: a destroyed list's storage serves the next list on the threa
       a.add("X-Long", std::string(100, 'v'));
       a.add("X-Two", "2");
       a.add("X-Three", "3");
-      buffer = bufferEnd(a);
+      buffer = bufferStart(a);
     }
     Headers b;  // takes a's buffers
     b.add("X-Other", std::string(90, 'w'));
-    reused = bufferEnd(b) == buffer && fieldsOf(b) == Fields{{"X-Other", std::string(90, 'w')}};
+    reused = bufferStart(b) == buffer && fieldsOf(b) == Fields{{"X-Other", std::string(90, 'w')}};
 
     Headers c;
     c.add("C", std::string(120, 'c'));
-    const char* cBuffer = bufferEnd(c);
+    const char* cBuffer = bufferStart(c);
     c = Headers();  // move-assigned over: its storage goes to the pool
     Headers d;
     d.add("D", std::string(110, 'd'));
-    reusedAfterMoveAssign = bufferEnd(d) == cBuffer && c.empty();
+    reusedAfterMoveAssign = bufferStart(d) == cBuffer && c.empty();
 
     // Oversized lists are trimmed on the way into the pool; what comes back works.
     {

@@ -401,3 +401,51 @@ TEST_CASE("every byte at every offset of a field value: CR, LF and NUL drop the 
     }
   }
 }
+
+TEST_CASE("writeResponseHead writes what writeHead writes, from lines and padded pieces") {
+  DateCache dates;
+  REQUIRE(dates.at(784111777) == kDate);
+  REQUIRE(dates.line() == "Date: "s + std::string(kDate) + "\r\n");
+  Headers plain;
+  plain.add("Server", "spry");
+  plain.add("X-Long-Header-Name-Over-Sixteen", std::string(40, 'v'));
+  Headers unsafe;
+  unsafe.add("Server", "spry");
+  unsafe.add("Bad Name", "x");
+  unsafe.add("Date", "yesterday");
+  unsafe.add("Connection", "upgrade");
+  unsafe.add("Content-Length", "5");
+  unsafe.add("X-Split", "a\r\nInjected: yes");
+  Headers none;
+  for (const Headers* h : {&plain, &unsafe, &none}) {
+    for (int status : {200, 101, 204, 304, 404, 431, 511, 599, 42}) {
+      for (std::string_view type : {std::string_view{}, spry::detail::kTextPlainType,
+                                    spry::detail::kTextHtmlType, spry::detail::kJsonType}) {
+        for (bool keepAlive : {true, false}) {
+          for (bool http10 : {false, true}) {
+            for (std::uint64_t size : {0ULL, 7ULL, 12ULL, 99ULL, 100ULL, 123456789ULL}) {
+              const bool hasBody = status >= 200 && status != 204 && status != 304;
+              const BodyFraming framing =
+                  hasBody ? BodyFraming::kContentLength : BodyFraming::kNone;
+              // The same fields through writeHead: the type first, as a field.
+              Headers fields;
+              if (!type.empty()) fields.add("Content-Type", type);
+              for (const auto& [name, value] : *h) fields.add(name, value);
+              std::string expected;
+              writeHead(expected, status, fields, framing, size, keepAlive, http10, kDate);
+              // Poisoned room: the pieces may run past the head, never past the room.
+              std::string room(spry::detail::responseHeadRoom(*h), '#');
+              const std::string_view line =
+                  type.empty() ? type : spry::detail::contentTypeLine(type);
+              const char* end = spry::detail::writeResponseHead(
+                  room.data(), status, line, *h, framing, size, keepAlive, http10, dates.line());
+              REQUIRE(end <= room.data() + room.size() - 16);
+              CHECK(std::string_view(room.data(), static_cast<std::size_t>(end - room.data())) ==
+                    expected);
+            }
+          }
+        }
+      }
+    }
+  }
+}

@@ -15,6 +15,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "spry/tls.h"
+
 namespace spry_test {
 
 class TlsCerts {
@@ -94,5 +96,14 @@ class TlsCerts {
 
   std::string dir_;
 };
+
+// Server options with the test certificate `name` (name.pem, name.key).
+inline spry::TlsOptions serverOptions(const std::string& name = "ec") {
+  const auto& c = TlsCerts::get();
+  spry::TlsOptions o;
+  o.certFile = c.path(name + ".pem");
+  o.keyFile = c.path(name + ".key");
+  return o;
+}
 
 }  // namespace spry_test

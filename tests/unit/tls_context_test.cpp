@@ -15,17 +15,10 @@
 
 using namespace spry::detail;
 using spry::TlsOptions;
+using spry_test::serverOptions;
 using spry_test::TlsCerts;
 
 namespace {
-
-TlsOptions options(const std::string& name = "ec") {
-  const auto& c = TlsCerts::get();
-  TlsOptions o;
-  o.certFile = c.path(name + ".pem");
-  o.keyFile = c.path(name + ".key");
-  return o;
-}
 
 // The message TlsContext::create throws for `o`, or "" when it builds.
 std::string setupError(const TlsOptions& o) {
@@ -45,9 +38,9 @@ bool contains(const std::string& s, const std::string& part) {
 
 TEST_SUITE("unit") {
   TEST_CASE("TlsContext: RSA and EC certificates build, with or without a passphrase") {
-    CHECK(setupError(options("ec")) == "");
-    CHECK(setupError(options("rsa")) == "");
-    auto o = options("ec");
+    CHECK(setupError(serverOptions("ec")) == "");
+    CHECK(setupError(serverOptions("rsa")) == "");
+    auto o = serverOptions("ec");
     o.keyFile = TlsCerts::get().path("ec.enc.key");
     o.keyPassphrase = "s3cret";
     CHECK(setupError(o) == "");
@@ -59,7 +52,7 @@ TEST_SUITE("unit") {
 
   TEST_CASE("TlsContext: every setup error names the file and OpenSSL's reason") {
     const auto& c = TlsCerts::get();
-    auto o = options();
+    auto o = serverOptions();
     SUBCASE("missing certificate file") {
       o.certFile = c.path("nope.pem");
       const auto e = setupError(o);
@@ -141,7 +134,7 @@ TEST_SUITE("unit") {
 
   TEST_CASE("TlsContext: SNI names match without case, and a wildcard stands for one label") {
     const auto& c = TlsCerts::get();
-    auto o = options();
+    auto o = serverOptions();
     o.serverNames = {
         {.name = "API.example.com", .certFile = c.path("api.pem"), .keyFile = c.path("api.key")},
         {.name = "*.example.net", .certFile = c.path("wild.pem"), .keyFile = c.path("wild.key")},
@@ -187,7 +180,7 @@ TEST_SUITE("unit") {
     auto& c = TlsCerts::get();
     // Files of its own, rewritten by the test.
     c.issue("reload", "first.example");
-    auto o = options("reload");
+    auto o = serverOptions("reload");
     TlsServerConfig config(o);
     auto first = config.current();
     REQUIRE(first);

@@ -23,6 +23,7 @@ using namespace spry::detail;
 using spry::TlsOptions;
 using spry_test::ClientOptions;
 using spry_test::pump;
+using spry_test::serverOptions;
 using spry_test::TlsCerts;
 using spry_test::TlsClient;
 using spry_test::TlsServer;
@@ -83,15 +84,7 @@ const bool gCounted = CRYPTO_set_mem_functions(countedMalloc, countedRealloc, co
 
 // ---------------------------------------------------------------- helpers
 
-TlsOptions options(const std::string& name = "ec") {
-  const auto& c = TlsCerts::get();
-  TlsOptions o;
-  o.certFile = c.path(name + ".pem");
-  o.keyFile = c.path(name + ".key");
-  return o;
-}
-
-std::shared_ptr<const TlsContext> context(const TlsOptions& o = options(),
+std::shared_ptr<const TlsContext> context(const TlsOptions& o = serverOptions(),
                                           std::shared_ptr<TicketKeyStore> keys = nullptr) {
   return TlsContext::create(o, std::move(keys));
 }
@@ -146,7 +139,7 @@ TEST_SUITE("unit") {
       for (int maxVersion : {0, TLS1_2_VERSION}) {
         CAPTURE(cert);
         CAPTURE(maxVersion);
-        TlsServer server(context(options(cert)));
+        TlsServer server(context(serverOptions(cert)));
         auto o = verifying();
         o.maxVersion = maxVersion;
         TlsClient client(o);
@@ -477,8 +470,8 @@ TEST_SUITE("unit") {
 
   TEST_CASE("TlsSession: a ticket resumes on a second connection and across contexts") {
     auto keys = std::make_shared<TicketKeyStore>(std::chrono::hours(1));
-    auto a = context(options(), keys);
-    auto b = context(options("other"), keys);  // another listener, or a reload
+    auto a = context(serverOptions(), keys);
+    auto b = context(serverOptions("other"), keys);  // another listener, or a reload
     for (int maxVersion : {0, TLS1_2_VERSION}) {
       CAPTURE(maxVersion);
       ClientOptions o;
@@ -498,7 +491,7 @@ TEST_SUITE("unit") {
     CHECK_FALSE(resumes(a, s));
     SSL_SESSION_free(s);
     // ticketKeyRotation 0: no tickets at all.
-    auto o = options();
+    auto o = serverOptions();
     o.ticketKeyRotation = std::chrono::seconds(0);
     auto none = context(o);
     for (int maxVersion : {0, TLS1_2_VERSION}) {
@@ -512,7 +505,7 @@ TEST_SUITE("unit") {
 
   TEST_CASE("TlsSession: SNI picks the certificate; the default serves other names") {
     const auto& c = TlsCerts::get();
-    auto o = options();
+    auto o = serverOptions();
     o.serverNames = {
         {.name = "api.example.com", .certFile = c.path("api.pem"), .keyFile = c.path("api.key")},
         {.name = "*.example.net", .certFile = c.path("wild.pem"), .keyFile = c.path("wild.key")},
@@ -546,7 +539,7 @@ TEST_SUITE("unit") {
 
   TEST_CASE("TlsSession: verifyClient accepts a certificate from the CA and refuses others") {
     const auto& c = TlsCerts::get();
-    auto o = options();
+    auto o = serverOptions();
     o.verifyClient = true;
     o.caFile = c.path("ca.pem");
     auto ctx = context(o);
@@ -609,8 +602,8 @@ TEST_SUITE("unit") {
   TEST_CASE("TlsSession: a ticket without client verification does not resume where it is asked") {
     const auto& c = TlsCerts::get();
     auto keys = std::make_shared<TicketKeyStore>(std::chrono::hours(1));
-    auto lax = context(options(), keys);
-    auto o = options();
+    auto lax = context(serverOptions(), keys);
+    auto o = serverOptions();
     o.verifyClient = true;
     o.caFile = c.path("ca.pem");
     auto strict = context(o, keys);
@@ -632,7 +625,7 @@ TEST_SUITE("unit") {
 #endif
     for (const char* cert : {"ec", "rsa"}) {
       for (bool verify : {false, true}) {
-        auto o = options(cert);
+        auto o = serverOptions(cert);
         if (verify) {
           o.verifyClient = true;
           o.caFile = TlsCerts::get().path("ca.pem");

@@ -14,6 +14,7 @@
 #include "redis/pubsub_bridge.h"
 #include "server.h"
 #include "spry/log.h"
+#include "tls/tls_context.h"
 #include "ws/websocket_session.h"
 
 namespace spry {
@@ -63,10 +64,10 @@ Handler upgradeTerminal(const RouteEntry* route, const AppState* app) {
     // which cross-site hijacking cannot involve.
     std::string_view origin = req.header("Origin");
     const bool originOk =
-        origin.empty() || (o.allowOwnOrigin ? isOwnOrigin(origin, app->host, app->port.load()) ||
-                                                  (!o.allowedOrigins.empty() &&
-                                                   originAllowed(origin, o.allowedOrigins))
-                                            : originAllowed(origin, o.allowedOrigins));
+        origin.empty() ||
+        (o.allowOwnOrigin ? app->isOwnOrigin(origin) || (!o.allowedOrigins.empty() &&
+                                                         originAllowed(origin, o.allowedOrigins))
+                          : originAllowed(origin, o.allowedOrigins));
     if (!originOk) {
       return Response::text("Origin not allowed", 403);
     }
@@ -84,6 +85,13 @@ AppState::AppState(spry::RouterOptions r, HttpOptions h)
       limits(limitsOf(h)),
       router(routerOptionsOf(r)),
       root{nullptr, "/", {}} {}
+
+bool AppState::isOwnOrigin(std::string_view origin) const noexcept {
+  for (const auto& l : listeners) {
+    if (detail::isOwnOrigin(origin, l.host, l.port, l.tls != nullptr)) return true;
+  }
+  return false;
+}
 
 void AppState::checkNotFrozen() const {
   if (frozen) {
@@ -348,7 +356,42 @@ std::uint16_t App::port() const noexcept {
 }
 
 bool App::isOwnOrigin(std::string_view origin) const noexcept {
-  return state_->listening.load() && detail::isOwnOrigin(origin, state_->host, state_->port.load());
+  return state_->listening.load() && state_->isOwnOrigin(origin);
+}
+
+std::vector<ListenerInfo> App::listeners() const {
+  std::lock_guard lock(state_->serveMutex);
+  std::vector<ListenerInfo> out;
+  for (const auto& l : state_->listeners) out.push_back({l.host, l.port, l.tls != nullptr});
+  return out;
+}
+
+bool App::reloadTls() {
+  std::lock_guard reload(state_->tlsReloadMutex);
+  std::vector<std::shared_ptr<detail::TlsServerConfig>> configs;
+  {
+    std::lock_guard lock(state_->serveMutex);
+    for (const auto& l : state_->listeners) {
+      if (l.tls) configs.push_back(l.tls);
+    }
+  }
+  // Every file first, then every switch: all listeners change, or none.
+  std::vector<std::shared_ptr<const detail::TlsContext>> next;
+  for (const auto& c : configs) {
+    std::string error;
+    auto context = c->build(error);
+    if (!context) {
+      log(LogLevel::kError, "spry: TLS reload failed, the certificates in service stay: " + error);
+      return false;
+    }
+    next.push_back(std::move(context));
+  }
+  for (std::size_t i = 0; i < configs.size(); ++i) configs[i]->install(std::move(next[i]));
+  if (!configs.empty()) {
+    log(LogLevel::kInfo,
+        "spry: TLS certificates reloaded (" + std::to_string(configs.size()) + " listener(s))");
+  }
+  return true;
 }
 bool App::isListening() const noexcept {
   return state_->listening.load();
@@ -391,6 +434,17 @@ Stats App::stats() const {
   out.wslayContexts = detail::WebSocketSession::liveContexts();
   out.subscribedTopics = state_->subscribers.topics();
   if (state_->bridge) out.bridge = state_->bridge->stats();
+  {
+    std::lock_guard lock(state_->serveMutex);
+    for (const auto& s : state_->servers) {
+      const auto t = s->tlsCounts();
+      out.tlsHandshakes += t.handshakes;
+      out.tlsResumed += t.resumed;
+      out.tlsHandshakeFailures += t.handshakeFailures;
+      out.tlsErrors += t.errors;
+      out.tlsHandshakesDeferred += t.deferred;
+    }
+  }
   return out;
 }
 
@@ -436,15 +490,42 @@ void prepareToServe(detail::AppState& st, const ListenOptions& options) {
   st.maxConnections = detail::raiseFileLimit(options.maxConnections);
 }
 
-// The servers are bound: the app is listening on host:port through them.
+// Every listener of `options`, the first first, with its TLS set up: the
+// files are read here, so a bad one throws (naming it) before anything binds.
+// One ticket key store for all of them: a ticket from one listener resumes
+// on any other.
+std::vector<detail::BoundListener> planListeners(const ListenOptions& options) {
+  std::vector<detail::BoundListener> plan;
+  std::shared_ptr<detail::TicketKeyStore> tickets;
+  auto tlsOf =
+      [&](const std::optional<TlsOptions>& tls) -> std::shared_ptr<detail::TlsServerConfig> {
+    if (!tls) return nullptr;
+    if (!tickets && tls->ticketKeyRotation.count() > 0) {
+      tickets = std::make_shared<detail::TicketKeyStore>(tls->ticketKeyRotation);
+    }
+    return std::make_shared<detail::TlsServerConfig>(*tls, tickets);
+  };
+  plan.push_back({options.host, options.port, tlsOf(options.tls)});
+  for (const auto& l : options.also) plan.push_back({l.host, l.port, tlsOf(l.tls)});
+  return plan;
+}
+
+// Binds every planned listener on `server`; port 0 is replaced by the port
+// the first bind picked, which the other loops then share.
+void bindAll(detail::Server& server, std::vector<detail::BoundListener>& plan, bool reusePort) {
+  for (auto& l : plan) l.port = server.bind(l.host, l.port, reusePort, l.tls);
+}
+
+// The servers are bound: the app is listening through them.
 void startServing(detail::AppState& st, std::vector<std::shared_ptr<detail::Server>> servers,
-                  const std::string& host, std::uint16_t port) {
+                  std::vector<detail::BoundListener> listeners) {
   {
     std::lock_guard lock(st.serveMutex);
     st.servers = std::move(servers);
+    st.listeners = std::move(listeners);
   }
-  st.host = host;
-  st.port = port;
+  st.host = st.listeners.front().host;
+  st.port = st.listeners.front().port;
   st.listening = true;
   // Redis unreachable is no reason not to serve: the bridge keeps trying.
   if (st.bridge) st.bridge->start();
@@ -456,6 +537,7 @@ void stopServing(detail::AppState& st) {
   {
     std::lock_guard lock(st.serveMutex);
     st.servers.clear();
+    st.listeners.clear();
   }
   st.listening = false;
   st.port = 0;
@@ -483,10 +565,10 @@ void App::listen(const ListenOptions& options) {
   }
   if (state_->listening.load()) throw std::logic_error("spry: App::listen called twice");
   prepareToServe(*state_, options);
-  detail::Server::probe(options.host, options.port);
+  auto plan = planListeners(options);
+  for (const auto& l : plan) detail::Server::probe(l.host, l.port);
 
   std::vector<std::unique_ptr<LoopSlot>> slots;
-  std::uint16_t port = options.port;
   try {
     for (unsigned i = 0; i < n; ++i) {
       auto slot = std::make_unique<LoopSlot>();
@@ -499,7 +581,7 @@ void App::listen(const ListenOptions& options) {
       s.ctx = detail::LoopContext::create(&s.loop);
       s.server = std::make_shared<detail::Server>(*state_, s.ctx);
       // Port 0: the first bind picks the port, the other loops share it.
-      port = s.server->bind(options.host, port, n > 1);
+      bindAll(*s.server, plan, n > 1);
     }
   } catch (...) {
     for (auto& s : slots) {
@@ -536,7 +618,8 @@ void App::listen(const ListenOptions& options) {
   }
   std::vector<std::shared_ptr<detail::Server>> servers;
   for (auto& s : slots) servers.push_back(s->server);
-  startServing(*state_, std::move(servers), options.host, port);
+  const std::uint16_t port = plan.front().port;
+  startServing(*state_, std::move(servers), std::move(plan));
   for (std::size_t i = 1; i < slots.size(); ++i) {
     auto* s = slots[i].get();
     // Until its thread binds it, this loop is nobody's: not this thread's.
@@ -567,18 +650,19 @@ std::uint16_t App::attach(uv_loop_s* loop, const ListenOptions& options) {
   if (!loop) throw std::invalid_argument("spry: App::attach needs a libuv loop");
   if (state_->listening.load()) throw std::logic_error("spry: App is already listening");
   prepareToServe(*state_, options);
+  auto plan = planListeners(options);
   auto ctx = detail::LoopContext::create(loop);
   auto server = std::make_shared<detail::Server>(*state_, ctx);
-  std::uint16_t port = 0;
   try {
-    port = server->bind(options.host, options.port, false);
+    bindAll(*server, plan, false);
   } catch (...) {
-    ctx->shutdown();
+    server->stop(std::chrono::milliseconds(0));
     throw;
   }
   detail::AppState* st = state_.get();
   server->setOnStopped([st] { stopServing(*st); });
-  startServing(*state_, {server}, options.host, port);
+  const std::uint16_t port = plan.front().port;
+  startServing(*state_, {server}, std::move(plan));
   if (options.onListening) options.onListening(options.host, port);
   return port;
 }

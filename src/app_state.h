@@ -22,7 +22,15 @@ namespace spry::detail {
 class LoopContext;
 class PubSubBridge;
 class Server;
+class TlsServerConfig;
 class WebSocketEndpoint;
+
+// A listener as bound: the same on every loop.
+struct BoundListener {
+  std::string host;
+  std::uint16_t port = 0;
+  std::shared_ptr<TlsServerConfig> tls;  // null: plain
+};
 
 struct GroupNode {
   GroupNode* parent = nullptr;
@@ -61,8 +69,12 @@ struct AppState {
 
   std::mutex serveMutex;
   std::vector<std::shared_ptr<Server>> servers;
-  std::atomic<std::uint16_t> port{0};
-  std::string host;  // as bound; written before any loop thread starts
+  std::atomic<std::uint16_t> port{0};  // of the first listener
+  std::string host;                    // of the first listener
+  // Every listener, the first first: written before any loop thread starts
+  // and cleared after they end (under serveMutex for App::listeners()).
+  std::vector<BoundListener> listeners;
+  std::mutex tlsReloadMutex;
   std::atomic<bool> listening{false};
   SubscriberCounts subscribers;
   std::atomic<std::size_t> openConnections{0};  // across loops
@@ -78,6 +90,9 @@ struct AppState {
   // publish() on this process's loops only (also what the bridge delivers).
   bool publishLocally(std::string_view topic, const Message& message,
                       const std::shared_ptr<WebSocketEndpoint>& skip);
+
+  // An Origin of a page this app serves, on any of its listeners (loop threads).
+  bool isOwnOrigin(std::string_view origin) const noexcept;
 
   void checkNotFrozen() const;
   void freeze();

@@ -14,8 +14,7 @@ namespace {
 std::atomic<std::uint64_t> gNextSocketId{1};
 }  // namespace
 
-Connection::Connection(std::shared_ptr<Server> server)
-    : server_(std::move(server)), transport_(*this) {}
+Connection::Connection(std::shared_ptr<Server> server) : server_(std::move(server)), tcp_(*this) {}
 
 Connection::~Connection() = default;
 
@@ -27,8 +26,13 @@ std::uint64_t Connection::now() const noexcept {
   return uv_now(loopContext().loop());
 }
 
-void Connection::start(std::shared_ptr<Connection> self, int fd) {
-  if (!transport_.open(loopContext().loop(), fd)) return;
+void Connection::start(std::shared_ptr<Connection> self, int fd,
+                       std::shared_ptr<const TlsContext> tls) {
+  if (tls) {
+    tls_ = std::make_unique<TlsTransport>(tcp_, static_cast<TransportEvents&>(*this),
+                                          static_cast<TlsHost&>(*this), std::move(tls));
+  }
+  if (!tcp_.open(loopContext().loop(), fd)) return;
   self_ = std::move(self);
   server_->add(this);
   auto& http = protocol_.emplace<HttpExchange>(*this);
@@ -55,8 +59,11 @@ void Connection::event(F&& fn) noexcept {
 }
 
 void Connection::flush() noexcept {
-  if (depth_ == 0 && !transport_.isWriting() && transport_.bufferedAmount() > 0) {
-    transport_.flush();
+  if (depth_ > 0) return;
+  if (tls_) {
+    if (!tls_->isWriting() && tls_->bufferedAmount() > 0) tls_->flush();
+  } else if (!tcp_.isWriting() && tcp_.bufferedAmount() > 0) {
+    tcp_.flush();
   }
 }
 
@@ -128,6 +135,42 @@ void Connection::onWriteQueued(long delta) noexcept {
   server_->countWriteBytes(delta);
 }
 
+// ---------------------------------------------------------------- TLS
+
+bool Connection::takeHandshakeStep() noexcept {
+  return server_->takeHandshakeStep();
+}
+
+void Connection::runTlsLater() noexcept {
+  if (!server_->tlsLater(self_)) {
+    // The server has stopped: nothing will run it; the connection goes.
+    close();
+  }
+}
+
+void Connection::runTlsPending() noexcept {
+  if (tls_ && !isClosed()) tls_->runPending();
+}
+
+std::span<char> Connection::plainBuffer() noexcept {
+  return loopContext().plainBuffer();
+}
+
+void Connection::onTlsHandshake(bool resumed) noexcept {
+  server_->countTlsHandshake(resumed);
+}
+
+void Connection::onTlsFailure(bool inHandshake, std::string_view reason) noexcept {
+  server_->countTlsFailure(inHandshake);
+  if (!logEnabled(LogLevel::kDebug)) return;
+  try {
+    log(LogLevel::kDebug, "spry: " + tcp_.peerAddress(nullptr) + ": TLS " +
+                              (inHandshake ? "handshake failed: " : "error: ") +
+                              std::string(reason) + "; closing");
+  } catch (...) {
+  }
+}
+
 // ---------------------------------------------------------------- the upgrade
 
 void Connection::upgrade() noexcept {
@@ -143,9 +186,13 @@ void Connection::upgrade() noexcept {
     auto& head = loopContext().scratch();
     head.clear();
     writeUpgradeResponse(head, accepted, headers);
-    transport_.write(head);
+    transport().write(head);
     // Many sockets go quiet after the 101: its buffer is given back once out.
-    transport_.releaseAfterFlush();
+    if (tls_) {
+      tls_->releaseAfterFlush();
+    } else {
+      tcp_.releaseAfterFlush();
+    }
     auto& ws = protocol_.emplace<WebSocketEndpoint>(*this, route.wsOptions);
     server_->countWebSocket(+1);
     auto& d = RequestData::of(*up->request);
@@ -192,10 +239,10 @@ void Connection::sweep(std::uint64_t now) noexcept {
   if (isClosed()) return;
   auto* ws = webSocket();
   const std::uint64_t sendTimeout = ws ? ws->sendTimeoutMs() : msOf(app().http.sendTimeout);
-  if (transport_.isStalled(now, sendTimeout)) {
+  if (transport().isStalled(now, sendTimeout)) {
     try {
-      log(LogLevel::kDebug, "spry: " + transport_.peerAddress(nullptr) + ": send timeout, " +
-                                std::to_string(transport_.bufferedAmount()) +
+      log(LogLevel::kDebug, "spry: " + transport().peerAddress(nullptr) + ": send timeout, " +
+                                std::to_string(transport().bufferedAmount()) +
                                 " bytes unsent; closing");
     } catch (...) {
     }

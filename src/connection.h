@@ -14,6 +14,7 @@
 #include "http/http_exchange.h"
 #include "server.h"
 #include "transport/tcp_transport.h"
+#include "transport/tls_transport.h"
 #include "ws/websocket_endpoint.h"
 
 namespace spry::detail {
@@ -22,17 +23,19 @@ class LoopContext;
 class Server;
 struct AppState;
 
-class Connection final : private TransportEvents {
+class Connection final : private TransportEvents, private TlsHost {
  public:
   explicit Connection(std::shared_ptr<Server> server);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Takes the accepted socket `fd` and starts reading; `self` becomes the
-  // connection's own reference until its transport is released. When the
-  // socket cannot be watched it is closed and the connection never starts.
-  void start(std::shared_ptr<Connection> self, int fd);
+  // Takes the accepted socket `fd` and starts reading, through TLS when
+  // `tls` is set; `self` becomes the connection's own reference until its
+  // transport is released. When the socket cannot be watched it is closed
+  // and the connection never starts. Throws std::bad_alloc (before taking
+  // the socket).
+  void start(std::shared_ptr<Connection> self, int fd, std::shared_ptr<const TlsContext> tls = {});
 
   // --- from the server
   // Deadlines, with uv_now().
@@ -44,8 +47,17 @@ class Connection final : private TransportEvents {
   void flushNow() noexcept;
 
   // --- from the protocols and the handles
-  Transport& transport() noexcept { return transport_; }
-  const Transport& transport() const noexcept { return transport_; }
+  Transport& transport() noexcept {
+    return tls_ ? static_cast<Transport&>(*tls_) : static_cast<Transport&>(tcp_);
+  }
+  const Transport& transport() const noexcept {
+    return tls_ ? static_cast<const Transport&>(*tls_) : static_cast<const Transport&>(tcp_);
+  }
+  // The connection came through a TLS listener.
+  bool isSecure() const noexcept { return tls_ != nullptr; }
+  TlsTransport* tls() noexcept { return tls_.get(); }
+  // For the server: TLS work put off (runTlsLater).
+  void runTlsPending() noexcept;
   Server& server() const noexcept { return *server_; }
   AppState& app() const noexcept;
   LoopContext& loopContext() const noexcept { return server_->loopContext(); }
@@ -53,9 +65,9 @@ class Connection final : private TransportEvents {
   // references and aliasing handles.
   const std::shared_ptr<Connection>& self() const noexcept { return self_; }
   std::uint64_t now() const noexcept;
-  bool isClosed() const noexcept { return transport_.isClosed(); }
+  bool isClosed() const noexcept { return tcp_.isClosed(); }
   // Drops the connection now (the peer sees it end; unsent bytes are lost).
-  void close() noexcept { transport_.close(); }
+  void close() noexcept { tcp_.close(); }
   // Writes what is queued after the current callback: at the end of the
   // event running now, else in the loop's check phase.
   void flushSoon() noexcept {
@@ -79,6 +91,12 @@ class Connection final : private TransportEvents {
   void onReleased() noexcept override;
   std::string& readBuffer() noexcept override;
   void onWriteQueued(long delta) noexcept override;
+  // TlsHost
+  bool takeHandshakeStep() noexcept override;
+  void runTlsLater() noexcept override;
+  std::span<char> plainBuffer() noexcept override;
+  void onTlsHandshake(bool resumed) noexcept override;
+  void onTlsFailure(bool inHandshake, std::string_view reason) noexcept override;
 
   // Runs `fn` as one event: what it queues is written once, at the end of
   // the outermost event, after an upgrade it asked for has been made.
@@ -92,7 +110,8 @@ class Connection final : private TransportEvents {
   // hold the connection after listen() has let go of its server.
   std::shared_ptr<Server> server_;
   std::shared_ptr<Connection> self_;  // released in onReleased
-  TcpTransport transport_;
+  TcpTransport tcp_;
+  std::unique_ptr<TlsTransport> tls_;  // on a TLS listener: wraps tcp_
   // The fields after it live in its tail padding (after the index byte).
   [[no_unique_address]] std::variant<std::monostate, HttpExchange, WebSocketEndpoint> protocol_;
   bool flushPosted_ = false;  // flushSoon() handed this connection to the server

@@ -42,6 +42,10 @@ void setLogLevel(LogLevel level) noexcept {
   gLevel.store(level, std::memory_order_relaxed);
 }
 
+bool logEnabled(LogLevel level) noexcept {
+  return level >= gLevel.load(std::memory_order_relaxed);
+}
+
 void log(LogLevel level, std::string_view line) {
   if (level < gLevel.load(std::memory_order_relaxed)) return;
   std::lock_guard lock(sinkMutex());

@@ -43,6 +43,7 @@ std::shared_ptr<LoopContext> LoopContext::create(uv_loop_t* loop) {
 
 LoopContext::LoopContext(uv_loop_t* loop) : loop_(loop), thread_(std::this_thread::get_id()) {
   readBuffer_.resize(kReadBufferBytes);
+  plainBuffer_.resize(kReadBufferBytes);
 }
 
 LoopContext::~LoopContext() = default;

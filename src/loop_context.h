@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -85,6 +86,9 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   // One buffer for every read on this loop: a read is consumed (or copied)
   // before the next read callback, so connections need no buffer of their own.
   std::string& readBuffer() noexcept { return readBuffer_; }
+  // Where TLS decrypts what came into readBuffer() (the ciphertext must stay
+  // put while it is read).
+  std::span<char> plainBuffer() noexcept { return plainBuffer_; }
   // For bytes built and copied into a transport at once (a response head).
   std::string& scratch() noexcept { return scratch_; }
 
@@ -101,6 +105,7 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   std::unordered_map<TimerState*, std::shared_ptr<TimerState>> timers_;
   DateCache dates_;
   std::string readBuffer_;
+  std::string plainBuffer_;
   std::string scratch_;
 };
 

@@ -148,6 +148,12 @@ std::string_view Request::remoteAddress() const noexcept {
 std::uint16_t Request::remotePort() const noexcept {
   return d_->remotePort;
 }
+bool Request::isSecure() const noexcept {
+  return d_->secure;
+}
+const TlsPeerCertificate* Request::peerCertificate() const noexcept {
+  return d_->peerCertificate.get();
+}
 Loop Request::loop() const {
   return d_->loop->handle();
 }
@@ -311,6 +317,10 @@ void RequestData::reset() noexcept {
   if (!locals.empty()) locals.clear();
   remoteAddress = {};
   remotePort = 0;
+  if (secure) {
+    secure = false;
+    peerCertificate.reset();
+  }
   loop = nullptr;
   connection = nullptr;
   serial = 0;

@@ -11,6 +11,7 @@
 
 #include "connection.h"
 #include "spry/log.h"
+#include "tls/tls_context.h"
 
 namespace spry::detail {
 
@@ -62,7 +63,9 @@ Server::Server(AppState& app, std::shared_ptr<LoopContext> loop)
     : app_(app), loop_(std::move(loop)), sweepMs_(sweepPeriod(app)) {}
 
 Server::~Server() {
-  if (listenFd_ >= 0) ::close(listenFd_);
+  for (auto& l : listeners_) {
+    if (l->fd >= 0) ::close(l->fd);
+  }
 }
 
 bool Server::resolve(const std::string& host, std::uint16_t port, sockaddr_storage& addr) {
@@ -114,7 +117,8 @@ void Server::probe(const std::string& host, std::uint16_t port) {
   ::close(fd);
 }
 
-std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reusePort) {
+std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reusePort,
+                           std::shared_ptr<TlsServerConfig> tls) {
   sockaddr_storage addr{};
   if (!resolve(host, port, addr)) {
     throw std::runtime_error("spry: invalid listen address '" + host +
@@ -122,14 +126,18 @@ std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reu
   }
   int fd = bindSocket(addr, reusePort);
   if (fd < 0) cannotListen(host, port, fd);
-  if (int rc = listenOn(fd); rc != 0) cannotListen(host, port, rc);
   sockaddr_storage bound{};
   socklen_t len = sizeof(bound);
-  ::getsockname(listenFd_, reinterpret_cast<sockaddr*>(&bound), &len);
-  std::uint16_t actual = bound.ss_family == AF_INET6
-                             ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
-                             : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  if (int rc = listenOn(fd, std::move(tls)); rc != 0) cannotListen(host, port, rc);
+  const std::uint16_t actual = bound.ss_family == AF_INET6
+                                   ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+                                   : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  if (!sweep_) startHandles();
+  return actual;
+}
 
+void Server::startHandles() {
   sweep_ = makeTimer();
   if (!sweep_) throw std::bad_alloc();
   uv_timer_start(
@@ -150,7 +158,47 @@ std::uint16_t Server::bind(const std::string& host, std::uint16_t port, bool reu
   flushCheck_ = new uv_check_t;
   uv_check_init(loop_->loop(), flushCheck_);
   flushCheck_->data = this;
-  return actual;
+  tlsIdle_ = new uv_idle_t;
+  uv_idle_init(loop_->loop(), tlsIdle_);
+  tlsIdle_->data = this;
+  tlsCheck_ = new uv_check_t;
+  uv_check_init(loop_->loop(), tlsCheck_);
+  tlsCheck_->data = this;
+}
+
+// ---------------------------------------------------------------- TLS turns
+
+void Server::armTlsTurn() noexcept {
+  if (tlsArmed_ || !tlsCheck_) return;
+  tlsArmed_ = true;
+  uv_check_start(tlsCheck_, [](uv_check_t* h) { static_cast<Server*>(h->data)->runTlsTurn(); });
+}
+
+bool Server::tlsLater(const std::shared_ptr<Connection>& c) noexcept {
+  if (!tlsCheck_ || stopped_ || !c) return false;
+  try {
+    tlsPending_.push_back(c);
+  } catch (...) {
+    return false;
+  }
+  armTlsTurn();
+  // Work waits: the next poll must not block.
+  uv_idle_start(tlsIdle_, [](uv_idle_t*) {});
+  return true;
+}
+
+void Server::runTlsTurn() noexcept {
+  // After this turn's I/O: a new budget, spent first on the work put off
+  // (oldest first), and what is left goes to the next turn's new bytes.
+  handshakeSteps_ = 0;
+  tlsRunning_.swap(tlsPending_);
+  for (auto& c : tlsRunning_) c->runTlsPending();
+  tlsRunning_.clear();
+  if (tlsPending_.empty()) uv_idle_stop(tlsIdle_);
+  if (tlsPending_.empty() && handshakeSteps_ == 0) {
+    tlsArmed_ = false;
+    uv_check_stop(tlsCheck_);
+  }
 }
 
 bool Server::flushLater(const std::shared_ptr<Connection>& c) {
@@ -177,25 +225,29 @@ void Server::runFlushes() noexcept {
   }
 }
 
-void Server::onAcceptable(uv_poll_t* listener, int status, int) noexcept {
-  auto* self = static_cast<Server*>(listener->data);
+void Server::onAcceptable(uv_poll_t* poll, int status, int) noexcept {
+  auto* l = static_cast<Listener*>(poll->data);
   if (status < 0) {
-    self->acceptFailed(status);
+    l->server->acceptFailed(status);
     return;
   }
+  l->server->accept(*l);
+}
+
+void Server::accept(Listener& l) noexcept {
   // Until the backlog is empty (bounded all the same; the poll is
   // level-triggered, so anything left wakes us again).
-  for (int i = 0; i < kAcceptsPerEvent && !self->stopping_ && self->listener_; ++i) {
-    const int fd = ::accept4(self->listenFd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  for (int i = 0; i < kAcceptsPerEvent && !stopping_ && l.poll; ++i) {
+    const int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      self->acceptFailed(-errno);
+      acceptFailed(-errno);
       return;
     }
     try {
-      auto conn = std::make_shared<Connection>(self->shared_from_this());
-      conn->start(conn, fd);
+      auto conn = std::make_shared<Connection>(shared_from_this());
+      conn->start(conn, fd, l.tls ? l.tls->current() : nullptr);
     } catch (const std::exception& e) {
       ::close(fd);
       log(LogLevel::kError, std::string("spry: cannot set up a connection: ") + e.what());
@@ -243,50 +295,68 @@ uv_timer_t* Server::makeTimer() noexcept {
   return t;
 }
 
-int Server::listenOn(int fd) noexcept {
+int Server::listenOn(int fd, std::shared_ptr<TlsServerConfig> tls) noexcept {
   if (::listen(fd, kBacklog) != 0) {
     const int err = -errno;
     ::close(fd);
     return err;
   }
-  listener_ = new (std::nothrow) uv_poll_t;
-  if (!listener_) {
+  std::unique_ptr<Listener> l(new (std::nothrow) Listener);
+  auto* poll = new (std::nothrow) uv_poll_t;
+  if (!l || !poll) {
+    delete poll;
     ::close(fd);
     return UV_ENOMEM;
   }
-  if (int rc = uv_poll_init(loop_->loop(), listener_, fd); rc != 0) {
-    delete listener_;
-    listener_ = nullptr;
+  if (int rc = uv_poll_init(loop_->loop(), poll, fd); rc != 0) {
+    delete poll;
     ::close(fd);
     return rc;
   }
-  listener_->data = this;
-  listenFd_ = fd;
-  const int rc = uv_poll_start(listener_, UV_READABLE, onAcceptable);
-  if (rc != 0) closeListener();
+  l->server = this;
+  l->poll = poll;
+  l->fd = fd;
+  l->tls = std::move(tls);
+  poll->data = l.get();
+  const int rc = uv_poll_start(poll, UV_READABLE, onAcceptable);
+  try {
+    listeners_.push_back(std::move(l));
+  } catch (...) {
+    closeHandle(poll);
+    ::close(fd);
+    return UV_ENOMEM;
+  }
   return rc;
 }
 
-void Server::closeListener() noexcept {
-  closeHandle(listener_);
-  if (listenFd_ >= 0) {
-    ::close(listenFd_);
-    listenFd_ = -1;
+void Server::closeListeners() noexcept {
+  for (auto& l : listeners_) {
+    closeHandle(l->poll);
+    if (l->fd >= 0) {
+      ::close(l->fd);
+      l->fd = -1;
+    }
   }
 }
 
 void Server::pauseAccepting() noexcept {
-  if (stopping_ || !listener_) return;
+  if (stopping_ || listeners_.empty()) return;
   if (!acceptRetry_ && !(acceptRetry_ = makeTimer())) return;
-  uv_poll_stop(listener_);
+  for (auto& l : listeners_) {
+    if (l->poll) uv_poll_stop(l->poll);
+  }
   uv_timer_start(
       acceptRetry_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->resumeAccepting(); },
       kAcceptRetryMs, 0);
 }
 
 void Server::resumeAccepting() noexcept {
-  if (stopping_ || !listener_) return;
-  if (uv_poll_start(listener_, UV_READABLE, onAcceptable) == 0) return;
+  if (stopping_) return;
+  bool failed = false;
+  for (auto& l : listeners_) {
+    if (l->poll && uv_poll_start(l->poll, UV_READABLE, onAcceptable) != 0) failed = true;
+  }
+  if (!failed) return;
   uv_timer_start(
       acceptRetry_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->resumeAccepting(); },
       kAcceptRetryMs, 0);
@@ -295,7 +365,7 @@ void Server::resumeAccepting() noexcept {
 void Server::stop(std::chrono::milliseconds deadline) {
   if (stopping_) return;
   stopping_ = true;
-  closeListener();
+  closeListeners();
   closeHandle(acceptRetry_);
   // Copy: beginShutdown may close (and so remove) connections synchronously.
   auto conns = conns_;
@@ -335,6 +405,10 @@ void Server::maybeFinishStop() noexcept {
   flushArmed_ = false;
   closeHandle(flushIdle_);
   closeHandle(flushCheck_);
+  tlsPending_.clear();
+  tlsArmed_ = false;
+  closeHandle(tlsIdle_);
+  closeHandle(tlsCheck_);
   loop_->shutdown();
   if (onStopped_) {
     auto fn = std::move(onStopped_);

@@ -19,6 +19,7 @@
 namespace spry::detail {
 
 class Connection;
+class TlsServerConfig;
 
 class Server : public std::enable_shared_from_this<Server> {
  public:
@@ -26,8 +27,11 @@ class Server : public std::enable_shared_from_this<Server> {
   ~Server();
 
   // Binds and listens (before the loop runs, or on its thread); returns the
-  // bound port. Throws std::runtime_error naming the address and the cause.
-  std::uint16_t bind(const std::string& host, std::uint16_t port, bool reusePort);
+  // bound port. Each call adds a listener; with `tls`, its connections speak
+  // TLS with the config's current context. Throws std::runtime_error naming
+  // the address and the cause.
+  std::uint16_t bind(const std::string& host, std::uint16_t port, bool reusePort,
+                     std::shared_ptr<TlsServerConfig> tls = {});
   // Throws like bind() when the address is invalid or another socket holds the port.
   static void probe(const std::string& host, std::uint16_t port);
   static bool resolve(const std::string& host, std::uint16_t port, sockaddr_storage& addr);
@@ -56,6 +60,39 @@ class Server : public std::enable_shared_from_this<Server> {
   // once the server has stopped (the caller flushes at once).
   bool flushLater(const std::shared_ptr<Connection>& c);
 
+  // TLS handshakes: at most kHandshakeStepsPerTurn steps per loop turn
+  // (a step is one flight of a client's: the first costs a key exchange and
+  // a signature), so a flood of new connections cannot starve open ones.
+  // False when this turn's budget is spent.
+  bool takeHandshakeStep() noexcept {
+    if (handshakeSteps_ >= kHandshakeStepsPerTurn) [[unlikely]] {
+      tlsDeferred_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (handshakeSteps_++ == 0) armTlsTurn();
+    return true;
+  }
+  // Runs `c`'s put-off TLS work after this turn's I/O (Connection::runTlsLater).
+  // False once the server has stopped.
+  bool tlsLater(const std::shared_ptr<Connection>& c) noexcept;
+  void countTlsHandshake(bool resumed) noexcept {
+    tlsHandshakes_.fetch_add(1, std::memory_order_relaxed);
+    if (resumed) tlsResumed_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void countTlsFailure(bool inHandshake) noexcept {
+    (inHandshake ? tlsHandshakeFailures_ : tlsErrors_).fetch_add(1, std::memory_order_relaxed);
+  }
+  struct TlsCounts {
+    std::uint64_t handshakes = 0, resumed = 0, handshakeFailures = 0, errors = 0, deferred = 0;
+  };
+  TlsCounts tlsCounts() const noexcept {
+    return {
+        tlsHandshakes_.load(std::memory_order_relaxed), tlsResumed_.load(std::memory_order_relaxed),
+        tlsHandshakeFailures_.load(std::memory_order_relaxed),
+        tlsErrors_.load(std::memory_order_relaxed), tlsDeferred_.load(std::memory_order_relaxed)};
+  }
+  static constexpr unsigned kHandshakeStepsPerTurn = 16;
+
   TopicTable& topics() noexcept { return topics_; }
   std::size_t connectionCount() const noexcept {
     return connections_.load(std::memory_order_relaxed);
@@ -68,12 +105,25 @@ class Server : public std::enable_shared_from_this<Server> {
   }
 
  private:
+  // One listening socket, watched by `poll`.
+  struct Listener {
+    Server* server = nullptr;
+    uv_poll_t* poll = nullptr;
+    int fd = -1;
+    std::shared_ptr<TlsServerConfig> tls;  // null: plain
+  };
+
   static void onAcceptable(uv_poll_t* listener, int status, int events) noexcept;
+  void accept(Listener& l) noexcept;
   void acceptFailed(int err) noexcept;
-  void closeListener() noexcept;
-  // Listens on the bound socket `fd` (taking it) and watches it with
-  // listener_; a libuv error code, listener_ null, on failure.
-  int listenOn(int fd) noexcept;
+  void closeListeners() noexcept;
+  // Listens on the bound socket `fd` (taking it) and watches it with a new
+  // listener; a libuv error code on failure (the socket is closed).
+  int listenOn(int fd, std::shared_ptr<TlsServerConfig> tls) noexcept;
+  // The handles every server needs once it listens (sweep, flushes, TLS).
+  void startHandles();
+  void armTlsTurn() noexcept;
+  void runTlsTurn() noexcept;
   // A timer on this loop whose data is this server; null without memory.
   uv_timer_t* makeTimer() noexcept;
   // Out of descriptors: stops watching the listening socket (its backlog
@@ -85,7 +135,7 @@ class Server : public std::enable_shared_from_this<Server> {
 
   AppState& app_;
   std::shared_ptr<LoopContext> loop_;
-  uv_poll_t* listener_ = nullptr;
+  std::vector<std::unique_ptr<Listener>> listeners_;
   uv_timer_t* sweep_ = nullptr;
   uv_timer_t* stopTimer_ = nullptr;
   uv_timer_t* acceptRetry_ = nullptr;
@@ -96,7 +146,20 @@ class Server : public std::enable_shared_from_this<Server> {
   bool flushArmed_ = false;
   std::vector<std::shared_ptr<Connection>> toFlush_;
   std::vector<std::shared_ptr<Connection>> flushing_;
-  int listenFd_ = -1;  // the listening socket, watched by listener_
+  // TLS work put off to after a turn's I/O; the check handle also resets the
+  // handshake budget each turn while handshakes run, and the idle handle
+  // keeps the poll from blocking while work waits.
+  uv_check_t* tlsCheck_ = nullptr;
+  uv_idle_t* tlsIdle_ = nullptr;
+  bool tlsArmed_ = false;
+  unsigned handshakeSteps_ = 0;
+  std::vector<std::shared_ptr<Connection>> tlsPending_;
+  std::vector<std::shared_ptr<Connection>> tlsRunning_;
+  std::atomic<std::uint64_t> tlsHandshakes_{0};
+  std::atomic<std::uint64_t> tlsResumed_{0};
+  std::atomic<std::uint64_t> tlsHandshakeFailures_{0};
+  std::atomic<std::uint64_t> tlsErrors_{0};
+  std::atomic<std::uint64_t> tlsDeferred_{0};
   std::vector<Connection*> conns_;
   TopicTable topics_;
   std::uint64_t sweepMs_ = 250;

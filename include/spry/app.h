@@ -178,6 +178,19 @@ struct Stats {
   std::size_t writeQueueBytes = 0;   ///< bytes waiting for a socket to become writable
   std::size_t subscribedTopics = 0;  ///< distinct topics with at least one subscriber
   BridgeStats bridge;                ///< the Redis bridge (enabled = false without one)
+  /// TLS listeners, since listen (each failure is also logged at debug level).
+  std::uint64_t tlsHandshakes = 0;          ///< completed handshakes
+  std::uint64_t tlsResumed = 0;             ///< of those, resumed from a session ticket
+  std::uint64_t tlsHandshakeFailures = 0;   ///< failed handshakes (bad client, plain HTTP, garbage)
+  std::uint64_t tlsErrors = 0;              ///< established connections closed by a TLS error
+  std::uint64_t tlsHandshakesDeferred = 0;  ///< handshake steps put off to bound work per loop turn
+};
+
+/// A bound listener (App::listeners()).
+struct ListenerInfo {
+  std::string host;        ///< as given to listen
+  std::uint16_t port = 0;  ///< the bound port
+  bool secure = false;     ///< TLS (https, wss)
 };
 
 /// A spry application. Not copyable. Registration happens before listen.
@@ -227,15 +240,27 @@ class App : public Routes {
   /// WebSocket with 1001, flush until `deadline`, then close everything; listen()
   /// returns. Thread-safe; a no-op when not listening.
   void stop(std::chrono::milliseconds deadline = std::chrono::milliseconds(5000));
-  /// The bound port (after listen's onListening or attach), else 0. Thread-safe.
+  /// The bound port of the first listener (after listen's onListening or
+  /// attach), else 0. Thread-safe.
   std::uint16_t port() const noexcept;
+  /// Every bound listener, the first one first (empty when not listening).
+  /// Thread-safe.
+  std::vector<ListenerInfo> listeners() const;
+  /// Rereads the certificate and key files of every TLS listener and SNI
+  /// entry. New connections get the new certificates; open ones, and
+  /// handshakes in flight, keep theirs. If any file is bad, nothing changes:
+  /// returns false and logs why. Session ticket keys survive. True when not
+  /// listening or without TLS listeners. Thread-safe (a SIGHUP handler's
+  /// thread, any loop).
+  bool reloadTls();
   /// True between binding and the end of stop(). Thread-safe.
   bool isListening() const noexcept;
-  /// True when `origin` (an Origin header) is this server's own: http://, the
-  /// host it listens on (and localhost, 127.0.0.1, [::1] when that
-  /// is a loopback or wildcard address), the bound port, even with port 0.
-  /// False when not listening. For Origin checks in middleware; a ws route
-  /// can use WebSocketOptions::allowOwnOrigin instead. Loop threads only.
+  /// True when `origin` (an Origin header) is this server's own: for any
+  /// listener, http:// (https:// for a TLS one), the host it listens on (and
+  /// localhost, 127.0.0.1, [::1] when that is a loopback or wildcard
+  /// address), its bound port, even with port 0. False when not listening.
+  /// For Origin checks in middleware; a ws route can use
+  /// WebSocketOptions::allowOwnOrigin instead. Loop threads only.
   bool isOwnOrigin(std::string_view origin) const noexcept;
   /// Sends `message` to every subscriber of `topic` on every loop, framed once.
   /// Thread-safe. Returns false when not listening.

@@ -15,6 +15,8 @@ using LogSink = std::function<void(LogLevel, std::string_view line)>;
 void setLogSink(LogSink sink);
 /// Lines below `level` are discarded before formatting (default kInfo). Thread-safe.
 void setLogLevel(LogLevel level) noexcept;
+/// True when lines of `level` pass the threshold (to skip building them). Thread-safe.
+bool logEnabled(LogLevel level) noexcept;
 /// Sends a line to the sink when `level` passes the threshold. Thread-safe.
 void log(LogLevel level, std::string_view line);
 

@@ -5,13 +5,24 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "spry/tls.h"
 
 namespace spry {
 
 class Request;
 class Response;
+
+/// A further listener of App::listen (ListenOptions::also): same routes, same
+/// loops, its own address and, with `tls`, https/wss.
+struct ListenerOptions {
+  std::string host = "127.0.0.1";   ///< address to bind, as ListenOptions::host
+  std::uint16_t port = 8080;        ///< 0 picks a free port (see App::listeners())
+  std::optional<TlsOptions> tls{};  ///< set: a TLS listener (https, wss)
+};
 
 /// Where and how App::listen serves.
 struct ListenOptions {
@@ -27,6 +38,11 @@ struct ListenOptions {
   /// Called once, on the thread that called listen(), when the socket is bound
   /// (with the real port). Examples print their "listening on" line here.
   std::function<void(const std::string& host, std::uint16_t port)> onListening{};
+  /// Set: this listener speaks TLS (https, wss). Errors in its files throw
+  /// from listen() and name the file.
+  std::optional<TlsOptions> tls{};
+  /// More listeners, plain or TLS, serving the same routes on the same loops.
+  std::vector<ListenerOptions> also{};
 };
 
 /// HTTP limits and timeouts, for the whole app.

@@ -17,6 +17,7 @@
 #include "spry/loop.h"
 #include "spry/request_headers.h"
 #include "spry/response.h"
+#include "spry/tls.h"
 
 namespace spry {
 
@@ -107,6 +108,11 @@ class Request {
   /// The peer's address ("127.0.0.1", "::1") and port.
   std::string_view remoteAddress() const noexcept;
   std::uint16_t remotePort() const noexcept;
+  /// True when the connection came through a TLS listener (https, wss).
+  bool isSecure() const noexcept;
+  /// The client's certificate, on a TLS listener with verifyClient; null
+  /// otherwise. Valid as long as the request.
+  const TlsPeerCertificate* peerCertificate() const noexcept;
 
   /// The loop this request is served on.
   Loop loop() const;

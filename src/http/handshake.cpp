@@ -150,12 +150,15 @@ bool matchesHostPort(std::string_view hostPort, std::string_view host, bool brac
 }
 }  // namespace
 
-bool isOwnOrigin(std::string_view origin, std::string_view boundHost, std::uint16_t port) noexcept {
-  // spry serves plain HTTP: an https page on the same host and port is
-  // another origin (a TLS proxy in front has its own, for allowedOrigins).
-  constexpr std::uint16_t defaultPort = 80;
-  if (!startsWithNoCase(origin, "http://")) return false;
-  origin.remove_prefix(7);
+bool isOwnOrigin(std::string_view origin, std::string_view boundHost, std::uint16_t port,
+                 bool secure) noexcept {
+  // The scheme is the listener's: an https page on a plain listener's host
+  // and port is another origin (a TLS proxy in front has its own, for
+  // allowedOrigins), and so is an http page on a TLS listener's.
+  const std::uint16_t defaultPort = secure ? 443 : 80;
+  const std::string_view scheme = secure ? "https://" : "http://";
+  if (!startsWithNoCase(origin, scheme)) return false;
+  origin.remove_prefix(scheme.size());
   if (port == 0 || origin.empty()) return false;
   if (boundHost != "0.0.0.0" && boundHost != "::") {
     const bool v6 = boundHost.find(':') != std::string_view::npos;

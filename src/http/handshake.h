@@ -47,11 +47,13 @@ extern template HandshakeResult checkHandshake(const RequestHeaders&, std::span<
 bool originAllowed(std::string_view origin, std::span<const std::string> allowList) noexcept;
 
 // True when `origin` is one a browser shows for a page of a server bound to
-// `boundHost`:`port`: http (spry serves no TLS), the bound host (IPv6 in
+// `boundHost`:`port`: http (https when `secure`), the bound host (IPv6 in
 // brackets) and, for a loopback or wildcard bind, also localhost, 127.0.0.1
-// and [::1]; the port may be left out when it is 80. Ignores ASCII case.
+// and [::1]; the port may be left out when it is 80 (443 for https).
+// Ignores ASCII case.
 // Names that only DNS maps to the server are not its own (DNS rebinding).
-bool isOwnOrigin(std::string_view origin, std::string_view boundHost, std::uint16_t port) noexcept;
+bool isOwnOrigin(std::string_view origin, std::string_view boundHost, std::uint16_t port,
+                 bool secure = false) noexcept;
 
 // Appends the "HTTP/1.1 101 Switching Protocols" response for a kAccept result
 // through writeHead: Upgrade, Connection, Sec-WebSocket-Accept and (when one was

@@ -69,9 +69,8 @@ void HttpExchange::receive(const char* data, std::size_t size) {
 void HttpExchange::onPeerEnd() {
   // A half-close: the client may still wait for the answer to what it sent.
   peerEnded_ = true;
-  if (!current_ && bufferedAmount() == 0) {
-    conn_.close();
-  } else if (!current_ && in_.empty()) {
+  if (!current_ && (bufferedAmount() == 0 || in_.empty())) {
+    // No linger (the peer has ended), and over TLS close_notify goes first.
     closeAfterFlush();
   }
   // Otherwise requests wait behind a full output buffer: onDrained goes on.
@@ -160,6 +159,10 @@ void HttpExchange::dispatch(RequestView& parsed) {
   d.splitTarget();
   d.remoteAddress = remoteAddress_;
   d.remotePort = remotePort_;
+  if (TlsTransport* tls = conn_.tls()) [[unlikely]] {
+    d.secure = true;
+    d.peerCertificate = tls->peerCertificate();
+  }
   d.loop = &conn_.loopContext();
   d.connection = &conn_;
   d.serial = ++serial_;

@@ -72,6 +72,8 @@ struct RequestData {
   Locals locals;
   std::string_view remoteAddress;
   std::uint16_t remotePort = 0;
+  bool secure = false;                                        // through a TLS listener
+  std::shared_ptr<const TlsPeerCertificate> peerCertificate;  // with verifyClient
   LoopContext* loop = nullptr;
   std::shared_ptr<LoopContext> loopRef;  // once owned
   Connection* connection = nullptr;      // while the handler runs

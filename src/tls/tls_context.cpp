@@ -349,15 +349,19 @@ TlsServerConfig::TlsServerConfig(TlsOptions options, std::shared_ptr<TicketKeySt
   current_.store(TlsContext::create(options_, ticketKeys_));
 }
 
-std::shared_ptr<const TlsContext> TlsServerConfig::reload(std::string& error) {
+std::shared_ptr<const TlsContext> TlsServerConfig::build(std::string& error) const {
   try {
-    auto next = TlsContext::create(options_, ticketKeys_);
-    current_.store(next);
-    return next;
+    return TlsContext::create(options_, ticketKeys_);
   } catch (const std::exception& e) {
     error = e.what();
     return nullptr;
   }
+}
+
+std::shared_ptr<const TlsContext> TlsServerConfig::reload(std::string& error) {
+  auto next = build(error);
+  if (next) install(next);
+  return next;
 }
 
 }  // namespace spry::detail

@@ -68,6 +68,13 @@ class TlsServerConfig {
   // current; returns it. On an error it returns null with the reason in
   // `error`, and the current context stays in service.
   std::shared_ptr<const TlsContext> reload(std::string& error);
+  // reload() in two steps, so several configs change together or not at
+  // all: build() rereads the files into a new context (null and `error` on
+  // failure) without using it; install() makes one current.
+  std::shared_ptr<const TlsContext> build(std::string& error) const;
+  void install(std::shared_ptr<const TlsContext> context) noexcept {
+    current_.store(std::move(context));
+  }
   const TlsOptions& options() const noexcept { return options_; }
 
  private:

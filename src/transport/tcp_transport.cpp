@@ -56,7 +56,7 @@ void TcpTransport::dropSlow() noexcept {
   }
 }
 
-TcpTransport::TcpTransport(TransportEvents& events) noexcept : events_(events) {
+TcpTransport::TcpTransport(TransportEvents& events) noexcept : events_(&events) {
   std::memset(&poll_, 0, sizeof(poll_));
 }
 
@@ -134,10 +134,10 @@ void TcpTransport::onPoll(uv_poll_t* h, int status, int events) noexcept {
 void TcpTransport::onReadable() noexcept {
   const int s = fd();
   for (int i = 0; i < kReadsPerEvent; ++i) {
-    std::string& buf = events_.readBuffer();
+    std::string& buf = events_->readBuffer();
     const ssize_t n = ::recv(s, buf.data(), buf.size(), 0);
     if (n > 0) {
-      if (!ending_) events_.onData(buf.data(), static_cast<std::size_t>(n));
+      if (!ending_) events_->onData(buf.data(), static_cast<std::size_t>(n));
       if (closed_ || !reading_) return;
       if (static_cast<std::size_t>(n) < buf.size()) return;  // the socket is (likely) empty
       continue;
@@ -156,7 +156,7 @@ void TcpTransport::peerEnd() noexcept {
   peerEnded_ = true;
   pauseReading();
   if (!ending_) {
-    events_.onPeerEnd();
+    events_->onPeerEnd();
   } else if (shutdownSent_ || bufferedAmount() == 0) {
     close();  // the peer's FIN ends the linger, or there is nothing left to send
   }
@@ -262,7 +262,7 @@ void TcpTransport::block() noexcept {
   s->stallSince = uv_now(poll_.loop);
   s->acked = acknowledged();
   s->reported = bufferedAmount();
-  events_.onWriteQueued(static_cast<long>(s->reported));
+  events_->onWriteQueued(static_cast<long>(s->reported));
   watch();
 }
 
@@ -272,10 +272,10 @@ void TcpTransport::onWritable() noexcept {
   // Each wait is reported as bytes entering, then leaving, the queue.
   const std::size_t left = bufferedAmount();
   if (left == slow_->reported) return;  // nothing went out
-  events_.onWriteQueued(-static_cast<long>(slow_->reported));
+  events_->onWriteQueued(-static_cast<long>(slow_->reported));
   if (left > 0) {
     slow_->reported = left;
-    events_.onWriteQueued(static_cast<long>(left));
+    events_->onWriteQueued(static_cast<long>(left));
     return;
   }
   blocked_ = false;
@@ -290,7 +290,7 @@ void TcpTransport::drained() noexcept {
     out_.release();
   }
   if (!ending_) {
-    events_.onDrained();
+    events_->onDrained();
     return;
   }
   if (!(slow_ && slow_->hasTimer) || peerEnded_) {
@@ -340,7 +340,7 @@ void TcpTransport::close() noexcept {
   closed_ = true;
   reading_ = false;
   if (isWriting()) {
-    events_.onWriteQueued(-static_cast<long>(slow_->reported));
+    events_->onWriteQueued(-static_cast<long>(slow_->reported));
     blocked_ = false;
   }
   if (open_) {
@@ -354,7 +354,7 @@ void TcpTransport::close() noexcept {
   } else {
     dropSlow();
   }
-  events_.onClosed();
+  events_->onClosed();
 }
 
 void TcpTransport::onClosedHandle(uv_handle_t* h) noexcept {
@@ -364,7 +364,7 @@ void TcpTransport::onClosedHandle(uv_handle_t* h) noexcept {
     self->slow_ = nullptr;
   }
   // Memory of every handle is released before the owner may go.
-  if (--self->handlesOpen_ == 0) self->events_.onReleased();
+  if (--self->handlesOpen_ == 0) self->events_->onReleased();
 }
 
 // ---------------------------------------------------------------- stalls

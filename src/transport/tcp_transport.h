@@ -29,6 +29,9 @@ class TcpTransport final : public Transport {
   bool open(uv_loop_t* loop, int fd) noexcept;
   // The socket (-1 before open and once closed).
   int fd() const noexcept;
+  // Sends the events to `events` from now on (a TLS transport layered on
+  // this one, before open()).
+  void setEvents(TransportEvents& events) noexcept { events_ = &events; }
   // After the next complete flush, give the output buffer's capacity back
   // (a WebSocket's 101: many sockets go quiet right after it).
   void releaseAfterFlush() noexcept { releaseAfterFlush_ = true; }
@@ -73,7 +76,7 @@ class TcpTransport final : public Transport {
   bool blocked_ = false;          // output waits for the socket to become writable (in slow_)
   std::uint8_t watching_ = 0;     // the uv_poll events started
   std::uint8_t handlesOpen_ = 0;  // the poll handle, plus the linger timer once made
-  TransportEvents& events_;
+  TransportEvents* events_;
   Slow* slow_ = nullptr;  // while output waits for a writable socket, or lingering
   uv_poll_t poll_;
 };

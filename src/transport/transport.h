@@ -1,6 +1,6 @@
 #pragma once
-// The byte-moving layer under every protocol: TCP today, TLS wrapping TCP
-// next. A protocol above it writes plain bytes and gets plain bytes; it never
+// The byte-moving layer under every protocol: TCP, or TLS wrapping TCP
+// (TlsTransport). A protocol above it writes plain bytes and gets plain bytes; it never
 // knows which transport carries them.
 
 #include <cstddef>

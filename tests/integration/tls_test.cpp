@@ -4,140 +4,22 @@
 // close_notify, and the per-loop handshake budget. The clients are OpenSSL
 // over real sockets; the certificates are made at test time.
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
-
 #include <fcntl.h>
-#include <poll.h>
 
 #include <filesystem>
 #include <memory>
 
-#include "../unit/tls_certs.h"
-#include "harness.h"
+#include "ssl_client.h"
 #include "strings.h"
 
 using namespace spry;
 using namespace spry::test;
+using spry::test::ClientConfig;
+using spry::test::SslClient;
 using spry_test::serverOptions;
 using spry_test::TlsCerts;
 
 namespace {
-
-struct ClientConfig {
-  std::string caFile = TlsCerts::get().path("ca.pem");  // empty: no verification
-  std::string serverName = "localhost";                 // SNI and the name checked
-  std::string certFile, keyFile;                        // a client certificate
-  int maxVersion = 0;                                   // TLS1_2_VERSION: no 1.3
-  SSL_SESSION* resume = nullptr;
-};
-
-// A blocking TLS client with 5-second socket timeouts.
-class SslClient {
- public:
-  explicit SslClient(std::uint16_t port, const ClientConfig& c = {}) : raw_(port) {
-    ctx_ = SSL_CTX_new(TLS_client_method());
-    if (c.maxVersion) SSL_CTX_set_max_proto_version(ctx_, c.maxVersion);
-    if (!c.caFile.empty()) {
-      SSL_CTX_load_verify_locations(ctx_, c.caFile.c_str(), nullptr);
-      SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
-    }
-    if (!c.certFile.empty()) {
-      SSL_CTX_use_certificate_chain_file(ctx_, c.certFile.c_str());
-      SSL_CTX_use_PrivateKey_file(ctx_, c.keyFile.c_str(), SSL_FILETYPE_PEM);
-    }
-    SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
-    ssl_ = SSL_new(ctx_);
-    timeval tv{5, 0};
-    ::setsockopt(raw_.fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ::setsockopt(raw_.fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    SSL_set_fd(ssl_, raw_.fd());
-    if (!c.serverName.empty()) {
-      SSL_set_tlsext_host_name(ssl_, c.serverName.c_str());
-      SSL_set1_host(ssl_, c.serverName.c_str());
-    }
-    static const unsigned char alpn[] = "\x08http/1.1";
-    SSL_set_alpn_protos(ssl_, alpn, sizeof(alpn) - 1);
-    if (c.resume) SSL_set_session(ssl_, c.resume);
-  }
-  ~SslClient() {
-    // A proper close (close_notify): OpenSSL marks the session of a client
-    // that leaves without one as not resumable.
-    if (SSL_is_init_finished(ssl_)) SSL_shutdown(ssl_);
-    ERR_clear_error();
-    SSL_free(ssl_);
-    SSL_CTX_free(ctx_);
-  }
-  SslClient(const SslClient&) = delete;
-  SslClient& operator=(const SslClient&) = delete;
-
-  bool handshake() {
-    const bool ok = SSL_connect(ssl_) == 1;
-    ERR_clear_error();
-    return ok;
-  }
-  bool send(std::string_view data) {
-    std::size_t written = 0;
-    const bool ok = SSL_write_ex(ssl_, data.data(), data.size(), &written) == 1;
-    ERR_clear_error();
-    return ok && written == data.size();
-  }
-  // Up to what one read brings; empty at the end (or on an error, timeout).
-  std::string readSome() {
-    char buf[16384];
-    std::size_t got = 0;
-    if (SSL_read_ex(ssl_, buf, sizeof(buf), &got) != 1) {
-      lastError_ = SSL_get_error(ssl_, 0);
-      ERR_clear_error();
-      return {};
-    }
-    return std::string(buf, got);
-  }
-  // One HTTP response (Content-Length bodies); nullopt at the end.
-  std::optional<std::string> response() {
-    for (;;) {
-      const auto head = in_.find("\r\n\r\n");
-      if (head != std::string::npos) {
-        std::size_t length = 0;
-        const auto cl = in_.find("Content-Length: ");
-        if (cl != std::string::npos && cl < head) length = std::stoul(in_.substr(cl + 16));
-        if (in_.size() >= head + 4 + length) {
-          std::string r = in_.substr(0, head + 4 + length);
-          in_.erase(0, head + 4 + length);
-          return r;
-        }
-      }
-      std::string more = readSome();
-      if (more.empty()) return std::nullopt;
-      in_ += more;
-    }
-  }
-  std::optional<std::string> get(const std::string& path) {
-    if (!send("GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n")) return std::nullopt;
-    return response();
-  }
-  // The server's certificate's common name.
-  std::string peerName() const {
-    X509* cert = SSL_get0_peer_certificate(ssl_);
-    if (!cert) return {};
-    char cn[256] = {};
-    X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
-    return cn;
-  }
-  bool isResumed() const { return SSL_session_reused(ssl_) == 1; }
-  SSL_SESSION* session() const { return SSL_get1_session(ssl_); }
-  SSL* ssl() const { return ssl_; }
-  RawClient& raw() { return raw_; }
-  int lastError() const { return lastError_; }
-
- private:
-  RawClient raw_;
-  SSL_CTX* ctx_ = nullptr;
-  SSL* ssl_ = nullptr;
-  std::string in_;
-  int lastError_ = 0;
-};
 
 std::string body(const std::string& response) {
   return response.substr(response.find("\r\n\r\n") + 4);
@@ -420,14 +302,28 @@ TEST_CASE(
   CHECK(before.peerName() == "localhost");
   REQUIRE(before.get("/"));
 
-  // A handshake in flight during the reload: the ClientHello is in, the
-  // rest follows after it, with the certificate it started with.
-  SslClient midway(server.port());
-  const int fd = midway.raw().fd();
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  SSL_set_connect_state(midway.ssl());
-  CHECK(SSL_do_handshake(midway.ssl()) != 1);
-  std::this_thread::sleep_for(50ms);
+  // A handshake in flight during the reload: the server has answered the
+  // ClientHello, and the client's last flight only comes after the reload.
+  // (Memory BIOs: the client cannot run ahead of the test.)
+  RawClient midwaySocket(server.port());
+  SSL_CTX* midwayCtx = SSL_CTX_new(TLS_client_method());
+  SSL* midway = SSL_new(midwayCtx);
+  BIO* midwayIn = BIO_new(BIO_s_mem());
+  BIO* midwayOut = BIO_new(BIO_s_mem());
+  SSL_set_bio(midway, midwayIn, midwayOut);
+  SSL_set_connect_state(midway);
+  auto midwayStep = [&] {
+    const int r = SSL_do_handshake(midway);
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(midwayOut, &data);
+    if (n > 0) REQUIRE(midwaySocket.send(std::string_view(data, static_cast<std::size_t>(n))));
+    (void)BIO_reset(midwayOut);
+    return r;
+  };
+  CHECK(midwayStep() != 1);  // the ClientHello
+  const std::string serverFlight = midwaySocket.readSome();
+  REQUIRE_FALSE(serverFlight.empty());
+  BIO_write(midwayIn, serverFlight.data(), static_cast<int>(serverFlight.size()));
 
   ClientConfig other;
   other.serverName = "other.example.com";
@@ -435,19 +331,19 @@ TEST_CASE(
   fs::copy_file(certs.path("other.key"), key, fs::copy_options::overwrite_existing);
   CHECK(app.reloadTls());
 
-  bool midwayDone = false;
-  for (int i = 0; i < 2000 && !midwayDone; ++i) {
-    const int r = SSL_do_handshake(midway.ssl());
-    if (r == 1) {
-      midwayDone = true;
-    } else {
-      REQUIRE(SSL_get_error(midway.ssl(), r) == SSL_ERROR_WANT_READ);
-      std::this_thread::sleep_for(1ms);
-    }
-  }
-  ERR_clear_error();
-  REQUIRE(midwayDone);
-  CHECK(midway.peerName() == "localhost");
+  // Now the client's last flight: the server completes with the certificate
+  // it started with.
+  CHECK(midwayStep() == 1);
+  char cn[256] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(SSL_get0_peer_certificate(midway)),
+                            NID_commonName, cn, sizeof(cn));
+  CHECK(std::string(cn) == "localhost");
+  static constexpr std::string_view kGet = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  REQUIRE(SSL_write(midway, kGet.data(), static_cast<int>(kGet.size())) > 0);
+  midwayStep();
+  CHECK(midwaySocket.readSome().size() > 0);  // an answer (encrypted), so the server finished
+  SSL_free(midway);
+  SSL_CTX_free(midwayCtx);
 
   SslClient after(server.port(), other);
   REQUIRE(after.handshake());
@@ -471,6 +367,7 @@ TEST_CASE("reloadTls from another thread while handshakes run") {
   App app;
   addRoutes(app);
   TestServer server(app, tlsListen(serverOptions()));
+  setLogLevel(LogLevel::kWarn);  // one info line per reload
   std::atomic<bool> done{false};
   std::thread reloader([&] {
     while (!done) {
@@ -487,6 +384,7 @@ TEST_CASE("reloadTls from another thread while handshakes run") {
   }
   done = true;
   reloader.join();
+  setLogLevel(LogLevel::kInfo);
 }
 
 TEST_CASE("resumption: a ticket from the first connection resumes the second, TLS 1.3 and 1.2") {

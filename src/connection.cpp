@@ -141,6 +141,10 @@ bool Connection::takeHandshakeStep() noexcept {
   return server_->takeHandshakeStep();
 }
 
+void Connection::handshakeStepTook(std::uint64_t ns) noexcept {
+  server_->handshakeStepTook(ns);
+}
+
 void Connection::runTlsLater() noexcept {
   if (!server_->tlsLater(self_)) {
     // The server has stopped: nothing will run it; the connection goes.

@@ -93,6 +93,7 @@ class Connection final : private TransportEvents, private TlsHost {
   void onWriteQueued(long delta) noexcept override;
   // TlsHost
   bool takeHandshakeStep() noexcept override;
+  void handshakeStepTook(std::uint64_t ns) noexcept override;
   void runTlsLater() noexcept override;
   std::span<char> plainBuffer() noexcept override;
   void onTlsHandshake(bool resumed) noexcept override;

@@ -190,12 +190,12 @@ bool Server::tlsLater(const std::shared_ptr<Connection>& c) noexcept {
 void Server::runTlsTurn() noexcept {
   // After this turn's I/O: a new budget, spent first on the work put off
   // (oldest first), and what is left goes to the next turn's new bytes.
-  handshakeSteps_ = 0;
+  handshakeNs_ = 0;
   tlsRunning_.swap(tlsPending_);
   for (auto& c : tlsRunning_) c->runTlsPending();
   tlsRunning_.clear();
   if (tlsPending_.empty()) uv_idle_stop(tlsIdle_);
-  if (tlsPending_.empty() && handshakeSteps_ == 0) {
+  if (tlsPending_.empty() && handshakeNs_ == 0) {
     tlsArmed_ = false;
     uv_check_stop(tlsCheck_);
   }

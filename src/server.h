@@ -60,18 +60,20 @@ class Server : public std::enable_shared_from_this<Server> {
   // once the server has stopped (the caller flushes at once).
   bool flushLater(const std::shared_ptr<Connection>& c);
 
-  // TLS handshakes: at most kHandshakeStepsPerTurn steps per loop turn
-  // (a step is one flight of a client's: the first costs a key exchange and
-  // a signature), so a flood of new connections cannot starve open ones.
-  // False when this turn's budget is spent.
+  // TLS handshakes: at most kHandshakeBudgetNs of handshake work per loop
+  // turn (and at least one step), so a flood of new connections cannot
+  // starve open ones. A step is one flight of a client's; the first costs a
+  // key exchange and a signature (~0.1-0.2 ms with P-256). False when this
+  // turn's budget is spent.
   bool takeHandshakeStep() noexcept {
-    if (handshakeSteps_ >= kHandshakeStepsPerTurn) [[unlikely]] {
+    if (handshakeNs_ >= kHandshakeBudgetNs) [[unlikely]] {
       tlsDeferred_.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    if (handshakeSteps_++ == 0) armTlsTurn();
+    if (!tlsArmed_) armTlsTurn();
     return true;
   }
+  void handshakeStepTook(std::uint64_t ns) noexcept { handshakeNs_ += ns; }
   // Runs `c`'s put-off TLS work after this turn's I/O (Connection::runTlsLater).
   // False once the server has stopped.
   bool tlsLater(const std::shared_ptr<Connection>& c) noexcept;
@@ -91,7 +93,7 @@ class Server : public std::enable_shared_from_this<Server> {
         tlsHandshakeFailures_.load(std::memory_order_relaxed),
         tlsErrors_.load(std::memory_order_relaxed), tlsDeferred_.load(std::memory_order_relaxed)};
   }
-  static constexpr unsigned kHandshakeStepsPerTurn = 16;
+  static constexpr std::uint64_t kHandshakeBudgetNs = 1'000'000;
 
   TopicTable& topics() noexcept { return topics_; }
   std::size_t connectionCount() const noexcept {
@@ -152,7 +154,7 @@ class Server : public std::enable_shared_from_this<Server> {
   uv_check_t* tlsCheck_ = nullptr;
   uv_idle_t* tlsIdle_ = nullptr;
   bool tlsArmed_ = false;
-  unsigned handshakeSteps_ = 0;
+  std::uint64_t handshakeNs_ = 0;  // handshake work in this loop turn
   std::vector<std::shared_ptr<Connection>> tlsPending_;
   std::vector<std::shared_ptr<Connection>> tlsRunning_;
   std::atomic<std::uint64_t> tlsHandshakes_{0};

@@ -1,5 +1,7 @@
 #include "transport/tls_transport.h"
 
+#include <uv.h>
+
 #include <algorithm>
 #include <limits>
 
@@ -40,6 +42,10 @@ void TlsTransport::onData(char* data, std::size_t size) noexcept {
       }
       return;
     }
+    const std::uint64_t start = uv_hrtime();
+    advance(data, size);
+    host_.handshakeStepTook(uv_hrtime() - start);
+    return;
   } else if (ending_) {
     return;  // closing: input is dropped
   }
@@ -103,7 +109,9 @@ void TlsTransport::runPending() noexcept {
       return;
     }
     deferred_ = false;
+    const std::uint64_t start = uv_hrtime();
     advance(nullptr, 0);
+    host_.handshakeStepTook(uv_hrtime() - start);
     if (!closed_ && (reading_ || session_.isHandshaking())) tcp_.resumeReading();
     return;
   }

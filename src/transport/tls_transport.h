@@ -30,9 +30,11 @@ namespace spry::detail {
 // the loop thread and must not throw.
 class TlsHost {
  public:
-  // Counts one handshake step against this loop turn's budget; false when
-  // the budget is spent (the step waits for runPending()).
+  // Asks to run one handshake step in this loop turn; false when the turn's
+  // budget is spent (the step waits for runPending()).
   virtual bool takeHandshakeStep() noexcept = 0;
+  // A step granted by takeHandshakeStep() took `ns` nanoseconds.
+  virtual void handshakeStepTook(std::uint64_t ns) noexcept { (void)ns; }
   // Has TlsTransport::runPending() called after this loop turn's I/O.
   virtual void runTlsLater() noexcept = 0;
   // Where plaintext is decrypted to: the loop's second buffer.

@@ -16,7 +16,42 @@ std::atomic<std::uint64_t> gNextSocketId{1};
 
 Connection::Connection(std::shared_ptr<Server> server) : server_(std::move(server)), tcp_(*this) {}
 
-Connection::~Connection() = default;
+// A connection's TLS: the transport and its host, allocated together when a
+// TLS listener accepts, and only then.
+class Connection::TlsLayer final : public TlsHost {
+ public:
+  TlsLayer(Connection& c, std::shared_ptr<const TlsContext> context)
+      : conn_(c), transport_(c.tcp_, c, *this, std::move(context)) {}
+
+  bool takeHandshakeStep() noexcept override { return conn_.server_->takeHandshakeStep(); }
+  void handshakeStepTook(std::uint64_t ns) noexcept override {
+    conn_.server_->handshakeStepTook(ns);
+  }
+  void runTlsLater() noexcept override {
+    // Once the server has stopped nothing will run it: the connection goes.
+    if (!conn_.server_->tlsLater(conn_.self_)) conn_.close();
+  }
+  std::span<char> plainBuffer() noexcept override { return conn_.loopContext().plainBuffer(); }
+  void onTlsHandshake(bool resumed) noexcept override { conn_.server_->countTlsHandshake(resumed); }
+  void onTlsFailure(bool inHandshake, std::string_view reason) noexcept override {
+    conn_.server_->countTlsFailure(inHandshake);
+    if (!logEnabled(LogLevel::kDebug)) return;
+    try {
+      log(LogLevel::kDebug, "spry: " + conn_.tcp_.peerAddress(nullptr) + ": TLS " +
+                                (inHandshake ? "handshake failed: " : "error: ") +
+                                std::string(reason) + "; closing");
+    } catch (...) {
+    }
+  }
+
+ private:
+  Connection& conn_;
+  TlsTransport transport_;
+};
+
+Connection::~Connection() {
+  if (TlsTransport* t = tls()) delete static_cast<TlsLayer*>(&t->host());
+}
 
 AppState& Connection::app() const noexcept {
   return server_->app();
@@ -28,10 +63,7 @@ std::uint64_t Connection::now() const noexcept {
 
 void Connection::start(std::shared_ptr<Connection> self, int fd,
                        std::shared_ptr<const TlsContext> tls) {
-  if (tls) {
-    tls_ = std::make_unique<TlsTransport>(tcp_, static_cast<TransportEvents&>(*this),
-                                          static_cast<TlsHost&>(*this), std::move(tls));
-  }
+  if (tls) new TlsLayer(*this, std::move(tls));  // owned through tcp_'s events: see tls()
   if (!tcp_.open(loopContext().loop(), fd)) return;
   self_ = std::move(self);
   server_->add(this);
@@ -60,8 +92,8 @@ void Connection::event(F&& fn) noexcept {
 
 void Connection::flush() noexcept {
   if (depth_ > 0) return;
-  if (tls_) {
-    if (!tls_->isWriting() && tls_->bufferedAmount() > 0) tls_->flush();
+  if (TlsTransport* t = tls()) [[unlikely]] {
+    if (!t->isWriting() && t->bufferedAmount() > 0) t->flush();
   } else if (!tcp_.isWriting() && tcp_.bufferedAmount() > 0) {
     tcp_.flush();
   }
@@ -137,42 +169,8 @@ void Connection::onWriteQueued(long delta) noexcept {
 
 // ---------------------------------------------------------------- TLS
 
-bool Connection::takeHandshakeStep() noexcept {
-  return server_->takeHandshakeStep();
-}
-
-void Connection::handshakeStepTook(std::uint64_t ns) noexcept {
-  server_->handshakeStepTook(ns);
-}
-
-void Connection::runTlsLater() noexcept {
-  if (!server_->tlsLater(self_)) {
-    // The server has stopped: nothing will run it; the connection goes.
-    close();
-  }
-}
-
 void Connection::runTlsPending() noexcept {
-  if (tls_ && !isClosed()) tls_->runPending();
-}
-
-std::span<char> Connection::plainBuffer() noexcept {
-  return loopContext().plainBuffer();
-}
-
-void Connection::onTlsHandshake(bool resumed) noexcept {
-  server_->countTlsHandshake(resumed);
-}
-
-void Connection::onTlsFailure(bool inHandshake, std::string_view reason) noexcept {
-  server_->countTlsFailure(inHandshake);
-  if (!logEnabled(LogLevel::kDebug)) return;
-  try {
-    log(LogLevel::kDebug, "spry: " + tcp_.peerAddress(nullptr) + ": TLS " +
-                              (inHandshake ? "handshake failed: " : "error: ") +
-                              std::string(reason) + "; closing");
-  } catch (...) {
-  }
+  if (TlsTransport* t = tls(); t && !isClosed()) t->runPending();
 }
 
 // ---------------------------------------------------------------- the upgrade
@@ -192,8 +190,8 @@ void Connection::upgrade() noexcept {
     writeUpgradeResponse(head, accepted, headers);
     transport().write(head);
     // Many sockets go quiet after the 101: its buffer is given back once out.
-    if (tls_) {
-      tls_->releaseAfterFlush();
+    if (TlsTransport* t = tls()) {
+      t->releaseAfterFlush();
     } else {
       tcp_.releaseAfterFlush();
     }

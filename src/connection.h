@@ -23,7 +23,7 @@ class LoopContext;
 class Server;
 struct AppState;
 
-class Connection final : private TransportEvents, private TlsHost {
+class Connection final : private TransportEvents {
  public:
   explicit Connection(std::shared_ptr<Server> server);
   ~Connection();
@@ -48,14 +48,22 @@ class Connection final : private TransportEvents, private TlsHost {
 
   // --- from the protocols and the handles
   Transport& transport() noexcept {
-    return tls_ ? static_cast<Transport&>(*tls_) : static_cast<Transport&>(tcp_);
+    TlsTransport* t = tls();
+    return t ? static_cast<Transport&>(*t) : static_cast<Transport&>(tcp_);
   }
   const Transport& transport() const noexcept {
-    return tls_ ? static_cast<const Transport&>(*tls_) : static_cast<const Transport&>(tcp_);
+    const TlsTransport* t = tls();
+    return t ? static_cast<const Transport&>(*t) : static_cast<const Transport&>(tcp_);
   }
   // The connection came through a TLS listener.
-  bool isSecure() const noexcept { return tls_ != nullptr; }
-  TlsTransport* tls() noexcept { return tls_.get(); }
+  bool isSecure() const noexcept { return tls() != nullptr; }
+  // The TLS layer, null on a plain connection. Not a member of its own: an
+  // idle plain connection must not grow by a pointer, so it is found through
+  // where the TCP transport sends its events (here, or to the TLS layer).
+  TlsTransport* tls() const noexcept {
+    TransportEvents* e = tcp_.events();
+    return e == static_cast<const TransportEvents*>(this) ? nullptr : TlsTransport::fromEvents(e);
+  }
   // For the server: TLS work put off (runTlsLater).
   void runTlsPending() noexcept;
   Server& server() const noexcept { return *server_; }
@@ -91,13 +99,9 @@ class Connection final : private TransportEvents, private TlsHost {
   void onReleased() noexcept override;
   std::string& readBuffer() noexcept override;
   void onWriteQueued(long delta) noexcept override;
-  // TlsHost
-  bool takeHandshakeStep() noexcept override;
-  void handshakeStepTook(std::uint64_t ns) noexcept override;
-  void runTlsLater() noexcept override;
-  std::span<char> plainBuffer() noexcept override;
-  void onTlsHandshake(bool resumed) noexcept override;
-  void onTlsFailure(bool inHandshake, std::string_view reason) noexcept override;
+  // The TLS layer's host: it reaches the server through this connection.
+  class TlsLayer;
+  friend class TlsLayer;
 
   // Runs `fn` as one event: what it queues is written once, at the end of
   // the outermost event, after an upgrade it asked for has been made.
@@ -111,8 +115,7 @@ class Connection final : private TransportEvents, private TlsHost {
   // hold the connection after listen() has let go of its server.
   std::shared_ptr<Server> server_;
   std::shared_ptr<Connection> self_;  // released in onReleased
-  TcpTransport tcp_;
-  std::unique_ptr<TlsTransport> tls_;  // on a TLS listener: wraps tcp_
+  TcpTransport tcp_;                  // on a TLS listener wrapped by a TlsLayer (tls())
   // The fields after it live in its tail padding (after the index byte).
   [[no_unique_address]] std::variant<std::monostate, HttpExchange, WebSocketEndpoint> protocol_;
   bool flushPosted_ = false;  // flushSoon() handed this connection to the server

@@ -32,6 +32,7 @@ class TcpTransport final : public Transport {
   // Sends the events to `events` from now on (a TLS transport layered on
   // this one, before open()).
   void setEvents(TransportEvents& events) noexcept { events_ = &events; }
+  TransportEvents* events() const noexcept { return events_; }
   // After the next complete flush, give the output buffer's capacity back
   // (a WebSocket's 101: many sockets go quiet right after it).
   void releaseAfterFlush() noexcept { releaseAfterFlush_ = true; }

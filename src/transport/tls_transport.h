@@ -65,6 +65,12 @@ class TlsTransport final : public Transport, private TransportEvents, private Tl
   // After the next complete flush, give the output buffers back.
   void releaseAfterFlush() noexcept;
   const TlsSession& session() const noexcept { return session_; }
+  TlsHost& host() const noexcept { return host_; }
+  // The TLS transport whose TCP events go to `events` (what
+  // TcpTransport::events() returns once one is layered on it).
+  static TlsTransport* fromEvents(TransportEvents* events) noexcept {
+    return static_cast<TlsTransport*>(events);
+  }
   // The client certificate (with verifyClient), read once; null without one.
   const std::shared_ptr<const TlsPeerCertificate>& peerCertificate() noexcept;
 

@@ -82,6 +82,11 @@ class TlsTransport final : public Transport, private TransportEvents, private Tl
   void close() noexcept override;
   bool isStalled(std::uint64_t now, std::uint64_t limitMs) noexcept override;
   std::string peerAddress(std::uint16_t* port) const override { return tcp_.peerAddress(port); }
+  // The plaintext buffer's and TCP's (the ciphertext's).
+  void releaseIdleMemory() noexcept override {
+    Transport::releaseIdleMemory();
+    tcp_.releaseIdleMemory();
+  }
 
  private:
   // TransportEvents, from TCP: ciphertext and the socket's life.

@@ -115,7 +115,7 @@ class Transport {
   // The peer's address ("127.0.0.1", "::1") and port; empty when unknown.
   virtual std::string peerAddress(std::uint16_t* port) const = 0;
   // Gives back buffer capacity an idle connection need not hold.
-  void releaseIdleMemory() noexcept {
+  virtual void releaseIdleMemory() noexcept {
     if (out_.empty() && !queue_) out_.release();
   }
 

@@ -48,6 +48,15 @@ void TlsTransport::onData(char* data, std::size_t size) noexcept {
     return;
   } else if (ending_) {
     return;  // closing: input is dropped
+  } else if (!reading_) {
+    // The owner paused while TCP read on for a deferred handshake: keep the
+    // bytes for resumeReading() and read no more.
+    if (!session_.hold(data, size)) {
+      failed();
+      return;
+    }
+    tcp_.pauseReading();
+    return;
   }
   advance(data, size);
 }
@@ -81,6 +90,8 @@ void TlsTransport::afterAdvance(bool wasHandshaking) noexcept {
     }
     // What the owner queued during the handshake goes out below.
     if (plainQueued() > 0) wantDrain_ = true;
+    // Reading went on for the handshake only.
+    if (!reading_) tcp_.pauseReading();
   }
   if (session_.state() == TlsState::kPeerEnded && !peerEndTold_ && !session_.hasInput()) {
     peerEndTold_ = true;

@@ -250,6 +250,8 @@ void TlsSession::readRecords() noexcept {
       // The plaintext goes first, then the end or the error that came after it.
       events_.onPlain(buffer.data(), filled);
       filled = 0;
+      // The owner closed the session meanwhile: that state stands.
+      if (state_ != TlsState::kOpen) break;
     }
     if (renegotiationRefused_) {
       fail("renegotiation refused");

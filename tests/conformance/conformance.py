@@ -24,13 +24,25 @@ UTF-8 only at the end of a message, ...). NON-STRICT counts as passed unless
 
 Usage:
   conformance.py --url ws://127.0.0.1:8080/echo
+  conformance.py --url wss://127.0.0.1:8443/echo --tls-ca ca.pem
   conformance.py [options] --server-cmd ./echo --host 127.0.0.1 --port 0
       (--server-cmd must come last; the server must print
        "listening on http://HOST:PORT/" as its first stdout line; it is
        stopped with SIGINT at the end)
+  conformance.py --tls-make-cert [options] --server-cmd ./echo --port 0 \
+      --cert {tls_cert} --key {tls_key}
+      (wss: makes a CA and a certificate for 127.0.0.1, ::1 and localhost
+       with the openssl command in a temporary directory, puts their paths
+       in place of {tls_cert} and {tls_key}, and trusts that CA)
+
+Over wss every case runs unchanged: the TLS client sits between the frames
+and the socket (memory BIOs), each write is a TLS record of its own (so the
+byte-by-byte chops reach the server's WebSocket parser byte by byte), and a
+client half-close is a TCP FIN without close_notify.
 
 Exit status: 0 when every case passed, 1 when any failed, 2 when the server
-could not be reached or started, 77 (skip) when the server command exited 77.
+could not be reached or started, 77 (skip) when the server command exited 77
+or --tls-make-cert finds no openssl command.
 The last line printed is "N passed, M failed".
 """
 
@@ -43,13 +55,17 @@ import random
 import re
 import select
 import shlex
+import shutil
 import socket
+import ssl
 import struct
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
 from server_process import ServerProcess  # noqa: E402
+from tls_certs import OpenSSLMissing, TestCa  # noqa: E402
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 OPCODE_NAMES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
@@ -194,8 +210,8 @@ class Conn:
         self.frag = bytearray()
         self.close_received = None
         try:
-            self.sock = socket.create_connection((ctx.host, ctx.port), timeout=ctx.timeout)
-        except OSError as e:
+            self.sock = ctx.connect()
+        except OSError as e:  # ssl.SSLError included: a failed TLS handshake
             raise CaseFailed("cannot connect to %s:%d: %s" % (ctx.host, ctx.port, e))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
@@ -258,9 +274,16 @@ class Conn:
         else:
             self.rbuf += data
 
+    def _buffered(self):
+        """TLS: input already taken off the socket, which select cannot see."""
+        return isinstance(self.sock, TlsSocket) and self.sock.buffered()
+
     def _read_some(self, deadline):
         """Waits until deadline for input; False on timeout."""
         if self.eof:
+            return True
+        if self._buffered():
+            self._recv_once()
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -290,7 +313,7 @@ class Conn:
                 # The server has closed and stopped reading; stop sending.
                 self.send_broken = True
                 return False
-            if r:
+            if r or self._buffered():
                 self._recv_once()  # keep reading so a writing server never blocks us
             if w:
                 try:
@@ -429,15 +452,171 @@ class Conn:
                 return Event("text" if op == OP_TEXT else "binary", data)
 
 
+class TlsSocket:
+    """A TLS client connection that Conn and the cases use like the plain
+    socket under it. OpenSSL (Python's ssl) runs on memory BIOs; the socket
+    stays an ordinary one, so select(), non-blocking I/O, SO_LINGER and a
+    TCP half-close work as with ws. Differences: recv() returns all the
+    plaintext at hand (possibly more than asked for; callers only append
+    it), and input read while flushing output waits in buffered()."""
+
+    def __init__(self, raw, context, hostname, timeout):
+        self.raw = raw
+        self.timeout = timeout
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = context.wrap_bio(self.inc, self.out, server_hostname=hostname)
+        self.plain = bytearray()  # decrypted, not yet returned by recv()
+        self.unsent = bytearray()  # encrypted, not yet taken by the socket
+        self.raw_eof = False  # TCP end seen
+        self.eof = False  # end of the TLS stream: close_notify or TCP end
+        self.error = None  # a fatal TLS error from the server's side
+        self.ended = False  # recv() has reported eof or error
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            self._flush(deadline)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([raw], [], [], remaining)[0]:
+                raise socket.timeout("TLS handshake: no answer within %gs" % timeout)
+            data = raw.recv(1 << 16)
+            if not data:
+                raise ConnectionAbortedError("TLS handshake: the server closed the connection")
+            self.inc.write(data)
+        if not self._flush(deadline):
+            raise socket.timeout("TLS handshake: could not send within %gs" % timeout)
+
+    # The socket's own methods.
+    def fileno(self):
+        return self.raw.fileno()
+
+    def setblocking(self, flag):
+        self.raw.setblocking(flag)
+
+    def setsockopt(self, *args):
+        self.raw.setsockopt(*args)
+
+    def shutdown(self, how):
+        # A TCP FIN without close_notify: the same event as a plain half-close
+        # for the server (RFC 8446 6.1 lets a server treat it as the end).
+        self.raw.shutdown(how)
+
+    def close(self):
+        self.raw.close()
+
+    # Data.
+    def buffered(self):
+        """Whether recv() has something that select() on the socket cannot show."""
+        return bool(self.plain) or ((self.eof or self.error is not None) and not self.ended)
+
+    def recv(self, bufsize):
+        if not self.plain:
+            try:
+                self._flush()
+            except OSError:
+                pass  # the server has gone: what it sent before comes first
+        while not self.plain and not self.eof and self.error is None:
+            # Raises BlockingIOError, socket.timeout or ConnectionResetError
+            # just as the plain socket would.
+            self._take(self.raw.recv(1 << 20))
+        if self.plain:
+            data = bytes(self.plain)
+            self.plain.clear()
+            return data
+        self.ended = True
+        if self.error is not None:
+            raise ConnectionResetError("TLS error from the server: %s" % self.error)
+        return b""
+
+    def send(self, data):
+        """One TLS record of up to 16 KiB of `data`; BlockingIOError while the
+        socket has not taken the previous one."""
+        if not self._flush():
+            raise BlockingIOError("TLS: the previous record is still being sent")
+        chunk = bytes(data[:16384])
+        try:
+            self.obj.write(chunk)
+        except ssl.SSLError as e:
+            raise BrokenPipeError("TLS: cannot send: %s" % e)
+        self._flush(time.monotonic() + self.timeout)
+        return len(chunk)
+
+    def sendall(self, data):
+        try:
+            self.obj.write(bytes(data))
+        except ssl.SSLError as e:
+            raise BrokenPipeError("TLS: cannot send: %s" % e)
+        if not self._flush(time.monotonic() + self.timeout):
+            raise socket.timeout("TLS: could not send within %gs" % self.timeout)
+
+    def _take(self, data):
+        """Feeds bytes from the socket (b"": its end) and decrypts what it can."""
+        if data:
+            self.inc.write(data)
+        else:
+            self.raw_eof = True
+            self.inc.write_eof()
+        while not self.eof and self.error is None:
+            try:
+                chunk = self.obj.read(1 << 20)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                self.eof = True
+                break
+            except ssl.SSLError as e:
+                self.error = e
+                break
+            if not chunk:
+                self.eof = True
+                break
+            self.plain += chunk
+
+    def _flush(self, deadline=None):
+        """Sends the pending ciphertext, until `deadline` (None: what the socket
+        takes now), reading meanwhile so that a server that is writing to us
+        never blocks us both. True when nothing is left."""
+        while True:
+            if self.out.pending:
+                self.unsent += self.out.read()
+            if not self.unsent:
+                return True
+            remaining = 0 if deadline is None else max(deadline - time.monotonic(), 0)
+            r, w, _ = select.select([] if self.raw_eof else [self.raw], [self.raw], [],
+                                    remaining)
+            if r:
+                self._take(self.raw.recv(1 << 20))
+            if w:
+                n = self.raw.send(self.unsent)
+                del self.unsent[:n]
+            elif not r and (deadline is None or time.monotonic() >= deadline):
+                return False
+
+
 class Ctx:
-    def __init__(self, args, host, port, path):
+    def __init__(self, args, host, port, path, tls=None):
         self.host, self.port, self.path = host, port, path
+        self.tls = tls  # an ssl.SSLContext for wss, or None
         self.timeout = args.timeout
         self.close_wait = args.close_wait
         self.limit = args.max_message_bytes
         self.strict = args.strict
         self.seed = args.seed
         self.verbose = args.verbose
+
+    def connect(self):
+        """A connected socket: plain, or a TlsSocket after its handshake."""
+        s = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        if self.tls is None:
+            return s
+        try:
+            return TlsSocket(s, self.tls, self.host, self.timeout)
+        except BaseException:
+            s.close()
+            raise
 
 
 class T:
@@ -717,7 +896,7 @@ def build_cases(limit):
     def bad_upgrade(t, version, with_key, want_version_header):
         """A refused upgrade gets an HTTP 4xx, never 101 (RFC 6455 4.2.1, 4.4)."""
         try:
-            s = socket.create_connection((t.ctx.host, t.ctx.port), timeout=t.ctx.timeout)
+            s = t.ctx.connect()
         except OSError as e:
             raise CaseFailed("cannot connect: %s" % e)
         try:
@@ -1330,7 +1509,7 @@ def build_cases(limit):
             if i >= len(cuts):
                 c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
-        raw = socket.create_connection((t.ctx.host, t.ctx.port), timeout=t.ctx.timeout)
+        raw = t.ctx.connect()
         raw.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" % t.ctx.path.encode())
         raw.close()
         c = t.conn()
@@ -1354,7 +1533,13 @@ def main():
     ap = argparse.ArgumentParser(
         description="RFC 6455 conformance suite for WebSocket echo servers",
         epilog="--server-cmd must be the last option; everything after it is the command.")
-    ap.add_argument("--url", help="ws://host:port/path of a running echo endpoint")
+    ap.add_argument("--url", help="ws:// or wss://host:port/path of a running echo endpoint")
+    ap.add_argument("--tls-ca", metavar="FILE",
+                    help="wss: verify the server against this CA (PEM); with --server-cmd, "
+                    "connect over TLS")
+    ap.add_argument("--tls-make-cert", action="store_true",
+                    help="wss with --server-cmd: make a CA and a server certificate with the "
+                    "openssl command; {tls_cert} and {tls_key} in the command become their paths")
     ap.add_argument("--path", default="/echo", help="path with --server-cmd (default /echo)")
     ap.add_argument("--max-message-bytes", type=int, default=16 * MiB,
                     help="the server's message size limit (default 16 MiB)")
@@ -1389,6 +1574,34 @@ def main():
         print("%d cases" % len(selected))
         return 0
 
+    tmp = None
+    try:
+        if args.tls_make_cert:
+            if not args.server_cmd:
+                ap.error("--tls-make-cert needs --server-cmd")
+            tmp = tempfile.mkdtemp(prefix="spry-conformance-")
+            try:
+                ca = TestCa(tmp)
+                leaf = ca.issue("server")
+            except OpenSSLMissing as e:
+                print("SKIP: %s" % e)
+                return 77
+            args.server_cmd = [a.replace("{tls_cert}", leaf.cert).replace("{tls_key}", leaf.key)
+                               for a in args.server_cmd]
+            args.tls_ca = ca.cert
+        return run(args, ap, selected)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, ap, selected):
+    tls = None
+    if args.tls_ca or (args.url or "").startswith("wss://"):
+        if args.url and not args.url.startswith("wss://"):
+            ap.error("--tls-ca goes with a wss:// --url")
+        tls = ssl.create_default_context(cafile=args.tls_ca)
+    scheme = "ws" if tls is None else "wss"
     server = None
     if args.server_cmd:
         argv = args.server_cmd
@@ -1409,16 +1622,18 @@ def main():
         host, port, path = server.host, server.port, args.path
         print("server: %s (pid %d) on %s:%d" % (" ".join(argv), server.proc.pid, host, port))
     elif args.url:
-        m = re.match(r"ws://(\[[^\]]+\]|[^:/]+)(?::(\d+))?(/.*)?$", args.url)
+        m = re.match(r"wss?://(\[[^\]]+\]|[^:/]+)(?::(\d+))?(/.*)?$", args.url)
         if not m:
-            ap.error("--url must look like ws://host:port/path")
-        host, port, path = m.group(1).strip("[]"), int(m.group(2) or 80), m.group(3) or "/"
+            ap.error("--url must look like ws://host:port/path or wss://host:port/path")
+        host, path = m.group(1).strip("[]"), m.group(3) or "/"
+        port = int(m.group(2) or (80 if tls is None else 443))
     else:
         ap.error("give --url or --server-cmd")
 
-    ctx = Ctx(args, host, port, path)
-    print("target: ws://%s:%d%s  limit %d bytes  %s mode"
-          % (host, port, path, args.max_message_bytes, "strict" if args.strict else "lenient"))
+    ctx = Ctx(args, host, port, path, tls)
+    print("target: %s://%s:%d%s  limit %d bytes  %s mode"
+          % (scheme, host, port, path, args.max_message_bytes,
+             "strict" if args.strict else "lenient"))
     passed = failed = nonstrict = 0
     started = time.monotonic()
     try:

@@ -4,16 +4,15 @@
 // Prints one line per check and a last line "N passed, M failed"; exits 1 on
 // a failure, 77 (skipped) when playwright-core or chromium is missing.
 
-import {existsSync, mkdirSync} from 'node:fs';
-import {createRequire} from 'node:module';
+import {mkdirSync} from 'node:fs';
 import path from 'node:path';
 import {parseArgs} from 'node:util';
 
 import {ServerProcess} from '../jslib/server_process.mjs';
+import {assert, Checks, joinAs, launch, person, requireChromium, say, texts, waitFor, waitMembers,
+        waitMessage, waitNotice, waitStatus} from './chat_harness.mjs';
 
-const kChromium = '/usr/bin/chromium';
 const kBudgetMs = 55_000;   // the whole run
-const kStepMs = 8_000;      // one wait in the browser
 
 const {values: args} = parseArgs({
   options: {
@@ -26,20 +25,7 @@ if (!args['chat-exe']) {
   process.exit(2);
 }
 
-function skip(why) {
-  console.log(`SKIP: ${why}; scripts/npm-install (npm packages) and scripts/setup --all ` +
-              '(chromium) install what the browser tests need');
-  process.exit(77);
-}
-
-if (!existsSync(kChromium)) skip(`${kChromium} not found`);
-let chromium;
-try {
-  const require = createRequire(import.meta.url);
-  ({chromium} = require('playwright-core'));
-} catch {
-  skip('playwright-core is not installed in tests/e2e/node_modules');
-}
+const chromium = requireChromium();
 
 // ---------------------------------------------------------------- the server
 
@@ -75,100 +61,27 @@ class Server {
   }
 }
 
-// ---------------------------------------------------------------- checks
-
-let passed = 0;
-let failed = 0;
-
-async function check(name, fn) {
-  try {
-    await fn();
-    passed += 1;
-    console.log(`ok   ${name}`);
-  } catch (e) {
-    failed += 1;
-    console.log(`FAIL ${name}\n     ${String(e && e.message || e).split('\n').join('\n     ')}`);
-  }
-}
-
-function assert(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-const texts = (page, selector) =>
-  page.locator(selector).evaluateAll((els) => els.map((e) => e.textContent.trim()));
-
-const waitFor = (page, fn, arg) => page.waitForFunction(fn, arg, {timeout: kStepMs});
-
-// Waits until the member list is exactly `names` (in any order).
-function waitMembers(page, names) {
-  return waitFor(page, (want) => {
-    const got = [...document.querySelectorAll('#members li')].map((li) => li.firstChild.textContent);
-    return got.length === want.length && want.every((n) => got.includes(n));
-  }, names);
-}
-
-// Waits for a message `text` from `nick` in the list.
-function waitMessage(page, nick, text) {
-  return waitFor(page, ([n, t]) => [...document.querySelectorAll('#messages .msg')].some(
-    (m) => m.querySelector('.nick').textContent === n && m.querySelector('.text').textContent === t),
-  [nick, text]);
-}
-
-function waitNotice(page, text) {
-  return waitFor(page, (t) => [...document.querySelectorAll('#messages .notice .what')].some(
-    (w) => w.textContent === t), text);
-}
-
-function waitStatus(page, state) {
-  return waitFor(page, (s) => document.getElementById('status').dataset.state === s, state);
-}
-
-async function joinAs(page, base, nick, room) {
-  await page.goto(base, {timeout: kStepMs});
-  await page.fill('#nick', nick);
-  await page.fill('#room', room);
-  await page.click('#join-button');
-}
-
-async function say(page, text) {
-  await page.fill('#text', text);
-  await page.press('#text', 'Enter');
-}
+const checks = new Checks();
+const check = (name, fn) => checks.check(name, fn);
 
 // ---------------------------------------------------------------- the run
 
 const server = new Server(path.resolve(args['chat-exe']));
 let browser = null;
 const watchdog = setTimeout(() => {
-  console.log(`FAIL the run took longer than ${kBudgetMs / 1000} s`);
+  checks.fail(`the run took longer than ${kBudgetMs / 1000} s`);
   server.kill();
-  console.log(`${passed} passed, ${failed + 1} failed`);
-  process.exit(1);
+  checks.finish();
 }, kBudgetMs);
 
 try {
   const port = await server.start(0);
   const base = `http://127.0.0.1:${port}/`;
-  browser = await chromium.launch({
-    executablePath: kChromium,
-    headless: true,
-    timeout: 20_000,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-           '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-  // One context per person: separate connections, as separate browsers would have.
-  const person = async () => {
-    const context = await browser.newContext({viewport: {width: 1040, height: 640}});
-    const page = await context.newPage();
-    page.errors = [];
-    page.on('pageerror', (e) => page.errors.push(String(e)));
-    return page;
-  };
-  const alice = await person();
-  const bob = await person();
-  const carol = await person();
-  const dave = await person();
+  browser = await launch(chromium);
+  const alice = await person(browser);
+  const bob = await person(browser);
+  const carol = await person(browser);
+  const dave = await person(browser);
 
   await check('alice joins #lobby', async () => {
     await joinAs(alice, base, 'alice', 'lobby');
@@ -298,13 +211,11 @@ try {
     assert(errors.length === 0, errors.join('\n'));
   });
 } catch (e) {
-  failed += 1;
-  console.log(`FAIL ${e && e.stack || e}`);
+  checks.fail(e && e.stack || e);
 } finally {
   if (browser) await browser.close().catch(() => {});
   if (server.process) await server.interrupt();
   clearTimeout(watchdog);
 }
 
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+checks.finish();

@@ -6,10 +6,19 @@
 // then stops the server with SIGINT and requires exit status 0. Exits 77
 // (Meson's skip) when node_modules is missing: run `npm ci` in tests/interop.
 //
-//   node node_client.mjs --echo-exe build/examples/echo
+// With --tls, the same over wss: a CA and a server certificate for 127.0.0.1
+// are made with the openssl command in a temporary directory, the server gets
+// --cert/--key, and the client trusts only that CA (the `ca` option). Exits
+// 77 without the openssl command.
+//
+//   node node_client.mjs [--tls] --echo-exe build/examples/echo
 
-import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 import { ServerProcess } from '../jslib/server_process.mjs';
 
@@ -40,9 +49,30 @@ function withTimeout(promise, what, ms = STEP_TIMEOUT_MS) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+// With --tls: the client options that trust the test CA only.
+let tlsOptions = {};
+
+// A CA and a server certificate (CN 127.0.0.1; SAN 127.0.0.1, ::1,
+// localhost), ECDSA P-256, made in `dir` with the openssl command.
+function makeCertificates(dir) {
+  const openssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2',
+    '-subj', '/CN=spry test CA', '-addext', 'basicConstraints=critical,CA:TRUE',
+    '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  openssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
+  writeFileSync(join(dir, 'server.ext'), 'basicConstraints=critical,CA:FALSE\n'
+    + 'keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n'
+    + 'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n');
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key',
+    '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '2', '-extfile', 'server.ext',
+    '-out', 'server.pem');
+  return { ca: join(dir, 'ca.pem'), cert: join(dir, 'server.pem'), key: join(dir, 'server.key') };
+}
+
 // A client whose incoming messages can be awaited one at a time.
 async function connect(url) {
-  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20 });
+  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20, ...tlsOptions });
   const queue = [];
   const waiters = [];
   let closedWith = null;
@@ -155,23 +185,66 @@ async function concurrent(url, n = 8) {
   report(oks.every(Boolean), `${n} concurrent connections, 20 messages each, in order, Close 1000`);
 }
 
+// What the wss connection negotiated, and a client without the CA refused.
+async function tlsDetails(url) {
+  const ws = await connect(url);
+  const socket = ws._socket;
+  const version = socket.getProtocol();
+  report(version === 'TLSv1.2' || version === 'TLSv1.3', 'wss over TLS 1.2+', `version ${version}`);
+  const peer = socket.getPeerX509Certificate();
+  const want = new X509Certificate(readFileSync(certs.cert));
+  report(peer && peer.fingerprint256 === want.fingerprint256,
+    'the server presents the test certificate', peer ? peer.subject : 'no certificate');
+  ws.close(1000);
+  await withTimeout(ws.closed, 'close');
+
+  const stranger = new WebSocket(url);  // Node's default CAs: not ours
+  const [err] = await withTimeout(once(stranger, 'error'), 'the refused handshake');
+  report(err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN'
+    || err.code === 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+    'a client without the test CA refuses the certificate', `${err.code}: ${err.message}`);
+}
+
 const argv = process.argv.slice(2);
 const exeAt = argv.indexOf('--echo-exe');
 if (exeAt < 0 || !argv[exeAt + 1]) {
-  console.error('usage: node node_client.mjs --echo-exe PATH');
+  console.error('usage: node node_client.mjs [--tls] --echo-exe PATH');
   process.exit(2);
+}
+const tls = argv.includes('--tls');
+const serverArgs = ['--host', '127.0.0.1', '--port', '0'];
+let certs;
+let tmp;
+if (tls) {
+  tmp = mkdtempSync(join(tmpdir(), 'spry-wss-'));
+  try {
+    certs = makeCertificates(tmp);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    if (e.code === 'ENOENT') {
+      console.log('SKIP: the openssl command is not installed');
+      process.exit(77);
+    }
+    console.log(`could not make the test certificates: ${e.message}; ${e.stderr || ''}`);
+    process.exit(1);
+  }
+  serverArgs.push('--cert', certs.cert, '--key', certs.key);
+  tlsOptions = { ca: readFileSync(certs.ca) };
 }
 
 let server;
 try {
-  server = await ServerProcess.start(argv[exeAt + 1], ['--host', '127.0.0.1', '--port', '0']);
+  server = await ServerProcess.start(argv[exeAt + 1], serverArgs);
 } catch (e) {
   console.log(`could not start the echo server: ${e.message}`);
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
   process.exit(1);
 }
-const url = `ws://${server.host}:${server.port}/echo`;
+const url = `${tls ? 'wss' : 'ws'}://${server.host}:${server.port}/echo`;
 console.log(`ws client -> ${url}`);
-for (const step of [exchange, serverClose, concurrent]) {
+const steps = [exchange, serverClose, concurrent];
+if (tls) steps.push(tlsDetails);
+for (const step of steps) {
   try {
     await withTimeout(step(url), step.name, 30000);
   } catch (e) {
@@ -179,6 +252,7 @@ for (const step of [exchange, serverClose, concurrent]) {
   }
 }
 const exit = await server.interrupt(STEP_TIMEOUT_MS);
+if (tmp) rmSync(tmp, { recursive: true, force: true });
 const status = exit ? exit.code : 'none (killed)';
 report(status === 0, 'echo server exits 0 on SIGINT', `status ${status}`);
 console.log(`${passed} passed, ${failed} failed`);

@@ -7,18 +7,26 @@ several sizes (single-frame and fragmented), pings, closes from both sides
 asserting close code 1000, then stops the server with SIGINT and requires
 exit status 0. Exits 77 (skip) without python3-websockets.
 
-  python_client.py --echo-exe build/examples/echo
+With --tls, the same over wss: a CA and a server certificate for 127.0.0.1
+are made with the openssl command in a temporary directory, the server gets
+--cert/--key, and the client verifies it against that CA (exits 77 without
+the openssl command).
+
+  python_client.py [--tls] --echo-exe build/examples/echo
 """
 
 import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
 from checks import report, summary  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
+from tls_certs import OpenSSLMissing, TestCa  # noqa: E402
 
 try:
     import websockets
@@ -28,7 +36,13 @@ except ImportError:
 
 SIZES = [0, 1, 125, 126, 65536, 1 << 20]
 STEP_TIMEOUT = 10.0
+SSL = None  # with --tls: the client context that trusts the test CA
 
+
+def connect(url, **kw):
+    if SSL is not None:
+        kw["ssl"] = SSL
+    return websockets.connect(url, **kw)
 
 
 async def recv(ws):
@@ -36,7 +50,7 @@ async def recv(ws):
 
 
 async def exchange(url):
-    async with websockets.connect(url, max_size=None, compression=None, ping_interval=None,
+    async with connect(url, max_size=None, compression=None, ping_interval=None,
                                   open_timeout=STEP_TIMEOUT,
                                   close_timeout=STEP_TIMEOUT) as ws:
         for n in SIZES:
@@ -76,7 +90,7 @@ async def exchange(url):
 
 
 async def server_close(url):
-    async with websockets.connect(url, compression=None, ping_interval=None,
+    async with connect(url, compression=None, ping_interval=None,
                                   open_timeout=STEP_TIMEOUT,
                                   close_timeout=STEP_TIMEOUT) as ws:
         await ws.send("hello")
@@ -96,7 +110,7 @@ async def server_close(url):
 
 async def concurrent(url, n=8):
     async def one(i):
-        async with websockets.connect(url, compression=None, ping_interval=None,
+        async with connect(url, compression=None, ping_interval=None,
                                       open_timeout=STEP_TIMEOUT) as ws:
             msgs = ["conn %d msg %d" % (i, k) for k in range(20)]
             for m in msgs:
@@ -108,30 +122,71 @@ async def concurrent(url, n=8):
     report(all(oks), "%d concurrent connections, 20 messages each, in order, Close 1000" % n)
 
 
-async def run(url):
-    for step in (exchange, server_close, concurrent):
+async def run(url, steps):
+    for step in steps:
         try:
             await asyncio.wait_for(step(url), 30)
         except Exception as e:  # any error is a failed check, not a crash
             report(False, step.__name__, "%s: %s" % (type(e).__name__, e))
 
 
+async def tls_details(url):
+    """What the wss connection negotiated: TLS 1.2 or newer, the test CA's chain."""
+    async with connect(url, compression=None, ping_interval=None,
+                       open_timeout=STEP_TIMEOUT) as ws:
+        tls = ws.transport.get_extra_info("ssl_object")
+        report(tls is not None and tls.version() in ("TLSv1.2", "TLSv1.3"),
+               "wss over TLS 1.2+", "version %s" % (tls and tls.version()))
+        peer = tls.getpeercert() if tls else {}
+        report(("commonName", "127.0.0.1") in [n for rdn in peer.get("subject", ()) for n in rdn],
+               "the server presents the test certificate (CN 127.0.0.1)", repr(peer)[:200])
+        await ws.close(1000)
+
+
+async def untrusted(url):
+    """Without the test CA the client must refuse the server: verification is on."""
+    try:
+        async with websockets.connect(url, ssl=ssl.create_default_context(),
+                                      open_timeout=STEP_TIMEOUT):
+            report(False, "a client without the test CA refuses the certificate",
+                   "the connection opened")
+    except ssl.SSLCertVerificationError:
+        report(True, "a client without the test CA refuses the certificate")
+
+
 def main():
+    global SSL
     ap = argparse.ArgumentParser()
     ap.add_argument("--echo-exe", required=True)
+    ap.add_argument("--tls", action="store_true", help="wss with a certificate made here")
     args = ap.parse_args()
-    try:
-        server = ServerProcess([args.echo_exe, "--host", "127.0.0.1", "--port", "0"])
-    except (RuntimeError, OSError) as e:
-        print("could not start %s: %s" % (args.echo_exe, e))
-        return 1
-    url = "ws://%s:%d/echo" % (server.host, server.port)
-    print("websockets %s -> %s" % (websockets.__version__, url))
-    try:
-        asyncio.run(run(url))
-    finally:
-        status = server.stop(signal.SIGINT, wait=10)
-    report(status == 0, "echo server exits 0 on SIGINT", "status %s" % status)
+    with tempfile.TemporaryDirectory(prefix="spry-wss-") as tmp:
+        argv = [args.echo_exe, "--host", "127.0.0.1", "--port", "0"]
+        if args.tls:
+            try:
+                ca = TestCa(tmp)
+                leaf = ca.issue("server")
+            except OpenSSLMissing as e:
+                print("SKIP: %s" % e)
+                return 77
+            argv += ["--cert", leaf.cert, "--key", leaf.key]
+            SSL = ssl.create_default_context(cafile=ca.cert)
+        try:
+            server = ServerProcess(argv)
+        except (RuntimeError, OSError) as e:
+            print("could not start %s: %s" % (args.echo_exe, e))
+            return 1
+        scheme = "wss" if args.tls else "ws"
+        url = "%s://%s:%d/echo" % (scheme, server.host, server.port)
+        print("websockets %s -> %s" % (websockets.__version__, url))
+        steps = (exchange, server_close, concurrent)
+        if args.tls:
+            steps += (tls_details, untrusted)
+        try:
+            asyncio.run(run(url, steps))
+        finally:
+            status = server.stop(signal.SIGINT, wait=10)
+        report(status == 0, "echo server exits 0 on SIGINT", "status %s" % status)
     return summary()
 
 

@@ -389,7 +389,7 @@ bool App::reloadTls() {
   for (std::size_t i = 0; i < configs.size(); ++i) configs[i]->install(std::move(next[i]));
   if (!configs.empty()) {
     log(LogLevel::kInfo,
-        "spry: TLS certificates reloaded (" + std::to_string(configs.size()) + " listener(s))");
+        "spry: reloaded TLS certificates (" + std::to_string(configs.size()) + " listener(s))");
   }
   return true;
 }

@@ -89,13 +89,8 @@ struct ReloadOnHangup {
     uv_signal_start(
         &signal,
         [](uv_signal_t* h, int) {
-          auto* self = static_cast<ReloadOnHangup*>(h->data);
-          if (self->app->reloadTls()) {
-            spry::log(spry::LogLevel::kInfo, "reloaded TLS certificates");
-          } else {  // reloadTls has logged why
-            spry::log(spry::LogLevel::kWarn,
-                      "TLS reload failed; the old certificates stay in service");
-          }
+          // reloadTls logs what happened: the reload, or why it failed.
+          static_cast<ReloadOnHangup*>(h->data)->app->reloadTls();
         },
         SIGHUP);
     uv_unref(reinterpret_cast<uv_handle_t*>(&signal));

@@ -272,6 +272,27 @@ def main():
         hcg[cfg] = {"total": total, "llhttp": incl, "llhttp_self": own,
                     "outside": (total - incl) if total is not None and incl is not None else None}
 
+    # TLS: the same echo binary over wss and over plain ws, same rounds.
+    tls = {}
+    for scen in ("tls_echo_d1", "tls_echo_d16"):
+        tls[scen] = {
+            srv: {
+                "rate": d.median(scen, srv, "msgs_per_s"),
+                "rate_min": min([v for v in d.values(scen, srv, "msgs_per_s") if v is not None], default=None),
+                "rate_max": max([v for v in d.values(scen, srv, "msgs_per_s") if v is not None], default=None),
+                "p50": d.median(scen, srv, "p50_us"),
+                "p99": d.median(scen, srv, "p99_us"),
+                "cpu": d.median(scen, srv, "server_cpu_us_per_msg"),
+                "util": d.median(scen, srv, "server_cpu_util"),
+                "client": d.median(scen, srv, "client_cpu_util"),
+            }
+            for srv in ("ws", "wss")
+        }
+    r_tls = {scen: d.ratio("msgs_per_s", scen, "msgs_per_s", scen, num_srv="wss", den_srv="ws") for scen in tls}
+    r_tls_cpu = {scen: d.ratio("server_cpu_us_per_msg", scen, "server_cpu_us_per_msg", scen, num_srv="wss", den_srv="ws") for scen in tls}
+    tls_idle = {srv: num((d.one("tls_idle", srv) or {}).get("rss_per_conn_bytes")) for srv in ("ws", "wss")}
+    tls_idle_conns = (d.one("tls_idle", "wss") or {}).get("connections")
+
     def cgratio(cfg):
         a, b = cg.get((cfg, "spry")), cg.get((cfg, "raw"))
         return a / b if a and b else None
@@ -318,6 +339,14 @@ def main():
     v = hcg["browser_d16"]["outside"]
     ok, sc = le(v, 2100)
     target("HTTP: user-space instructions per request outside llhttp_execute, browser GET pipelined 16 (callgrind)", fmt(v), "-", (None, None, None), "<= 2,100", ok, sc)
+    # TLS: the baseline column holds spry over plain ws (same binary, same rounds), not raw libuv.
+    ok, sc = ge(r_tls["tls_echo_d16"][0], 0.7)
+    target("TLS: wss echo throughput, depth 16 (msgs/s; baseline column: spry over plain ws)", fmt(tls["tls_echo_d16"]["wss"]["rate"]),
+           fmt(tls["tls_echo_d16"]["ws"]["rate"]), r_tls["tls_echo_d16"], ">= 0.7x ws", ok, sc)
+    v = tls_idle.get("wss")
+    ok, sc = le(v, 12 * 1024)
+    target(f"TLS: server RSS per idle wss connection ({tls_idle_conns or '?'} connections, bytes; baseline column: plain ws)", fmt(v),
+           fmt(tls_idle.get("ws")), ((v / tls_idle["ws"]) if v and tls_idle.get("ws") else None, None, None), "<= 12,288 (12 KiB)", ok, sc)
 
     # ---- header
     w("# spry benchmark results")
@@ -412,6 +441,68 @@ def main():
             w(f"| {label} | {fmt(d.median(scen, 'spry', 'req_per_s'))} | {fmt(d.median(scen, 'spry', 'p50_us'), 1)} | "
               f"{fmt(d.median(scen, 'spry', 'p99_us'), 1)} | {fmt(d.median(scen, 'spry', 'server_cpu_us_per_req'), 2)} |")
         w("")
+
+    # ---- TLS
+    hs = {kind: d.by[(f"tls_handshake_{kind}", "wss")] for kind in ("full", "resumed")}
+    if any(tls[s][t]["rate"] is not None for s in tls for t in ("ws", "wss")) or any(hs.values()) or any(tls_idle.values()):
+        w("## TLS: wss against plain ws (the same examples/echo binary)")
+        w("")
+        first = next((r["kv"] for r in d.rows if r["kv"].get("tls_protocol") not in (None, "none")), {})
+        w(f"Two `examples/echo --threads 1` servers, one plain and one with `--cert`/`--key` (an ECDSA P-256 certificate made by the run), "
+          f"both pinned to the server's core; `spry-load` over `ws://` and `wss://` ({first.get('tls_protocol', '?')}, {first.get('tls_cipher', '?')}, "
+          "OpenSSL defaults on both sides), rounds interleaved with the order alternating. Ratios are medians of per-round wss/ws ratios.")
+        w("")
+        w("| scenario | transport | msgs/s (min-max) | p50 us | p99 us | server CPU us/msg | server core use | client core use |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|")
+        for scen, label in (("tls_echo_d1", "echo, 100 connections, 32 B, depth 1"), ("tls_echo_d16", "echo, 100 connections, 32 B, depth 16")):
+            for srv in ("ws", "wss"):
+                t = tls[scen][srv]
+                if t["rate"] is None:
+                    continue
+                rng = f" ({fmt(t['rate_min'])}-{fmt(t['rate_max'])})" if t["rate_min"] != t["rate_max"] else ""
+                util = f"{t['util'] * 100:.0f} %" if t["util"] is not None else "n/a"
+                client = f"{t['client'] * 100:.0f} %" if t["client"] is not None else "n/a"
+                w(f"| {label} | {srv} | {fmt(t['rate'])}{rng} | {fmt(t['p50'], 1)} | {fmt(t['p99'], 1)} | {fmt(t['cpu'], 3)} | {util} | {client} |")
+        w("")
+        parts = []
+        for scen, lbl in (("tls_echo_d1", "d1"), ("tls_echo_d16", "d16")):
+            for what, r in (("throughput", r_tls[scen]), ("server CPU/msg", r_tls_cpu[scen])):
+                if r[0] is not None:
+                    parts.append(f"{what} {lbl} {fmt_ratio(r[0])} ({r[1]:.2f}-{r[2]:.2f})")
+        if parts:
+            w("Same-run ratios (wss / ws): " + "; ".join(parts) + ".")
+            w("")
+        if any(hs.values()):
+            w(f"Handshakes on one loop: `spry-load --mode handshake` keeps {(hs['full'] or hs['resumed'])[0]['kv'].get('connections', '?')} "
+              "connections in flight, each connected, taken through the TLS handshake (no certificate verification) and closed, then again; "
+              "resumed: every connection offers the session ticket of the first (`--resume`). When the server's core use is well under 100 % "
+              "and the client's near it, the client was the limit (a full handshake costs it more than the server: it verifies the server's signature).")
+            w("")
+            w("| handshakes | per second (min-max) | server CPU us/handshake | server core use | client core use | connect to done, p50 us | p99 us | resumed |")
+            w("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for kind in ("full", "resumed"):
+                scen = f"tls_handshake_{kind}"
+                rates = [v for v in d.values(scen, "wss", "hs_per_s") if v is not None]
+                if not rates:
+                    continue
+                rate = med(rates)
+                rng = f" ({fmt(min(rates))}-{fmt(max(rates))})" if min(rates) != max(rates) else ""
+                util = d.median(scen, "wss", "server_cpu_util")
+                client = d.median(scen, "wss", "client_cpu_util")
+                total = sum(v for v in d.values(scen, "wss", "handshakes") if v is not None)
+                res = sum(v for v in d.values(scen, "wss", "resumed") if v is not None)
+                share = f"{res / total * 100:.0f} %" if total else "n/a"
+                w(f"| {kind} | {fmt(rate)}{rng} | {fmt(d.median(scen, 'wss', 'server_cpu_us_per_hs'), 1)} | "
+                  f"{(util * 100 if util is not None else 0):.0f} % | {(client * 100 if client is not None else 0):.0f} % | {fmt(d.median(scen, 'wss', 'p50_us'), 1)} | {fmt(d.median(scen, 'wss', 'p99_us'), 1)} | {share} |")
+            w("")
+        for srv in ("ws", "wss"):
+            kv = d.one("tls_idle", srv) or {}
+            if kv:
+                w(f"- Idle {srv}: {kv.get('connections')} connections open in {kv.get('connect_s')} s "
+                  f"(server CPU {kv.get('server_cpu_us_per_conn', '?')} us per connection set-up); server RSS {kv.get('rss_before_kb')} kB before, "
+                  f"{kv.get('rss_after_kb')} kB after holding them: **{fmt(num(kv.get('rss_per_conn_bytes')))} bytes per connection**.")
+        if any(tls_idle.values()):
+            w("")
 
     # ---- http under callgrind
     if any(h["total"] is not None for h in hcg.values()):
@@ -614,7 +705,7 @@ def chart(out, targets, ratios):
         print("report: gnuplot not installed (apt-get install -y gnuplot-nox): no chart")
         return
     short = ["echo d1 thrpt", "echo d16 thrpt", "CPU/msg 50k/s", "instr d1", "instr d16", "instr paced", "syscalls paced", "RSS/idle conn", "fan-out",
-             "HTTP instr bare d16", "HTTP browser ex llhttp"]
+             "HTTP instr bare d16", "HTTP browser ex llhttp", "wss/ws d16 thrpt", "RSS/idle wss conn"]
     tdat = os.path.join(out, ".targets.dat")
     with open(tdat, "w") as f:
         for i, t in enumerate(targets):

@@ -17,11 +17,16 @@
 //           (Host only) or browser (10 typical browser headers, 541 bytes).
 //           Every response must be "HTTP/1.1 200"; bodies are read by
 //           Content-Length or chunked encoding, so -n counts are exact.
+//   handshake  TLS only: N connections at a time, each opened, taken through
+//           the TLS handshake and closed, then opened again, as fast as they
+//           go; handshakes/s, full and resumed (--resume).
 //
-// --raw speaks plain TCP to a byte echo: it sends exactly the bytes of the
-// masked WebSocket frame it would send, without a handshake, and reads the
-// same bytes back. --server-pid adds the server's CPU time per message (from
-// /proc) to every mode. The last line of output is "RESULT key=value ...".
+// The target is a URL (ws://, wss://, http://, https://; wss and https speak
+// TLS through tls_client.h) or --host/--port/--path. --raw speaks plain TCP
+// to a byte echo: it sends exactly the bytes of the masked WebSocket frame it
+// would send, without a handshake, and reads the same bytes back.
+// --server-pid adds the server's CPU time per message (from /proc) to every
+// mode. The last line of output is "RESULT key=value ...".
 
 #include <openssl/evp.h>
 #include <sys/resource.h>
@@ -36,6 +41,7 @@
 #include <cctype>
 #include <cinttypes>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -47,11 +53,12 @@
 
 #include "histogram.h"
 #include "proc_stats.h"
+#include "tls_client.h"
 
 namespace load {
 namespace {
 
-enum class Mode { kEcho, kFanout, kIdle, kHttp };
+enum class Mode { kEcho, kFanout, kIdle, kHttp, kHandshake };
 
 struct Options {
   std::string mode = "echo";
@@ -76,6 +83,12 @@ struct Options {
   std::size_t sourceAddrs = 0;  // 0: one per 25,000 connections
   std::size_t connectConcurrency = 256;
   std::string label;
+  std::string url;
+  bool tls = false;          // wss:// or https://
+  std::string caFile;        // verify the server; empty: no verification
+  std::string serverName;    // SNI (and the name verified with --ca)
+  bool resume = false;       // resume the first connection's session on the others
+  std::string cipherSuites;  // TLS 1.3 suites offered; empty: OpenSSL's default order
 };
 
 constexpr std::string_view kWsGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -149,7 +162,7 @@ class TimeFifo {
 };
 
 enum class State { kNew, kConnecting, kHandshake, kOpen, kClosing, kClosed };
-enum class Role { kEcho, kPublisher, kSubscriber, kIdle, kHttp };
+enum class Role { kEcho, kPublisher, kSubscriber, kIdle, kHttp, kHandshake };
 
 class Load;
 
@@ -163,7 +176,21 @@ struct Conn {
   bool writing = false;  // a uv_write is in flight; out_ waits for it
   bool dirty = false;    // listed in Load::dirty_
   std::string in;        // handshake bytes, a partial frame or a partial HTTP response
-  std::string out;       // not yet handed to the kernel
+  std::string out;       // not yet handed to the kernel (TLS: not yet encrypted)
+  // TLS: the session, its BIO's side, the ciphertext not yet handed to the kernel.
+  SSL* ssl = nullptr;
+  TlsWire tlsWire;
+  std::string wire;
+  bool tlsDone = false;          // handshake complete
+  bool closeAfterWrite = false;  // handshake mode: close once the wire is written
+  std::uint64_t started = 0;     // handshake mode: connect time
+
+  Conn() = default;
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+  ~Conn() {
+    if (ssl) SSL_free(ssl);
+  }
   std::string key;
   std::array<std::uint8_t, 4> mask{};
   std::uint64_t sendSeq = 0;
@@ -189,8 +216,10 @@ struct Publisher {
 
 struct Snapshot {
   std::uint64_t t = 0;
-  std::uint64_t received = 0;   // echo replies, or fanout deliveries
-  std::uint64_t completed = 0;  // fanout publishes
+  std::uint64_t received = 0;     // echo replies, or fanout deliveries
+  std::uint64_t completed = 0;    // fanout publishes
+  std::uint64_t resumed = 0;      // handshake mode: resumed handshakes
+  std::uint64_t clientCpuNs = 0;  // this process
   ProcSample proc;
 };
 
@@ -211,7 +240,16 @@ class Load {
   // connections
   void connectNext();
   void openConn(Conn& c);
+  void onConnected(Conn& c);
+  void onTransportReady(Conn& c);
   void markOpen(Conn& c);
+  void onBytes(Conn& c, const char* p, std::size_t n);
+  void tlsInput(Conn& c, const char* p, std::size_t n);
+  void tlsFail(Conn& c, const char* what, int rc);
+  void onTlsHandshake(Conn& c);
+  void endHandshakeConn(Conn& c);
+  void startHandshakes();
+  void warmUpTls(int fd);
   void allOpen();
   void handleInput(Conn& c, const char* p, std::size_t n);
   void handshakeInput(Conn& c, const char* p, std::size_t n);
@@ -250,7 +288,7 @@ class Load {
   void stopMeasuring();
   void closeAll();
   void closeConn(Conn& c);
-  void onConnClosed();
+  void onConnClosed(Conn& c);
   void finish();
   void fail(const std::string& what);
   void report();
@@ -259,6 +297,7 @@ class Load {
 
   Options o_;
   Mode mode_;
+  TlsClient tls_;  // before conns_: their SSLs go first
   uv_loop_t* loop_ = nullptr;
   sockaddr_storage addr_{};
   std::vector<sockaddr_in> sources_;
@@ -266,6 +305,7 @@ class Load {
   std::vector<std::unique_ptr<Conn>> conns_;
   std::vector<Conn*> dirty_;
   std::vector<char> readBuf_ = std::vector<char>(256 << 10);
+  std::vector<char> plainBuf_;  // TLS: decrypted bytes
   std::mt19937_64 rng_{0x5eed};
   Phase phase_ = Phase::kConnecting;
   std::size_t nextConn_ = 0;
@@ -291,6 +331,11 @@ class Load {
   std::uint64_t completedTotal_ = 0;  // fanout publishes
   std::uint64_t quota_ = 0;           // messages (echo) or publishes (fanout) to send
   std::uint64_t errors_ = 0;
+  std::uint64_t resumedTotal_ = 0;  // handshake mode
+  std::uint64_t tlsConns_ = 0;      // TLS handshakes completed (every mode)
+  std::uint64_t tlsResumed_ = 0;    // of which resumed
+  std::string tlsProtocol_, tlsCipher_;
+  bool handshakesStarted_ = false;
   std::vector<Publisher> publishers_;
   std::vector<std::uint64_t> expectSeq_;  // fanout: [receiver * P + publisher]
   std::uint32_t expectedDeliveries_ = 0;
@@ -386,11 +431,12 @@ void Load::createConnections() {
     auto c = std::make_unique<Conn>();
     c->load = this;
     c->index = static_cast<std::uint32_t>(i);
-    c->role = mode_ == Mode::kEcho   ? Role::kEcho
-              : mode_ == Mode::kIdle ? Role::kIdle
-              : mode_ == Mode::kHttp ? Role::kHttp
-              : i < o_.publishers    ? Role::kPublisher
-                                     : Role::kSubscriber;
+    c->role = mode_ == Mode::kEcho        ? Role::kEcho
+              : mode_ == Mode::kIdle      ? Role::kIdle
+              : mode_ == Mode::kHttp      ? Role::kHttp
+              : mode_ == Mode::kHandshake ? Role::kHandshake
+              : i < o_.publishers         ? Role::kPublisher
+                                          : Role::kSubscriber;
     std::uint64_t r = rng_();
     std::memcpy(c->mask.data(), &r, 4);
     unsigned char raw[16];
@@ -408,6 +454,8 @@ void Load::createConnections() {
 void Load::connectNext() {
   while (phase_ == Phase::kConnecting && connecting_ < o_.connectConcurrency &&
          nextConn_ < conns_.size()) {
+    // --resume: the others wait for the session of the first.
+    if (nextConn_ > 0 && tls_.resume() && !tls_.haveSession()) return;
     openConn(*conns_[nextConn_++]);
   }
 }
@@ -417,6 +465,12 @@ void Load::openConn(Conn& c) {
   ++inited_;
   c.tcp.data = &c;
   c.state = State::kConnecting;
+  c.in.clear();
+  c.out.clear();
+  c.wire.clear();
+  c.tlsDone = false;
+  c.closeAfterWrite = false;
+  c.started = uv_hrtime();
   ++connecting_;
   if (!sources_.empty()) {
     const auto& src = sources_[c.index % sources_.size()];
@@ -434,43 +488,200 @@ void Load::openConn(Conn& c) {
                             if (conn.state != State::kConnecting) return;
                             if (status < 0) {
                               self.fail("connect: " + std::string(uv_strerror(status)));
+                              self.closeConn(conn);
                               return;
                             }
-                            uv_tcp_nodelay(&conn.tcp, 1);
-                            uv_read_start(
-                                reinterpret_cast<uv_stream_t*>(&conn.tcp),
-                                [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
-                                  auto& cc = *static_cast<Conn*>(h->data);
-                                  buf->base = cc.load->readBuf_.data();
-                                  buf->len = cc.load->readBuf_.size();
-                                },
-                                [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-                                  auto& cc = *static_cast<Conn*>(s->data);
-                                  Load& l = *cc.load;
-                                  if (n < 0) {
-                                    l.onEnd(cc, static_cast<int>(n));
-                                  } else if (n > 0) {
-                                    l.handleInput(cc, buf->base, static_cast<std::size_t>(n));
-                                  }
-                                  l.flushDirty();
-                                });
-                            if (self.o_.raw || self.mode_ == Mode::kHttp) {
-                              self.markOpen(conn);
-                            } else {
-                              conn.state = State::kHandshake;
-                              conn.out = "GET " + self.o_.path +
-                                         " HTTP/1.1\r\nHost: " + self.hostHeader_ +
-                                         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                         "Sec-WebSocket-Key: " +
-                                         conn.key + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
-                              self.flush(conn);
-                            }
+                            self.onConnected(conn);
                             self.flushDirty();
                           });
   if (rc != 0) fail("connect: " + std::string(uv_strerror(rc)));
 }
 
+void Load::onConnected(Conn& c) {
+  uv_tcp_nodelay(&c.tcp, 1);
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&c.tcp),
+      [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+        auto& cc = *static_cast<Conn*>(h->data);
+        buf->base = cc.load->readBuf_.data();
+        buf->len = cc.load->readBuf_.size();
+      },
+      [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+        auto& cc = *static_cast<Conn*>(s->data);
+        Load& l = *cc.load;
+        if (n < 0) {
+          l.onEnd(cc, static_cast<int>(n));
+        } else if (n > 0) {
+          l.onBytes(cc, buf->base, static_cast<std::size_t>(n));
+        }
+        l.flushDirty();
+      });
+  if (!o_.tls) {
+    onTransportReady(c);
+    return;
+  }
+  // Idle and handshake runs hold many connections: no record buffers while
+  // idle. Echo keeps them, as a browser would.
+  const bool release = mode_ == Mode::kIdle || mode_ == Mode::kHandshake;
+  c.tlsWire = TlsWire{.in = nullptr, .inLen = 0, .out = &c.wire};
+  c.ssl = tls_.newConnection(&c.tlsWire, o_.host == "localhost" ? "127.0.0.1" : o_.host, release);
+  if (!c.ssl) {
+    fail("TLS: " + TlsClient::errors());
+    closeConn(c);
+    return;
+  }
+  tlsInput(c, nullptr, 0);  // the ClientHello
+}
+
+// The byte stream is there (TCP connected, or TLS handshake done).
+void Load::onTransportReady(Conn& c) {
+  if (mode_ == Mode::kHandshake) return;
+  if (o_.raw || mode_ == Mode::kHttp) {
+    markOpen(c);
+  } else {
+    c.state = State::kHandshake;
+    c.out = "GET " + o_.path + " HTTP/1.1\r\nHost: " + hostHeader_ +
+            "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: " +
+            c.key + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    flush(c);
+  }
+}
+
+void Load::onBytes(Conn& c, const char* p, std::size_t n) {
+  if (c.ssl) {
+    tlsInput(c, p, n);
+  } else {
+    handleInput(c, p, n);
+  }
+}
+
+// Ciphertext in: the handshake while it lasts, then every record decrypted
+// and handed to handleInput. Everything lent is consumed (the BIO gives
+// OpenSSL all of it before OpenSSL asks again).
+void Load::tlsInput(Conn& c, const char* p, std::size_t n) {
+  c.tlsWire.in = p;
+  c.tlsWire.inLen = n;
+  if (!c.tlsDone) {
+    const int rc = SSL_do_handshake(c.ssl);
+    if (rc != 1) {
+      if (SSL_get_error(c.ssl, rc) == SSL_ERROR_WANT_READ) {
+        flush(c);
+      } else {
+        tlsFail(c, "handshake", rc);
+      }
+      return;
+    }
+    c.tlsDone = true;
+    onTlsHandshake(c);
+  }
+  while (c.state != State::kClosed) {
+    const int k = SSL_read(c.ssl, plainBuf_.data(), static_cast<int>(plainBuf_.size()));
+    if (k > 0) {
+      handleInput(c, plainBuf_.data(), static_cast<std::size_t>(k));
+      continue;
+    }
+    const int err = SSL_get_error(c.ssl, k);
+    if (err == SSL_ERROR_WANT_READ) break;
+    if (err == SSL_ERROR_ZERO_RETURN) {
+      onEnd(c, UV_EOF);
+    } else {
+      tlsFail(c, "read", k);
+    }
+    break;
+  }
+  c.tlsWire.in = nullptr;
+  c.tlsWire.inLen = 0;
+  // Handshake mode, --resume: the first connection stays until its session
+  // (a TLS 1.3 ticket arrives after the handshake).
+  if (mode_ == Mode::kHandshake && c.tlsDone && c.state == State::kConnecting &&
+      tls_.haveSession()) {
+    endHandshakeConn(c);
+  }
+  if (!c.wire.empty() || !c.out.empty()) markDirty(c);
+}
+
+void Load::tlsFail(Conn& c, const char* what, int rc) {
+  const bool quiet = c.state == State::kClosing || c.state == State::kClosed;
+  const std::string why = TlsClient::why(c.ssl, rc);
+  c.out.clear();  // nothing more to encrypt
+  if (!quiet)
+    fail("TLS " + std::string(what) + " on connection " + std::to_string(c.index) + ": " + why);
+  flush(c);  // an alert, if OpenSSL wrote one
+  closeConn(c);
+}
+
+void Load::onTlsHandshake(Conn& c) {
+  const bool reused = SSL_session_reused(c.ssl) == 1;
+  ++tlsConns_;
+  if (reused) ++tlsResumed_;
+  if (tlsProtocol_.empty()) {
+    tlsProtocol_ = SSL_get_version(c.ssl);
+    tlsCipher_ = SSL_CIPHER_get_name(SSL_get_current_cipher(c.ssl));
+  }
+  if (mode_ != Mode::kHandshake) {
+    flush(c);  // our Finished
+    onTransportReady(c);
+    return;
+  }
+  if (phase_ == Phase::kRunning && !stopping_) {
+    ++receivedTotal_;
+    if (reused) ++resumedTotal_;
+    if (measuring_) latency_.record(uv_hrtime() - c.started);
+    if (quota_ != 0 && receivedTotal_ >= quota_) {
+      stopMeasuring();
+      stopping_ = true;
+    }
+  }
+  // The seed of --resume waits for its session (see tlsInput).
+  if (tls_.resume() && !tls_.haveSession()) return;
+  endHandshakeConn(c);
+}
+
+// Handshake mode: our last flight goes out, then the connection closes and
+// (onConnClosed) opens again.
+void Load::endHandshakeConn(Conn& c) {
+  flush(c);
+  if (c.state == State::kClosed) return;
+  if (c.writing || !c.wire.empty()) {
+    c.closeAfterWrite = true;
+  } else {
+    closeConn(c);
+  }
+  if (stopping_) closeAll();
+}
+
+// Handshake mode: every slot opens (the first alone with --resume, until it
+// has a session), then warm-up, the measured time, and the end.
+void Load::startHandshakes() {
+  if (handshakesStarted_) return;
+  handshakesStarted_ = true;
+  for (std::size_t i = nextConn_; i < conns_.size(); ++i) openConn(*conns_[i]);
+  nextConn_ = conns_.size();
+  connectEnd_ = uv_hrtime();
+  if (o_.messages != 0) {
+    quota_ = receivedTotal_ + o_.messages;  // the seed of --resume is not one of them
+    startMeasuring();
+    return;
+  }
+  startTimer(&phaseTimer_, o_.warmup, [](uv_timer_t* t) {
+    auto& self = *static_cast<Load*>(t->data);
+    self.startMeasuring();
+    startTimer(&self.phaseTimer_, self.o_.duration, [](uv_timer_t* t2) {
+      auto& s = *static_cast<Load*>(t2->data);
+      s.stopMeasuring();
+      s.stopping_ = true;
+      s.closeAll();
+    });
+  });
+}
+
 void Load::markOpen(Conn& c) {
+  if (tls_.resume() && !tls_.haveSession()) {
+    fail("--resume: the server gave the first connection no session to resume");
+    closeConn(c);
+    return;
+  }
   c.state = State::kOpen;
   --connecting_;
   ++open_;
@@ -790,12 +1001,24 @@ void Load::flushDirty() {
 }
 
 void Load::flush(Conn& c) {
-  if (c.writing || c.out.empty() || c.state == State::kClosed) return;
-  auto* stream = reinterpret_cast<uv_stream_t*>(&c.tcp);
-  uv_buf_t buf = uv_buf_init(c.out.data(), static_cast<unsigned>(c.out.size()));
-  const int n = uv_try_write(stream, &buf, 1);
-  if (n == static_cast<int>(c.out.size())) {
+  if (c.writing || c.state == State::kClosed) return;
+  // TLS: what waits in out is encrypted into wire (one SSL_write, records of
+  // up to 16 KiB), and wire is what goes to the kernel.
+  if (c.ssl && c.tlsDone && !c.out.empty()) {
+    const int rc = SSL_write(c.ssl, c.out.data(), static_cast<int>(c.out.size()));
+    if (rc != static_cast<int>(c.out.size())) {
+      tlsFail(c, "write", rc);
+      return;
+    }
     c.out.clear();
+  }
+  std::string& out = c.ssl ? c.wire : c.out;
+  if (out.empty()) return;
+  auto* stream = reinterpret_cast<uv_stream_t*>(&c.tcp);
+  uv_buf_t buf = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+  const int n = uv_try_write(stream, &buf, 1);
+  if (n == static_cast<int>(out.size())) {
+    out.clear();
     return;
   }
   if (n < 0 && n != UV_EAGAIN) {
@@ -803,10 +1026,10 @@ void Load::flush(Conn& c) {
     closeConn(c);
     return;
   }
-  if (n > 0) c.out.erase(0, static_cast<std::size_t>(n));
+  if (n > 0) out.erase(0, static_cast<std::size_t>(n));
   auto* w = new WriteReq;
   w->conn = &c;
-  w->data.swap(c.out);
+  w->data.swap(out);
   w->req.data = w;
   buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
   c.writing = true;
@@ -822,6 +1045,7 @@ void Load::flush(Conn& c) {
       return;
     }
     conn.load->flush(conn);
+    if (conn.closeAfterWrite && !conn.writing) conn.load->closeConn(conn);
   });
   if (rc != 0) {
     c.writing = false;
@@ -1036,6 +1260,11 @@ Snapshot Load::snapshot() const {
   s.t = uv_hrtime();
   s.received = receivedTotal_;
   s.completed = completedTotal_;
+  s.resumed = resumedTotal_;
+  timespec cpu{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+  s.clientCpuNs = static_cast<std::uint64_t>(cpu.tv_sec) * 1000000000u +
+                  static_cast<std::uint64_t>(cpu.tv_nsec);
   s.proc = sampleProcess(o_.serverPid);
   return s;
 }
@@ -1145,12 +1374,25 @@ void Load::closeConn(Conn& c) {
   if (c.state == State::kClosed || c.state == State::kNew) return;
   if (c.state == State::kConnecting || c.state == State::kHandshake) --connecting_;
   c.state = State::kClosed;
-  uv_close(reinterpret_cast<uv_handle_t*>(&c.tcp),
-           [](uv_handle_t* h) { static_cast<Conn*>(h->data)->load->onConnClosed(); });
+  uv_close(reinterpret_cast<uv_handle_t*>(&c.tcp), [](uv_handle_t* h) {
+    auto& conn = *static_cast<Conn*>(h->data);
+    conn.load->onConnClosed(conn);
+  });
 }
 
-void Load::onConnClosed() {
+void Load::onConnClosed(Conn& c) {
+  if (c.ssl) {
+    // Freed without a shutdown, an SSL marks its session not resumable,
+    // and --resume shares that session between connections.
+    SSL_set_shutdown(c.ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_free(c.ssl);
+    c.ssl = nullptr;
+  }
   ++closed_;
+  if (mode_ == Mode::kHandshake && phase_ == Phase::kRunning && !stopping_) {
+    openConn(c);  // the next handshake on this slot
+    return;
+  }
   if (phase_ == Phase::kClosing && closed_ == inited_) finish();
 }
 
@@ -1167,8 +1409,9 @@ void Load::fail(const std::string& what) {
   if (++errors_ <= 5) std::fprintf(stderr, "spry-load: %s\n", what.c_str());
   if (errors_ == 6) std::fprintf(stderr, "spry-load: (further errors not shown)\n");
   // Anything that breaks the set-up or the bookkeeping ends the run; in http
-  // mode any error does (a closed connection's requests never complete).
-  if (phase_ == Phase::kConnecting || mode_ == Mode::kHttp) {
+  // mode any error does (a closed connection's requests never complete), and
+  // in handshake mode (a refused handshake would only repeat).
+  if (phase_ == Phase::kConnecting || mode_ == Mode::kHttp || mode_ == Mode::kHandshake) {
     stopMeasuring();
     closeAll();
   }
@@ -1177,10 +1420,16 @@ void Load::fail(const std::string& what) {
 // ---------------------------------------------------------------- report
 
 void Load::report() {
-  const char* modeName = mode_ == Mode::kEcho     ? "echo"
-                         : mode_ == Mode::kFanout ? "fanout"
-                         : mode_ == Mode::kHttp   ? "http"
-                                                  : "idle";
+  const char* modeName = mode_ == Mode::kEcho        ? "echo"
+                         : mode_ == Mode::kFanout    ? "fanout"
+                         : mode_ == Mode::kHttp      ? "http"
+                         : mode_ == Mode::kHandshake ? "handshake"
+                                                     : "idle";
+  const char* transport = mode_ == Mode::kHandshake ? "tls"
+                          : mode_ == Mode::kHttp    ? (o_.tls ? "https" : "http")
+                          : o_.raw                  ? "raw"
+                          : o_.tls                  ? "wss"
+                                                    : "ws";
   std::string r = "RESULT mode=" + std::string(modeName);
   auto add = [&r](const char* key, const std::string& value) {
     r.append(" ").append(key).append("=").append(value);
@@ -1191,12 +1440,56 @@ void Load::report() {
     return std::string(b);
   };
   if (!o_.label.empty()) add("label", o_.label);
-  add("transport", mode_ == Mode::kHttp ? "http" : o_.raw ? "raw" : "ws");
+  add("transport", transport);
   add("connections", std::to_string(conns_.size()));
-  if (connectEnd_ != 0)
+  // The load tool's own core use over the measured time: near 1, it was the limit.
+  const double clientUtil = end_.t > start_.t
+                                ? static_cast<double>(end_.clientCpuNs - start_.clientCpuNs) /
+                                      static_cast<double>(end_.t - start_.t)
+                                : 0;
+  if (connectEnd_ != 0 && mode_ != Mode::kHandshake)
     add("connect_s", num(static_cast<double>(connectEnd_ - connectStart_) / 1e9));
+  if (o_.tls) {
+    add("tls_protocol", tlsProtocol_.empty() ? "none" : tlsProtocol_);
+    add("tls_cipher", tlsCipher_.empty() ? "none" : tlsCipher_);
+    add("tls_verify", o_.caFile.empty() ? "0" : "1");
+    add("tls_handshakes", std::to_string(tlsConns_));
+    add("tls_resumed", std::to_string(tlsResumed_));
+  }
 
-  if (mode_ == Mode::kHttp) {
+  if (mode_ == Mode::kHandshake) {
+    const double secs = static_cast<double>(end_.t - start_.t) / 1e9;
+    const auto count = static_cast<double>(end_.received - start_.received);
+    const auto resumed = static_cast<double>(end_.resumed - start_.resumed);
+    const double cpuUs = static_cast<double>(end_.proc.cpuNs - start_.proc.cpuNs) / 1000.0;
+    auto us = [](std::uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
+    add("resume", o_.resume ? "1" : "0");
+    add("seconds", num(secs));
+    add("handshakes", num(count, 0));
+    add("resumed", num(resumed, 0));
+    add("hs_per_s", num(secs > 0 ? count / secs : 0, 0));
+    add("full_per_s", num(secs > 0 ? (count - resumed) / secs : 0, 0));
+    add("resumed_per_s", num(secs > 0 ? resumed / secs : 0, 0));
+    add("p50_us", num(us(latency_.quantile(0.50)), 1));
+    add("p99_us", num(us(latency_.quantile(0.99)), 1));
+    add("p999_us", num(us(latency_.quantile(0.999)), 1));
+    add("max_us", num(us(latency_.max()), 1));
+    if (o_.serverPid > 0 && start_.proc.ok && end_.proc.ok) {
+      add("server_cpu_us_per_hs", num(count > 0 ? cpuUs / count : 0, 2));
+      add("server_cpu_util", num(secs > 0 ? cpuUs / 1e6 / secs : 0));
+    }
+    add("client_cpu_util", num(clientUtil));
+    std::printf(
+        "handshake %s %s: %.0f handshakes (%.0f resumed) in %.2f s = %.0f/s; connect to "
+        "handshake done p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
+        tlsProtocol_.c_str(), o_.resume ? "resumed" : "full", count, resumed, secs,
+        secs > 0 ? count / secs : 0, us(latency_.quantile(0.5)), us(latency_.quantile(0.99)),
+        us(latency_.quantile(0.999)), us(latency_.max()));
+    if (o_.serverPid > 0 && count > 0) {
+      std::printf("server CPU: %.2f us per handshake (%.0f %% of a core)\n", cpuUs / count,
+                  secs > 0 ? cpuUs / 1e4 / secs : 0);
+    }
+  } else if (mode_ == Mode::kHttp) {
     const double secs = static_cast<double>(end_.t - start_.t) / 1e9;
     const auto count = static_cast<double>(end_.received - start_.received);
     const double cpuUs = static_cast<double>(end_.proc.cpuNs - start_.proc.cpuNs) / 1000.0;
@@ -1217,6 +1510,7 @@ void Load::report() {
       add("server_cpu_us_per_req", num(count > 0 ? cpuUs / count : 0, 4));
       add("server_cpu_util", num(secs > 0 ? cpuUs / 1e6 / secs : 0));
     }
+    add("client_cpu_util", num(clientUtil));
     std::printf(
         "http %s depth %zu: %.0f requests (%zu bytes each) in %.2f s = %.0f/s; latency p50 %.1f "
         "us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
@@ -1279,6 +1573,7 @@ void Load::report() {
       add("server_cpu_util", num(secs > 0 ? cpuUs / 1e6 / secs : 0));
       add("server_user_frac", num(userFrac));
     }
+    add("client_cpu_util", num(clientUtil));
     if (o_.rate > 0) {
       add("max_send_lag_us", num(us(maxLagNs_), 1));
       add("late_sends", std::to_string(lateSends_));
@@ -1286,8 +1581,8 @@ void Load::report() {
     std::printf(
         "%s %s: %.0f %s in %.2f s = %.0f/s; latency p50 %.1f us, p99 %.1f us, "
         "p99.9 %.1f us, max %.1f us\n",
-        modeName, o_.raw ? "raw" : "ws", count, mode_ == Mode::kEcho ? "messages" : "deliveries",
-        secs, secs > 0 ? count / secs : 0, us(latency_.quantile(0.5)), us(latency_.quantile(0.99)),
+        modeName, transport, count, mode_ == Mode::kEcho ? "messages" : "deliveries", secs,
+        secs > 0 ? count / secs : 0, us(latency_.quantile(0.5)), us(latency_.quantile(0.99)),
         us(latency_.quantile(0.999)), us(latency_.max()));
     if (o_.serverPid > 0 && count > 0) {
       std::printf("server CPU: %.3f us per %s (%.0f %% of a core, %.0f %% user)\n", cpuUs / count,
@@ -1314,7 +1609,10 @@ void Load::warmUp() {
   const socklen_t len = addr_.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
   timeval tv{2, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr_), len) == 0) {
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (o_.tls) {
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr_), len) == 0) warmUpTls(fd);
+  } else if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr_), len) == 0) {
     const std::string req = o_.raw ? std::string("\x81\x80\x01\x02\x03\x04", 6)
                                    : "GET " + o_.path + " HTTP/1.1\r\nHost: " + hostHeader_ +
                                          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -1329,6 +1627,74 @@ void Load::warmUp() {
   ::usleep(200 * 1000);  // the server notices the close and frees the connection
 }
 
+// The same over TLS, blocking, on the socket itself (outside the loop): the
+// server pages in its TLS code (~1-2 MB of libssl and libcrypto) before the
+// RSS sample. No session is kept from it.
+void Load::warmUpTls(int fd) {
+  TlsClient once;
+  std::string error;
+  if (!once.init(TlsClientOptions{}, error)) return;
+  TlsWire unused;
+  SSL* ssl = once.newConnection(&unused, o_.host, false);
+  if (!ssl) return;
+  SSL_set_fd(ssl, fd);  // the socket BIO replaces ours
+  const std::string req = "GET " + o_.path + " HTTP/1.1\r\nHost: " + hostHeader_ +
+                          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                          "Sec-WebSocket-Version: 13\r\n\r\n";
+  if (SSL_connect(ssl) == 1 &&
+      SSL_write(ssl, req.data(), static_cast<int>(req.size())) == static_cast<int>(req.size())) {
+    char buf[512];
+    (void)SSL_read(ssl, buf, sizeof(buf));
+    SSL_shutdown(ssl);
+  }
+  SSL_free(ssl);
+  ERR_clear_error();
+}
+
+// scheme://host[:port][/path]; host numeric (checked by resolve), IPv6 in
+// brackets. An empty path leaves the mode's default.
+bool parseUrl(const std::string& url, Options& o) {
+  const auto sep = url.find("://");
+  if (sep == std::string::npos) return false;
+  const std::string scheme = url.substr(0, sep);
+  if (scheme == "ws" || scheme == "http") {
+    o.tls = false;
+  } else if (scheme == "wss" || scheme == "https") {
+    o.tls = true;
+  } else {
+    return false;
+  }
+  std::string rest = url.substr(sep + 3);
+  const auto slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  if (slash != std::string::npos) o.path = rest.substr(slash);
+  std::string port;
+  if (!authority.empty() && authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string::npos) return false;
+    o.host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') return false;
+      port = authority.substr(close + 2);
+    }
+  } else {
+    const auto colon = authority.find(':');
+    o.host = authority.substr(0, colon);
+    if (colon != std::string::npos) port = authority.substr(colon + 1);
+  }
+  if (o.host.empty()) return false;
+  if (port.empty()) {
+    o.port = o.tls ? 443 : 80;
+    return true;
+  }
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
+  const unsigned long p = std::stoul(port);
+  if (p == 0 || p > 65535) return false;
+  o.port = static_cast<std::uint16_t>(p);
+  return true;
+}
+
 int Load::run() {
   if (!resolve()) {
     std::fprintf(stderr, "spry-load: %s is not a numeric loopback address (127.0.0.0/8 or ::1)\n",
@@ -1337,6 +1703,26 @@ int Load::run() {
   }
   buildPattern();
   createConnections();
+  if (o_.tls) {
+    std::string error;
+    if (!tls_.init(TlsClientOptions{.caFile = o_.caFile,
+                                    .serverName = o_.serverName,
+                                    .cipherSuites = o_.cipherSuites,
+                                    .resume = o_.resume},
+                   error)) {
+      std::fprintf(stderr, "spry-load: %s\n", error.c_str());
+      return 2;
+    }
+    plainBuf_.resize(256 << 10);
+    // --resume: the first session lets the other connections start.
+    tls_.onSession([this] {
+      if (mode_ == Mode::kHandshake) {
+        startHandshakes();
+      } else {
+        connectNext();
+      }
+    });
+  }
   // Many connections need many descriptors: take the hard limit.
   rlimit lim{};
   if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
@@ -1384,7 +1770,17 @@ int Load::run() {
   if (mode_ == Mode::kIdle) warmUp();
   rssBefore_ = sampleProcess(o_.serverPid);
   connectStart_ = uv_hrtime();
-  connectNext();
+  if (mode_ == Mode::kHandshake) {
+    phase_ = Phase::kRunning;
+    if (o_.resume) {
+      nextConn_ = 1;
+      openConn(*conns_[0]);  // the others once it has a session
+    } else {
+      startHandshakes();
+    }
+  } else {
+    connectNext();
+  }
   uv_run(loop_, UV_RUN_DEFAULT);
   // Anything still open (a hang) is closed by the deadline; run what it closed.
   if (phase_ != Phase::kDone) {
@@ -1411,14 +1807,27 @@ int Load::run() {
 int main(int argc, char** argv) {
   load::Options o;
   CLI::App cli{"spry-load: WebSocket and HTTP load generator for loopback benchmarks"};
-  cli.add_option("--mode", o.mode, "echo | fanout | idle | http")
-      ->check(CLI::IsMember({"echo", "fanout", "idle", "http"}))
+  cli.add_option("--mode", o.mode, "echo | fanout | idle | http | handshake")
+      ->check(CLI::IsMember({"echo", "fanout", "idle", "http", "handshake"}))
       ->capture_default_str();
-  cli.add_option("--host", o.host, "numeric loopback address")->capture_default_str();
-  cli.add_option("--port", o.port, "server port")->capture_default_str();
-  cli.add_option("--path", o.path,
-                 "WebSocket path (default /echo, fanout /broadcast), http: GET target "
-                 "(default /hello/world)");
+  cli.add_option("url", o.url,
+                 "ws://, wss://, http:// or https://HOST:PORT[/PATH] (instead of --host, "
+                 "--port, --path); wss and https speak TLS");
+  auto* hostOpt =
+      cli.add_option("--host", o.host, "numeric loopback address")->capture_default_str();
+  auto* portOpt = cli.add_option("--port", o.port, "server port")->capture_default_str();
+  auto* pathOpt = cli.add_option("--path", o.path,
+                                 "WebSocket path (default /echo, fanout /broadcast), http: GET "
+                                 "target (default /hello/world)");
+  cli.add_option("--ca", o.caFile,
+                 "TLS: verify the server's certificate against these PEM roots (and its IP or "
+                 "--sni name); default: no verification");
+  cli.add_option("--sni", o.serverName, "TLS: server name to send (SNI)");
+  cli.add_option("--ciphersuites", o.cipherSuites,
+                 "TLS 1.3 suites to offer, in order (default OpenSSL's: "
+                 "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256)");
+  cli.add_flag("--resume", o.resume,
+               "TLS: connections after the first resume the first one's session");
   cli.add_option("--request", o.request,
                  "http: bare (Host only) or browser (10 typical browser fields, ~540 bytes)")
       ->check(CLI::IsMember({"bare", "browser"}))
@@ -1460,11 +1869,37 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   cli.add_option("--label", o.label, "copied into the RESULT line");
   CLI11_PARSE(cli, argc, argv);
+  std::signal(SIGPIPE, SIG_IGN);  // a write to a reset socket is an error, not an exit
 
-  load::Mode mode = o.mode == "echo"     ? load::Mode::kEcho
-                    : o.mode == "fanout" ? load::Mode::kFanout
-                    : o.mode == "http"   ? load::Mode::kHttp
-                                         : load::Mode::kIdle;
+  if (!o.url.empty()) {
+    if (hostOpt->count() + portOpt->count() + pathOpt->count() > 0) {
+      std::fprintf(stderr, "spry-load: give a URL or --host/--port/--path, not both\n");
+      return 2;
+    }
+    if (!load::parseUrl(o.url, o)) {
+      std::fprintf(stderr,
+                   "spry-load: %s: expected ws://, wss://, http:// or https://HOST:PORT[/PATH]\n",
+                   o.url.c_str());
+      return 2;
+    }
+  }
+
+  load::Mode mode = o.mode == "echo"        ? load::Mode::kEcho
+                    : o.mode == "fanout"    ? load::Mode::kFanout
+                    : o.mode == "http"      ? load::Mode::kHttp
+                    : o.mode == "handshake" ? load::Mode::kHandshake
+                                            : load::Mode::kIdle;
+  if (o.tls && o.raw) {
+    std::fprintf(stderr, "spry-load: --raw speaks plain TCP, not TLS\n");
+    return 2;
+  }
+  if (!o.tls && (mode == load::Mode::kHandshake || o.resume || !o.caFile.empty() ||
+                 !o.serverName.empty() || !o.cipherSuites.empty())) {
+    std::fprintf(stderr,
+                 "spry-load: handshake mode, --resume, --ca, --sni and --ciphersuites need a "
+                 "wss:// or https:// URL\n");
+    return 2;
+  }
   if (o.path.empty()) {
     o.path = mode == load::Mode::kFanout ? "/broadcast"
              : mode == load::Mode::kHttp ? "/hello/world"

@@ -255,6 +255,9 @@ void Connection::sweep(std::uint64_t now) noexcept {
     event([&] { ws->sweep(now); });
   } else if (auto* h = http()) {
     event([&] { h->sweep(now); });
+    // A TLS connection's record buffers (~34 KB) are not kept between
+    // requests longer than a sweep period (a WebSocket's sweep does the same).
+    if (TlsTransport* t = tls(); t && !isClosed()) t->releaseIdleMemory();
   }
 }
 

@@ -238,7 +238,9 @@ CtxPtr newContext(const TlsOptions& options) {
   // in a cache that is off.
   if (options.ticketKeyRotation.count() <= 0) SSL_CTX_set_num_tickets(c, 0);
   // No record buffers while idle: they are taken for a read or write and
-  // given back when empty.
+  // given back when empty. A busy connection keeps them instead
+  // (TlsSession::keepBuffers): ~17 KB allocated and freed for every read
+  // and write costs a busy wss server 5% of its CPU in malloc.
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_set_min_proto_version(
           c, options.minVersion == TlsVersion::k1_3 ? TLS1_3_VERSION : TLS1_2_VERSION) != 1) {

@@ -301,6 +301,20 @@ bool TlsSession::write(std::string_view plain) noexcept {
   return true;
 }
 
+void TlsSession::keepBuffers(bool keep) noexcept {
+  if (keep) {
+    SSL_clear_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
+  } else {
+    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
+  }
+}
+
+void TlsSession::releaseBuffers() noexcept {
+  // Not mid-handshake (the buffers hold its state) and not with input kept.
+  if (state_ == TlsState::kHandshake || kept_) return;
+  SSL_free_buffers(ssl_);  // fails, harmlessly, while a buffer holds bytes
+}
+
 void TlsSession::close() noexcept {
   if (state_ == TlsState::kOpen || state_ == TlsState::kPeerEnded) {
     // One call sends close_notify; the peer's answer is not waited for.

@@ -75,6 +75,11 @@ class TlsSession {
   // Encrypts `plain` into records (onCipher). False unless open (or
   // peer-ended): during the handshake, after close() or a failure.
   bool write(std::string_view plain) noexcept;
+  // Record buffers are given back after every read and write unless kept
+  // (a busy connection); releaseBuffers() gives kept ones back now, when
+  // nothing is in them.
+  void keepBuffers(bool keep) noexcept;
+  void releaseBuffers() noexcept;
   // Sends close_notify (when the handshake is done) and ends the session:
   // nothing is read or written after it.
   void close() noexcept;

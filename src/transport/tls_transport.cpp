@@ -12,6 +12,8 @@ namespace {
 // 16 KiB records and few calls, small enough that the ciphertext beyond the
 // kernel's buffer stays modest.
 constexpr std::size_t kBatchBytes = 64 * 1024;
+// Reads between two idle sweeps that make a connection busy.
+constexpr std::uint8_t kBusyReads = 4;
 }  // namespace
 
 TlsTransport::TlsTransport(TcpTransport& tcp, TransportEvents& owner, TlsHost& host,
@@ -48,7 +50,12 @@ void TlsTransport::onData(char* data, std::size_t size) noexcept {
     return;
   } else if (ending_) {
     return;  // closing: input is dropped
-  } else if (!reading_) {
+  } else if (recentReads_ < kBusyReads && ++recentReads_ == kBusyReads) {
+    // Busy: keep the record buffers rather than allocate them for every
+    // read and write, until the connection is idle again.
+    session_.keepBuffers(true);
+  }
+  if (!reading_) {
     // The owner paused while TCP read on for a deferred handshake: keep the
     // bytes for resumeReading() and read no more.
     if (!session_.hold(data, size)) {

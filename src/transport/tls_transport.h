@@ -82,10 +82,15 @@ class TlsTransport final : public Transport, private TransportEvents, private Tl
   void close() noexcept override;
   bool isStalled(std::uint64_t now, std::uint64_t limitMs) noexcept override;
   std::string peerAddress(std::uint16_t* port) const override { return tcp_.peerAddress(port); }
-  // The plaintext buffer's and TCP's (the ciphertext's).
+  // The plaintext buffer's, TCP's (the ciphertext's) and OpenSSL's record
+  // buffers.
   void releaseIdleMemory() noexcept override {
     Transport::releaseIdleMemory();
     tcp_.releaseIdleMemory();
+    if (pumping_) return;
+    recentReads_ = 0;
+    session_.keepBuffers(false);
+    session_.releaseBuffers();
   }
 
  private:
@@ -122,6 +127,7 @@ class TlsTransport final : public Transport, private TransportEvents, private Tl
   TlsSession session_;
   std::shared_ptr<const TlsPeerCertificate> peerCertificate_;
   std::uint64_t lingerMs_ = 0;
+  std::uint8_t recentReads_ = 0;  // since the last releaseIdleMemory(): busy keeps buffers
   bool established_ = false;      // the handshake completed
   bool reading_ = true;           // the owner wants data
   bool deferred_ = false;         // a handshake step waits for the budget (TCP paused)

@@ -69,8 +69,10 @@ void HttpExchange::receive(const char* data, std::size_t size) {
 void HttpExchange::onPeerEnd() {
   // A half-close: the client may still wait for the answer to what it sent.
   peerEnded_ = true;
-  if (!current_ && (bufferedAmount() == 0 || in_.empty())) {
-    // No linger (the peer has ended), and over TLS close_notify goes first.
+  if (!current_ && bufferedAmount() == 0 && !conn_.isSecure()) {
+    conn_.close();
+  } else if (!current_ && (bufferedAmount() == 0 || in_.empty())) {
+    // No linger (the peer has ended); over TLS close_notify goes first.
     closeAfterFlush();
   }
   // Otherwise requests wait behind a full output buffer: onDrained goes on.

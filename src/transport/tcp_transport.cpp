@@ -224,16 +224,8 @@ bool TcpTransport::tryWrite() noexcept {
   auto written = static_cast<std::size_t>(n);
   if (isWriting()) slow_->sent += n;
   const std::size_t fromOut = std::min(written, out_.size() - outSent_);
-  outSent_ += static_cast<std::uint32_t>(fromOut);
+  consumeOut(fromOut);
   written -= fromOut;
-  if (outSent_ == out_.size()) {
-    out_.clear();
-    outSent_ = 0;
-  } else if (outSent_ >= out_.size() / 2) {
-    // Drop the written half: the copy is amortized over what was written.
-    out_.consume(outSent_);
-    outSent_ = 0;
-  }
   if (queue_) {
     auto& chunks = queue_->chunks;
     while (written > 0 && !chunks.empty()) {

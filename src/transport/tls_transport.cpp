@@ -181,15 +181,8 @@ bool TlsTransport::encrypt(std::size_t max) noexcept {
   if (out_.size() > outSent_) {
     const std::size_t n = std::min<std::size_t>(out_.size() - outSent_, max);
     if (!session_.write(std::string_view(out_.data() + outSent_, n))) return false;
-    outSent_ += static_cast<std::uint32_t>(n);
+    consumeOut(n);
     done = n;
-    if (outSent_ == out_.size()) {
-      out_.clear();
-      outSent_ = 0;
-    } else if (outSent_ >= out_.size() / 2) {
-      out_.consume(outSent_);
-      outSent_ = 0;
-    }
   }
   while (queue_ && done < max) {
     auto& chunk = queue_->chunks.front();

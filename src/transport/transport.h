@@ -143,6 +143,19 @@ class Transport {
   };
 
   void queueOwned(std::string_view bytes);
+  // `n` more bytes of out_ are gone (to the kernel, or encrypted): empty it
+  // when all are, drop the gone half once it is half (the copy is amortized
+  // over what went).
+  void consumeOut(std::size_t n) noexcept {
+    outSent_ += static_cast<std::uint32_t>(n);
+    if (outSent_ == out_.size()) {
+      out_.clear();
+      outSent_ = 0;
+    } else if (outSent_ >= out_.size() / 2) {
+      out_.consume(outSent_);
+      outSent_ = 0;
+    }
+  }
 
   OutputBuffer out_;              // its first outSent_ bytes are out; precedes queue_
   std::unique_ptr<Queue> queue_;  // null when empty

@@ -17,7 +17,7 @@ struct Recorder final : spry::detail::SessionHandler {
   std::string events;  // messages, pongs and the peer's Close, in order
   int closes = 0;
   std::uint64_t maxMessage = 0;
-  void onWsMessage(bool binary, std::string_view payload) noexcept override {
+  void onWsMessage(bool binary, std::string_view payload, bool) noexcept override {
     if (payload.size() > maxMessage) std::abort();
     events += binary ? 'B' : 'T';
     events += std::to_string(payload.size());

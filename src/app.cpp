@@ -309,6 +309,14 @@ Routes& Routes::ws(std::string_view path, WebSocketHandler handler, WebSocketOpt
   if (options.maxMessageBytes == 0) {
     throw std::invalid_argument("spry: ws " + std::string(path) + ": maxMessageBytes must be > 0");
   }
+  const CompressionOptions& z = options.compression;
+  auto badCompression = [&](const char* field, int value, const char* range) {
+    throw std::invalid_argument("spry: ws " + std::string(path) + ": compression." + field + " = " +
+                                std::to_string(value) + " is outside " + range);
+  };
+  if (z.windowBits < 9 || z.windowBits > 15) badCompression("windowBits", z.windowBits, "9..15");
+  if (z.level < 1 || z.level > 9) badCompression("level", z.level, "1..9");
+  if (z.memLevel < 1 || z.memLevel > 9) badCompression("memLevel", z.memLevel, "1..9");
   add("GET", path, [](Request&) { return Response(500); });  // terminal set at freeze
   auto& route = app_->routes.back();
   route.isWebSocket = true;

@@ -185,6 +185,14 @@ void Connection::upgrade() noexcept {
   accepted.protocol = std::string(headers.get("Sec-WebSocket-Protocol"));
   ++depth_;
   try {
+    // permessage-deflate: the client's offers against the route's settings.
+    std::optional<DeflateAgreement> deflate;
+    if (const CompressionOptions& z = route.wsOptions.compression; z.mode != Compression::kOff) {
+      const auto offers = up->request->headers().getAll("Sec-WebSocket-Extensions");
+      deflate = negotiateDeflate(
+          offers, {.dedicated = z.mode == Compression::kDedicated, .windowBits = z.windowBits});
+      if (deflate) accepted.extensions = deflateResponse(*deflate);
+    }
     auto& head = loopContext().scratch();
     head.clear();
     writeUpgradeResponse(head, accepted, headers);
@@ -196,6 +204,7 @@ void Connection::upgrade() noexcept {
       tcp_.releaseAfterFlush();
     }
     auto& ws = protocol_.emplace<WebSocketEndpoint>(*this, route.wsOptions);
+    if (deflate) ws.enableDeflate(*deflate);
     server_->countWebSocket(+1);
     auto& d = RequestData::of(*up->request);
     d.webSocket = true;

@@ -3,6 +3,7 @@
 #include <exception>
 
 #include "spry/log.h"
+#include "ws/permessage_deflate.h"
 
 namespace spry::detail {
 
@@ -41,12 +42,23 @@ std::shared_ptr<LoopContext> LoopContext::create(uv_loop_t* loop) {
   return ctx;
 }
 
-LoopContext::LoopContext(uv_loop_t* loop) : loop_(loop), thread_(std::this_thread::get_id()) {
+LoopContext::LoopContext(uv_loop_t* loop)
+    : loop_(loop),
+      thread_(std::this_thread::get_id()),
+      compression_(std::make_unique<CompressionPool>()) {
   readBuffer_.resize(kReadBufferBytes);
   plainBuffer_.resize(kReadBufferBytes);
 }
 
 LoopContext::~LoopContext() = default;
+
+CompressionPool& LoopContext::compression() noexcept {
+  return *compression_;
+}
+
+void LoopContext::trimCompression() noexcept {
+  compression_->trim();
+}
 
 bool LoopContext::post(std::function<void()> fn) {
   {

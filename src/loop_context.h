@@ -22,6 +22,7 @@
 namespace spry::detail {
 
 class LoopContext;
+class CompressionPool;
 
 // A timeout option in libuv milliseconds; 0 (also for negative) means none.
 inline std::uint64_t msOf(std::chrono::milliseconds d) noexcept {
@@ -91,6 +92,11 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   std::span<char> plainBuffer() noexcept { return plainBuffer_; }
   // For bytes built and copied into a transport at once (a response head).
   std::string& scratch() noexcept { return scratch_; }
+  // The loop's zlib streams and buffers (permessage-deflate); the streams
+  // are made on first use.
+  CompressionPool& compression() noexcept;
+  // Gives the pooled streams back (an idle sweep); made again when needed.
+  void trimCompression() noexcept;
 
  private:
   explicit LoopContext(uv_loop_t* loop);
@@ -107,6 +113,7 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   std::string readBuffer_;
   std::string plainBuffer_;
   std::string scratch_;
+  std::unique_ptr<CompressionPool> compression_;
 };
 
 }  // namespace spry::detail

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ws/frame_writer.h"
+#include "ws/permessage_deflate.h"
 
 namespace spry::detail {
 
@@ -25,7 +26,7 @@ struct StringHash {
 };
 
 // The subscribers of each topic on one loop. `Subscriber` has
-// `bool deliver(const SharedFrame&)`: the WebSocket endpoint, or a fake in tests.
+// `bool deliver(PublishFrames&)`: the WebSocket endpoint, or a fake in tests.
 template <class Subscriber>
 class BasicTopicTable {
  public:
@@ -84,10 +85,12 @@ class BasicTopicTable {
         if (--table.delivering_ == 0 && !table.holes_.empty()) table.compact();
       }
     } delivering(*this);
+    // Compressed on this loop at most once per server window, when first asked.
+    PublishFrames frames(frame);
     for (std::size_t i = 0; i < count; ++i) {
       Subscriber* s = subs[i];
       if (s == nullptr || s == skip) continue;
-      if (s->deliver(frame)) ++n;
+      if (s->deliver(frames)) ++n;
     }
     return n;
   }

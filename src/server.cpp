@@ -12,6 +12,7 @@
 #include "connection.h"
 #include "spry/log.h"
 #include "tls/tls_context.h"
+#include "ws/permessage_deflate.h"
 
 namespace spry::detail {
 
@@ -54,6 +55,9 @@ std::uint64_t sweepPeriod(const AppState& app) {
     consider(r.wsOptions.closeTimeout);
     consider(r.wsOptions.sendTimeout);
     consider(r.wsOptions.messageTimeout);
+    if (r.wsOptions.compression.mode == Compression::kDedicated) {
+      consider(r.wsOptions.compression.releaseAfter);
+    }
   }
   return std::clamp<std::uint64_t>(shortest / 4, 10, 1000);
 }
@@ -147,6 +151,12 @@ void Server::startHandles() {
         std::uint64_t now = uv_now(t->loop);
         // Closing only schedules removal (onClosed), so indices stay valid.
         for (std::size_t i = 0; i < self->conns_.size(); ++i) self->conns_[i]->sweep(now);
+        // The loop's zlib streams go back once unused for a whole period.
+        if (now - self->compressionChecked_ >= kCompressionIdleMs) {
+          self->compressionChecked_ = now;
+          CompressionPool& pool = self->loop_->compression();
+          if (!pool.takeUsed()) pool.trim();
+        }
       },
       sweepMs_, sweepMs_);
   // The sweep timer alone must not keep an otherwise idle embedded loop alive.

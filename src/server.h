@@ -165,6 +165,9 @@ class Server : public std::enable_shared_from_this<Server> {
   std::vector<Connection*> conns_;
   TopicTable topics_;
   std::uint64_t sweepMs_ = 250;
+  // Loop time the loop's zlib pool was last checked for use (see the sweep).
+  std::uint64_t compressionChecked_ = 0;
+  static constexpr std::uint64_t kCompressionIdleMs = 10'000;
   std::atomic<std::size_t> connections_{0};
   std::atomic<long> webSockets_{0};
   std::atomic<long> writeBytes_{0};  // in libuv write requests, not yet written

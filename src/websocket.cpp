@@ -79,16 +79,21 @@ bool WebSocket::onDrain(std::function<void()> fn) const {
 }
 
 bool WebSocket::add(const Message& message) const {
+  return add(message, SendOptions{});
+}
+
+bool WebSocket::add(const Message& message, SendOptions options) const {
   auto e = endpoint_.lock();
   if (!e) return false;
-  if (e->loopContext().isCurrentThread()) return !e->isClosed() && e->send(message);
+  if (e->loopContext().isCurrentThread()) return !e->isClosed() && e->send(message, options);
   // Off the loop: report a bad message to this caller, then post an owned copy.
   if (message.isText() && !detail::isValidUtf8(message.data())) {
     throw std::invalid_argument("spry: WebSocket::add: text message is not valid UTF-8");
   }
   e.reset();
-  return runOnLoop(endpoint_,
-                   [m = message.owned()](WebSocketEndpoint& endpoint) { return endpoint.send(m); });
+  return runOnLoop(endpoint_, [m = message.owned(), options](WebSocketEndpoint& endpoint) {
+    return endpoint.send(m, options);
+  });
 }
 
 bool WebSocket::add(std::string_view text) const {

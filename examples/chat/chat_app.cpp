@@ -273,6 +273,9 @@ void install(spry::App& app, Options options) {
 
   spry::WebSocketOptions wsOptions{
       .maxMessageBytes = opt.maxMessageBytes,
+      // Every browser offers permessage-deflate; chat JSON shrinks several-fold.
+      // Shared mode: one deflate stream per loop, none held by an idle socket.
+      .compression = {.mode = spry::Compression::kShared},
       // A plain GET of the socket's URL: the middleware passed, so the page may connect.
       .fallback =
           [](spry::Request& req) {

@@ -5,6 +5,10 @@
 //                         client of /broadcast, on every loop (--threads N),
 //                         and with --redis URL in every process on that Redis
 //                         (topic "broadcast", channel "spry:broadcast").
+//   --compression off|shared|dedicated  permessage-deflate on both routes
+//                         (default off, so the plain echo figures stay comparable).
+
+#include <map>
 
 #include "../common/server_cli.h"
 
@@ -18,6 +22,14 @@ int main(int argc, char** argv) {
   std::string redis;
   cli.add_option("--redis", redis,
                  "bridge /broadcast through Redis: redis://[user:password@]host:port");
+  spry::Compression compression = spry::Compression::kOff;
+  cli.add_option("--compression", compression, "permessage-deflate: off, shared or dedicated")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, spry::Compression>{{"off", spry::Compression::kOff},
+                                                   {"shared", spry::Compression::kShared},
+                                                   {"dedicated", spry::Compression::kDedicated}},
+          CLI::ignore_case))
+      ->default_str("off");
   if (int status = examples::parseFlags(cli, argc, argv); status >= 0) return status;
 
   spry::App app;
@@ -42,7 +54,8 @@ int main(int argc, char** argv) {
            });
          },
          {.maxMessageBytes = maxMessageBytes,
-          .backpressure = spry::BackpressurePolicy::kPauseReading});
+          .backpressure = spry::BackpressurePolicy::kPauseReading,
+          .compression = {.mode = compression}});
 
   app.ws("/broadcast",
          [](spry::WebSocket ws, spry::Request&) {
@@ -51,7 +64,8 @@ int main(int argc, char** argv) {
          },
          {.maxMessageBytes = maxMessageBytes,
           .maxBackpressureBytes = 4u << 20,
-          .backpressure = spry::BackpressurePolicy::kPauseReading});
+          .backpressure = spry::BackpressurePolicy::kPauseReading,
+          .compression = {.mode = compression}});
 
   return examples::serve(app, flags);
 }

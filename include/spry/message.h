@@ -45,14 +45,18 @@ class Message {
   bool isOwned() const noexcept { return storage_ != nullptr; }
   /// A copy that owns its payload (shares it when already owned).
   Message owned() const;
+  /// True for a received message that came compressed (permessage-deflate);
+  /// data() is the inflated payload either way.
+  bool wasCompressed() const noexcept { return compressed_; }
 
  private:
   friend class detail::WebSocketEndpoint;
   Message(Type type, std::string_view view) noexcept : type_(type), view_(view) {}
   // A received message: the session has validated its UTF-8 already.
-  static Message received(Type type, std::string_view view) noexcept {
+  static Message received(Type type, std::string_view view, bool compressed) noexcept {
     Message m(type, view);
     m.utf8Checked_ = true;
+    m.compressed_ = compressed;
     return m;
   }
   Message(Type type, std::shared_ptr<const std::string> storage) noexcept;
@@ -61,6 +65,7 @@ class Message {
   std::string_view view_;
   std::shared_ptr<const std::string> storage_;
   bool utf8Checked_ = false;
+  bool compressed_ = false;
 };
 
 }  // namespace spry

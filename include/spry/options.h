@@ -78,6 +78,37 @@ enum class BackpressurePolicy {
   kDrop,          ///< drop the message: add() returns false
 };
 
+/// permessage-deflate (RFC 7692) on a ws route: see WebSocketOptions::compression.
+enum class Compression {
+  kOff,        ///< never negotiated (the default: no zlib memory, no CPU)
+  kShared,     ///< one deflate stream per loop and window size, reset after every message;
+               ///< answers server_ and client_no_context_takeover: no zlib memory per socket
+  kDedicated,  ///< a deflate context per socket kept between messages (better ratios on
+               ///< similar messages), made at its first compressed message and given back
+               ///< after `releaseAfter` without one; answers client_no_context_takeover
+};
+
+/// How a ws route compresses. Receiving needs no setting: a compressed
+/// message is inflated with the loop's stream when it arrives whole, or with
+/// one from a per-loop pool while it arrives in pieces; maxMessageBytes
+/// applies to the inflated size.
+struct CompressionOptions {
+  Compression mode = Compression::kOff;
+  /// Messages smaller than this are sent uncompressed (so are messages that
+  /// would not get smaller); a message may also opt out with SendOptions.
+  std::size_t threshold = 64;
+  int level = 6;  ///< zlib level, 1 (fast) to 9 (small)
+  /// Our largest deflate window, 9 to 15 (2^bits bytes); a client's
+  /// server_max_window_bits lowers it per socket.
+  int windowBits = 15;
+  /// zlib memLevel, 1 to 9: a deflate context holds about 2^(memLevel+9)
+  /// bytes beside its 2 * 2^windowBits of window (kDedicated: per busy socket).
+  int memLevel = 8;
+  /// kDedicated: a socket that sent no compressed message this long gives
+  /// its deflate context back (made again, empty, for the next one).
+  std::chrono::milliseconds releaseAfter{10'000};
+};
+
 /// Limits and liveness of one ws route.
 struct WebSocketOptions {
   std::size_t maxMessageBytes = 1024 * 1024;       ///< larger incoming message → close 1009
@@ -100,6 +131,8 @@ struct WebSocketOptions {
   /// and port, known only once listening); with it, an empty allowedOrigins
   /// no longer means any Origin.
   bool allowOwnOrigin = false;
+  /// permessage-deflate; off by default (see CompressionOptions).
+  CompressionOptions compression{};
   /// Answers a GET without upgrade headers; when empty: 426 Upgrade Required.
   std::function<Response(Request&)> fallback{};
 };

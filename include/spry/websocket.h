@@ -24,6 +24,13 @@ class WebSocketEndpoint;
 /// RFC 6455 socket states, as in the browser API.
 enum class ReadyState { kConnecting, kOpen, kClosing, kClosed };
 
+/// Per-message choices for WebSocket::add.
+struct SendOptions {
+  /// false: send this message uncompressed even when permessage-deflate was
+  /// negotiated (already-compressed media, tiny acks).
+  bool compress = true;
+};
+
 /// A small copyable handle to one WebSocket. Safe to keep anywhere (callbacks,
 /// timers, room tables): it never keeps a closed connection alive, and after
 /// close every call is a no-op that returns false (or an empty value).
@@ -53,6 +60,8 @@ class WebSocket {
   /// Sends a message (text or binary, as `message` says). Returns false when
   /// the socket is not open, or when the message was dropped (kDrop policy).
   bool add(const Message& message) const;
+  /// As add(message), with per-message options (`{.compress = false}`).
+  bool add(const Message& message, SendOptions options) const;
   /// Sends a text message (must be UTF-8, else std::invalid_argument).
   bool add(std::string_view text) const;
   bool add(const char* text) const { return add(std::string_view(text)); }

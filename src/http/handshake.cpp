@@ -174,17 +174,21 @@ void writeUpgradeResponse(std::string& out, const HandshakeResult& result, const
   // The handshake's fields: a middleware's would contradict them. writeHead
   // drops Content-Length and Transfer-Encoding from every response itself.
   static constexpr std::string_view kReserved[] = {"Upgrade", "Connection", "Sec-WebSocket-Accept",
-                                                   "Sec-WebSocket-Protocol"};
-  const FieldView own[] = {
+                                                   "Sec-WebSocket-Protocol",
+                                                   "Sec-WebSocket-Extensions"};
+  FieldView own[5] = {
       {"Upgrade", "websocket"},
       {"Connection", "Upgrade"},
       {"Sec-WebSocket-Accept", result.accept},
-      {"Sec-WebSocket-Protocol", result.protocol},
   };
+  std::size_t ownCount = 3;
   // writeHead trusts `own`: a configured protocol name that could split the
   // response is left out, as writeHead drops such a field of a middleware's.
-  const bool protocol = !result.protocol.empty() && isSafeField(own[3].name, own[3].value);
-  const std::size_t ownCount = protocol ? 4 : 3;
+  if (!result.protocol.empty() && isSafeField("Sec-WebSocket-Protocol", result.protocol)) {
+    own[ownCount++] = {"Sec-WebSocket-Protocol", result.protocol};
+  }
+  // Made by deflateResponse: tokens only.
+  if (!result.extensions.empty()) own[ownCount++] = {"Sec-WebSocket-Extensions", result.extensions};
   // An interim response needs no Date (RFC 9110 6.6.1) and, keep-alive or
   // not, gets no Connection from the writer.
   writeHead(out, 101, std::span(own, ownCount), kReserved, extra, BodyFraming::kNone, 0, true,

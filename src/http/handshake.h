@@ -27,8 +27,9 @@ struct HandshakeResult {
     kBadKey,      // Sec-WebSocket-Key missing, repeated, or not base64 of 16 bytes: 400
   };
   Kind kind = Kind::kNotUpgrade;
-  std::string accept;    // Sec-WebSocket-Accept value when kAccept
-  std::string protocol;  // chosen subprotocol, empty when none
+  std::string accept;      // Sec-WebSocket-Accept value when kAccept
+  std::string protocol;    // chosen subprotocol, empty when none
+  std::string extensions;  // Sec-WebSocket-Extensions of the 101, empty when none
 };
 
 // Checks the headers of a GET request. `supportedProtocols` is in the server's

@@ -10,8 +10,13 @@ namespace spry::detail {
 // never later than where wslay would notice it, so wslay is never handed a
 // byte it would answer on its own.
 std::uint16_t FrameGuard::checkFirstByte(std::uint8_t b0) noexcept {
-  if ((b0 & kRsvBits) != 0) return kCloseProtocolError;
   const std::uint8_t opcode = b0 & 0x0F;
+  // RSV1 only with permessage-deflate, and only where a data message begins
+  // (RFC 7692 6): never on a continuation or a control frame.
+  if ((b0 & kRsvBits) != 0 &&
+      ((b0 & kRsvBits) != kRsv1Bit || !rsv1Allowed || opcode == 0x0 || opcode > 0x2)) {
+    return kCloseProtocolError;
+  }
   if (opcode >= 0x8) {
     if (opcode > 0xA || (b0 & kFinBit) == 0) return kCloseProtocolError;
     closeFrame = opcode == 0x8;
@@ -55,11 +60,16 @@ std::uint16_t FrameGuard::finishHeader(const std::uint8_t* h,
     if (opcode < 0x8) {
       // messageBytes never exceeds the limit, so the subtraction cannot wrap.
       const bool fin = (h[0] & kFinBit) != 0;
+      if (opcode != 0x0) compressed = (h[0] & kRsv1Bit) != 0;
+      // A compressed message's wire size is bounded loosely; its inflated
+      // size is what maxMessageBytes limits, checked as it is inflated.
+      const std::uint64_t limit =
+          compressed ? maxCompressedBytes(maxMessageBytes) : maxMessageBytes;
       if (opcode == 0x0) {
-        if (length > maxMessageBytes - messageBytes) return kCloseMessageTooBig;
+        if (length > limit - messageBytes) return kCloseMessageTooBig;
         messageBytes = fin ? 0 : messageBytes + length;
       } else {
-        if (length > maxMessageBytes) return kCloseMessageTooBig;
+        if (length > limit) return kCloseMessageTooBig;
         messageBytes = fin ? 0 : length;
       }
       fragmented = !fin;

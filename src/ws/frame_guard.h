@@ -50,9 +50,16 @@ struct FrameGuard {
   std::uint8_t header[14] = {};  // a header split across chunks
   std::uint8_t headerHave = 0;
   std::uint8_t headerNeed = 2;
-  bool fragmented = false;
-  bool closeFrame = false;  // a Close header began; the rest is the guard's
-  bool closePayloadPending = false;
+  bool fragmented : 1 = false;
+  bool closeFrame : 1 = false;  // a Close header began; the rest is the guard's
+  bool closePayloadPending : 1 = false;
+  // permessage-deflate was negotiated: RSV1 marks the first frame of a
+  // compressed message (anywhere else it is a protocol error).
+  bool rsv1Allowed : 1 = false;
+  // The data message in progress is compressed: its frames count against
+  // maxCompressedBytes(maxMessageBytes) on the wire; the inflated size is
+  // checked as it is inflated.
+  bool compressed : 1 = false;
 };
 
 }  // namespace spry::detail

@@ -37,6 +37,14 @@ constexpr bool isValidCloseCode(std::uint16_t code) noexcept {
 // Control frames (Close, Ping, Pong) carry at most this much, either way.
 inline constexpr std::size_t kMaxControlPayload = 125;
 
+// The longest compressed payload (permessage-deflate) accepted on the wire
+// for a message whose inflated size may be `maxMessageBytes`: deflate can
+// grow incompressible data a little. Saturates.
+constexpr std::uint64_t maxCompressedBytes(std::uint64_t maxMessageBytes) noexcept {
+  const std::uint64_t slack = maxMessageBytes / 8 + 1024;
+  return maxMessageBytes > UINT64_MAX - slack ? UINT64_MAX : maxMessageBytes + slack;
+}
+
 // Bits of a frame's first two bytes.
 inline constexpr std::uint8_t kFinBit = 0x80;
 inline constexpr std::uint8_t kRsv1Bit = 0x40;

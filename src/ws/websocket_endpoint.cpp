@@ -76,6 +76,17 @@ WebSocketEndpoint::ColdState& WebSocketEndpoint::cold() {
 
 // ---------------------------------------------------------------- opening, receiving
 
+void WebSocketEndpoint::enableDeflate(const DeflateAgreement& agreement) noexcept {
+  session().enableDeflate();
+  deflateBits_ = agreement.serverWindowBits & 0x0F;
+  deflateKeep_ =
+      options_.compression.mode == Compression::kDedicated && !agreement.serverNoContextTakeover;
+}
+
+CompressionPool& WebSocketEndpoint::compressionPool() noexcept {
+  return loopContext().compression();
+}
+
 void WebSocketEndpoint::open(const WebSocketHandler& handler, WebSocket ws, Request& req,
                              std::string protocol) {
   if (!protocol.empty()) cold().protocol = std::move(protocol);
@@ -101,11 +112,12 @@ void WebSocketEndpoint::receive(char* data, std::size_t size) {
   if (session().wantsTcpClose()) conn_.transport().closeAfterFlush(0);
 }
 
-void WebSocketEndpoint::onWsMessage(bool binary, std::string_view payload) noexcept {
+void WebSocketEndpoint::onWsMessage(bool binary, std::string_view payload,
+                                    bool compressed) noexcept {
   messageSince_ = 0;
   if (!onMessage_ || pendingCloseCode_ || conn_.isClosed()) return;
-  const Message msg =
-      Message::received(binary ? Message::Type::kBinary : Message::Type::kText, payload);
+  const Message msg = Message::received(binary ? Message::Type::kBinary : Message::Type::kText,
+                                        payload, compressed);
   // The callback may replace itself (ws.listen) or the socket may close under
   // it; neither may destroy or move it mid-call, so both wait for its return
   // (listen, reportClose). No copy or move per message.
@@ -286,7 +298,7 @@ void WebSocketEndpoint::flushSoon() noexcept {
   conn_.flushSoon();
 }
 
-bool WebSocketEndpoint::send(const Message& message) {
+bool WebSocketEndpoint::send(const Message& message, SendOptions sendOptions) {
   if (readyState() != ReadyState::kOpen) return false;
   std::string_view payload = message.data();
   if (message.isText() && !message.utf8Checked_ && !isValidUtf8(payload)) {
@@ -306,10 +318,16 @@ bool WebSocketEndpoint::send(const Message& message) {
     }
   }
   const auto opcode = message.isText() ? WsOpcode::kText : WsOpcode::kBinary;
-  transport.writeWith(frameHeaderSize(payload.size()) + payload.size(), [&](char* out) {
-    const std::size_t headerSize = writeFrameHeader(out, opcode, payload.size());
-    if (!payload.empty()) std::memcpy(out + headerSize, payload.data(), payload.size());
-  });
+  const std::string* compressed = nullptr;
+  if (deflateBits_ != 0 && sendOptions.compress &&
+      payload.size() >= options_.compression.threshold) {
+    compressed = compress(payload);
+  }
+  if (compressed != nullptr) {
+    writeFrame(opcode, *compressed, true);
+  } else {
+    writeFrame(opcode, payload, false);
+  }
   flushSoon();
   if (transport.bufferedAmount() > options_.maxBackpressureBytes) {
     wantDrain_ = true;
@@ -321,8 +339,54 @@ bool WebSocketEndpoint::send(const Message& message) {
   return true;
 }
 
-bool WebSocketEndpoint::deliver(const SharedFrame& frame) {
+void WebSocketEndpoint::writeFrame(WsOpcode opcode, std::string_view payload, bool rsv1) {
+  conn_.transport().writeWith(frameHeaderSize(payload.size()) + payload.size(), [&](char* out) {
+    const std::size_t headerSize = writeFrameHeader(out, opcode, payload.size(), true, rsv1);
+    if (!payload.empty()) std::memcpy(out + headerSize, payload.data(), payload.size());
+  });
+}
+
+const std::string* WebSocketEndpoint::compress(std::string_view payload) {
+  const CompressionOptions& o = options_.compression;
+  std::string& out = compressionPool().compressed();
+  out.clear();
+  if (!deflateKeep_) {
+    Deflater& d = compressionPool().sharedDeflater(deflateBits_, o.level, o.memLevel);
+    if (!d.compress(payload, out, false) || out.size() >= payload.size()) return nullptr;
+    return &out;
+  }
+  // kDedicated: this socket's own context, made now if it was given back.
+  if (!deflater_) {
+    deflater_ = std::make_unique<Deflater>(int{deflateBits_}, o.level, o.memLevel);
+  } else if (deflateDirty_) {
+    // The client's window now holds a message our context did not make.
+    deflater_->reset();
+  }
+  deflateDirty_ = false;
+  deflateUsed_ = ms32(conn_.now());
+  if (!deflater_->compress(payload, out, true)) return nullptr;  // reset by compress
+  if (out.size() >= payload.size()) {
+    // Sent plain, so the client's window never sees it: ours must forget it.
+    deflater_->reset();
+    return nullptr;
+  }
+  return &out;
+}
+
+bool WebSocketEndpoint::deliver(PublishFrames& frames) {
   if (readyState() != ReadyState::kOpen) return false;
+  const SharedFrame* chosen = &frames.plain();
+  if (deflateBits_ != 0 && frames.payload().size() >= options_.compression.threshold) {
+    const CompressionOptions& o = options_.compression;
+    const SharedFrame& z = frames.compressed(
+        deflateBits_, compressionPool().sharedDeflater(deflateBits_, o.level, o.memLevel));
+    if (z) {
+      chosen = &z;
+      // Our own context (kDedicated) no longer matches the client's window.
+      if (deflater_) deflateDirty_ = true;
+    }
+  }
+  const SharedFrame& frame = *chosen;
   Transport& transport = conn_.transport();
   if (transport.bufferedAmount() + frame->size() > options_.maxBackpressureBytes) {
     // Pausing our reads cannot slow a publisher down, so a subscriber past
@@ -461,6 +525,12 @@ void WebSocketEndpoint::sweep(std::uint64_t now) {
     session().sendPing({});
     awaitingPong_ = true;
     deadline_ = deadlineAfter(now, msOf(options_.pongTimeout));
+  }
+  if (deflater_ && elapsed(now, deflateUsed_) >= msOf(options_.compression.releaseAfter)) {
+    // kDedicated: quiet long enough; the next compressed message starts an
+    // empty context, which any client inflates (nothing refers back).
+    deflater_.reset();
+    deflateDirty_ = false;
   }
   if (quiet >= conn_.server().sweepIntervalMs()) {
     // Quiet for a sweep period: give back what an idle socket need not hold

@@ -20,6 +20,7 @@
 #include "spry/options.h"
 #include "spry/websocket.h"
 #include "ws/frame_writer.h"
+#include "ws/permessage_deflate.h"
 #include "ws/websocket_session.h"
 
 namespace spry::detail {
@@ -36,6 +37,8 @@ class WebSocketEndpoint final : private WebSocketSession {
   WebSocketEndpoint& operator=(const WebSocketEndpoint&) = delete;
 
   // --- from the connection
+  // permessage-deflate was agreed in the handshake (before open()).
+  void enableDeflate(const DeflateAgreement& agreement) noexcept;
   // Runs the route's handler with the socket's handle (the 101 is queued).
   void open(const WebSocketHandler& handler, WebSocket ws, Request& req, std::string protocol);
   // Bytes from the transport (writable: payloads are unmasked in place).
@@ -59,10 +62,11 @@ class WebSocketEndpoint final : private WebSocketSession {
   bool onClose(std::function<void(std::uint16_t, std::string_view)> fn);
   bool onDrain(std::function<void()> fn);
   // Throws std::invalid_argument for a text message that is not UTF-8.
-  bool send(const Message& message);
-  // A frame framed once for many subscribers (pub/sub), under the
-  // subscriber backpressure policy.
-  bool deliver(const SharedFrame& frame);
+  bool send(const Message& message, SendOptions options = {});
+  // A publish framed once for many subscribers (pub/sub), compressed once
+  // per loop and window for those that negotiated it, under the subscriber
+  // backpressure policy.
+  bool deliver(PublishFrames& frames);
   bool subscribe(std::string_view topic);
   bool unsubscribe(std::string_view topic);
   bool isSubscribed(std::string_view topic) const noexcept;
@@ -99,10 +103,11 @@ class WebSocketEndpoint final : private WebSocketSession {
   };
 
   // WebSocketSession
-  void onWsMessage(bool binary, std::string_view payload) noexcept override;
+  void onWsMessage(bool binary, std::string_view payload, bool compressed) noexcept override;
   void onWsPong(std::string_view payload) noexcept override;
   void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept override;
   void onWsOutput(std::string_view bytes) noexcept override;
+  CompressionPool& compressionPool() noexcept override;
 
   WebSocketSession& session() noexcept { return *this; }
   const WebSocketSession& session() const noexcept { return *this; }
@@ -121,6 +126,11 @@ class WebSocketEndpoint final : private WebSocketSession {
   void leaveTopics() noexcept;
   void reportClose() noexcept;
   void flushSoon() noexcept;
+  // Compresses `payload` into the loop's buffer for this socket (the shared
+  // stream, or its own context in kDedicated); null when it is not worth it.
+  const std::string* compress(std::string_view payload);
+  // Writes one whole data frame (rsv1: compressed payload).
+  void writeFrame(WsOpcode opcode, std::string_view payload, bool rsv1);
 
   // Ordered so that the small fields pack: an idle socket holds one of these.
   Connection& conn_;
@@ -142,8 +152,16 @@ class WebSocketEndpoint final : private WebSocketSession {
   bool wantDrain_ : 1 = false;
   bool awaitingPong_ : 1 = false;
   bool readPaused_ : 1 = false;  // backpressure (kPauseReading)
+  // permessage-deflate: our window (9..15), 0 when not negotiated.
+  std::uint8_t deflateBits_ : 4 = 0;
+  bool deflateKeep_ : 1 = false;   // kDedicated with context takeover
+  bool deflateDirty_ : 1 = false;  // a frame compressed elsewhere went out: reset first
+  std::uint32_t deflateUsed_ = 0;  // loop time of the last message through deflater_
   std::function<void(const Message&)> onMessage_;
   std::unique_ptr<ColdState> cold_;
+  // kDedicated: this socket's deflate context while it is busy; given back
+  // after compression.releaseAfter without a compressed message.
+  std::unique_ptr<Deflater> deflater_;
 };
 
 }  // namespace spry::detail

@@ -57,6 +57,11 @@ bool unmaskIsAscii(std::uint8_t* p, std::size_t n, const std::uint8_t* maskKey) 
 
 }  // namespace
 
+CompressionPool& SessionHandler::compressionPool() noexcept {
+  thread_local CompressionPool pool;
+  return pool;
+}
+
 // Made with the wslay context and freed with it (destroyContext); it is
 // also wslay's user pointer, through which the callbacks reach the session.
 struct WebSocketSession::WslayState {
@@ -73,10 +78,14 @@ struct WebSocketSession::WslayState {
   // A message reassembled from fragments (or from a frame wslay read in
   // pieces); its capacity is given back once it is delivered.
   std::string message;
+  // The inflater of a compressed message that arrives in pieces, from the
+  // loop's pool until the message ends (a whole one uses the loop's own).
+  std::unique_ptr<Inflater> inflater;
   // Frame being received, as wslay's start callback reported it.
   std::uint64_t frameLength = 0;
   std::uint8_t frameOpcode = 0;
   bool frameFin = false;
+  bool compressed = false;  // the data message in progress has RSV1
   // wslay writes a frame header, then its payload, within one
   // wslay_event_send; the header waits here so the owner gets each control
   // frame in one piece.
@@ -96,6 +105,7 @@ struct WebSocketSession::WslayInput {
   std::size_t pingCount = 0;
   std::size_t pongsSent = 0;
   std::uint16_t wslayCloseCode = 0;
+  std::uint16_t failCode = 0;  // a callback failed the message (inflate: 1007, 1009)
   bool wslayClosed = false;    // wslay tried to send its own Close (intercepted)
   bool pingReceived = false;   // wslay has a pong to send
   bool internalError = false;  // out of memory inside a wslay callback
@@ -139,6 +149,7 @@ struct WebSocketSession::WslayCallbacks {
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
       w.input->haveWhole = false;
       w.message.clear();
+      w.compressed = (arg->rsv & WSLAY_RSV1_BIT) != 0;
     }
   }
 
@@ -159,6 +170,20 @@ struct WebSocketSession::WslayCallbacks {
       return;
     }
     try {
+      if (w.compressed) {
+        // Inflated as it arrives: what is kept is never over the limit.
+        if (!w.inflater) w.inflater = w.session.compressionPool().takeInflater();
+        const std::uint16_t code =
+            inflateFailure(w.inflater->inflate(std::string_view(data, arg->data_length), w.message,
+                                               static_cast<std::size_t>(std::min<std::uint64_t>(
+                                                   w.session.limits_.maxMessageBytes, SIZE_MAX)),
+                                               false));
+        if (code != 0) {
+          w.input->failCode = code;
+          wslay_event_shutdown_read(ctx);
+        }
+        return;
+      }
       w.message.append(data, arg->data_length);
     } catch (...) {
       w.input->internalError = true;
@@ -166,7 +191,22 @@ struct WebSocketSession::WslayCallbacks {
     }
   }
 
-  static void message(wslay_event_context_ptr, const wslay_event_on_msg_recv_arg* arg,
+  // The end of a compressed message that came in pieces: the inflater's
+  // tail, then the message. Returns 0 or the close code.
+  static std::uint16_t finishInflating(WslayState& w, bool binary) {
+    WebSocketSession& s = w.session;
+    if (!w.inflater) w.inflater = s.compressionPool().takeInflater();  // an empty payload
+    std::uint16_t code = inflateFailure(w.inflater->inflate(
+        {}, w.message,
+        static_cast<std::size_t>(std::min<std::uint64_t>(s.limits_.maxMessageBytes, SIZE_MAX)),
+        true));
+    s.compressionPool().giveBack(std::move(w.inflater));
+    if (code == 0 && !binary && !isValidUtf8(w.message)) code = kCloseInvalidPayload;
+    if (code == 0) s.onWsMessage(binary, w.message, true);
+    return code;
+  }
+
+  static void message(wslay_event_context_ptr ctx, const wslay_event_on_msg_recv_arg* arg,
                       void* user) noexcept {
     WslayState& w = state(user);
     WebSocketSession& s = w.session;
@@ -174,10 +214,23 @@ struct WebSocketSession::WslayCallbacks {
     try {
       if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
         // A chunk that failed to append must not be delivered as a message.
-        if (!s.closeSent_ && !in.internalError) {
-          s.onWsMessage(arg->opcode == WSLAY_BINARY_FRAME,
-                        in.haveWhole ? in.whole : std::string_view(w.message));
+        const bool binary = arg->opcode == WSLAY_BINARY_FRAME;
+        if (!s.closeSent_ && !in.internalError && in.failCode == 0) {
+          std::uint16_t code = 0;
+          if (!w.compressed) {
+            s.onWsMessage(binary, in.haveWhole ? in.whole : std::string_view(w.message), false);
+          } else if (in.haveWhole) {
+            code = s.deliverCompressed(binary, in.whole);
+          } else {
+            code = finishInflating(w, binary);
+          }
+          if (code != 0) {
+            in.failCode = code;
+            wslay_event_shutdown_read(ctx);
+          }
         }
+        if (w.inflater) w.session.compressionPool().giveBack(std::move(w.inflater));
+        w.compressed = false;
         in.haveWhole = false;
         // An idle socket keeps no payload capacity.
         std::string().swap(w.message);
@@ -233,9 +286,15 @@ bool WebSocketSession::createContext() noexcept {
   // Messages are reassembled here, so wslay allocates nothing per message.
   wslay_event_config_set_no_buffering(ctx, 1);
   // A second line behind the guard; wslay applies it to control frames too,
-  // so it must never drop below their 125 bytes.
+  // so it must never drop below their 125 bytes. Compressed messages count
+  // their wire bytes there (the guard's looser bound).
+  std::uint64_t wireLimit = limits_.maxMessageBytes;
+  if (guard_.rsv1Allowed) {
+    wslay_event_config_set_allowed_rsv_bits(ctx, WSLAY_RSV1_BIT);
+    wireLimit = maxCompressedBytes(wireLimit);
+  }
   wslay_event_config_set_max_recv_msg_length(
-      ctx, std::max<std::uint64_t>(limits_.maxMessageBytes, kMaxControlPayload));
+      ctx, std::max<std::uint64_t>(wireLimit, kMaxControlPayload));
   wslay_ = std::move(state);
   g_liveContexts.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -267,7 +326,16 @@ void WebSocketSession::dropUnusedContext() noexcept {
     std::uint8_t* frame = p + i;
     const std::uint8_t b0 = frame[0];
     const std::uint8_t b1 = frame[1];
-    if ((b0 != kTextByte0 && b0 != kBinaryByte0) || (b1 & kMaskBit) == 0) break;
+    if ((b1 & kMaskBit) == 0) break;
+    // A whole compressed message (permessage-deflate: RSV1) takes this path
+    // too, inflated with the loop's stream.
+    const bool compressed = (b0 & kRsv1Bit) != 0;
+    if (b0 != kTextByte0 && b0 != kBinaryByte0) {
+      if (!compressed || !guard_.rsv1Allowed ||
+          ((b0 & ~kRsv1Bit) != kTextByte0 && (b0 & ~kRsv1Bit) != kBinaryByte0)) {
+        break;
+      }
+    }
     std::uint64_t length = b1 & 0x7F;
     std::size_t header = 6;
     if (length == 126) {
@@ -281,22 +349,72 @@ void WebSocketSession::dropUnusedContext() noexcept {
       if ((length >> 63) != 0 || length <= 0xFFFF) break;
       header = 14;
     }
-    if (length > limits_.maxMessageBytes || length > n - i - header) break;
+    const std::uint64_t limit =
+        compressed ? maxCompressedBytes(limits_.maxMessageBytes) : limits_.maxMessageBytes;
+    if (length > limit || length > n - i - header) break;
     const auto size = static_cast<std::size_t>(length);
     std::uint8_t* payload = frame + header;
     const bool ascii = unmaskIsAscii(payload, size, payload - 4);
     const std::string_view message(reinterpret_cast<const char*>(payload), size);
-    if (b0 == kTextByte0 && !ascii && !isValidNonAsciiText(message)) {
+    const bool binary = (b0 & 0x0F) == WSLAY_BINARY_FRAME;
+    if (compressed) {
+      i += header + size;
+      if (const std::uint16_t code = deliverCompressed(binary, message); code != 0) {
+        fail(code);
+        return n;
+      }
+      if (closeSent_) break;
+      continue;
+    }
+    if (!binary && !ascii && !isValidNonAsciiText(message)) {
       fail(kCloseInvalidPayload);
       return n;
     }
     i += header + size;
-    onWsMessage(b0 == kBinaryByte0, message);
+    onWsMessage(binary, message, false);
     // The handler may have sent a Close; nothing else can stop the session
     // here (a failure sends one too).
     if (closeSent_) break;
   }
   return i;
+}
+
+std::uint16_t WebSocketSession::inflateFailure(Inflater::Status status) noexcept {
+  switch (status) {
+    case Inflater::Status::kOk:
+      return 0;
+    case Inflater::Status::kTooBig:
+      return kCloseMessageTooBig;
+    case Inflater::Status::kCorrupt:
+      return kCloseInvalidPayload;
+  }
+  return kCloseInternalError;
+}
+
+// A compressed message that arrived whole: inflated with the loop's stream
+// into the loop's buffer, checked, delivered. Returns 0 or the close code.
+// The buffer is taken out of the pool for the call, so a handler that gets
+// here again (another socket, in-process) finds it empty and uses its own.
+std::uint16_t WebSocketSession::deliverCompressed(bool binary, std::string_view payload) noexcept {
+  CompressionPool& pool = compressionPool();
+  std::string out = std::move(pool.inflated());
+  out.clear();
+  std::uint16_t code = 0;
+  try {
+    // Reset first: a failed message (or a throw) may have left it mid-stream.
+    Inflater& inflater = pool.sharedInflater();
+    inflater.reset();
+    code = inflateFailure(inflater.inflate(
+        payload, out,
+        static_cast<std::size_t>(std::min<std::uint64_t>(limits_.maxMessageBytes, SIZE_MAX)),
+        true));
+  } catch (...) {
+    code = kCloseInternalError;
+  }
+  if (code == 0 && !binary && !isValidUtf8(out)) code = kCloseInvalidPayload;
+  if (code == 0) onWsMessage(binary, out, true);
+  if (pool.inflated().capacity() < out.capacity()) pool.inflated() = std::move(out);
+  return code;
 }
 
 void WebSocketSession::feed(char* data, std::size_t size) noexcept {
@@ -356,7 +474,9 @@ void WebSocketSession::runWslay(const std::uint8_t* p, std::size_t n) noexcept {
   if (input.pongsSent < input.pingCount) sendDroppedPongs(input);
   // Nothing above frees the context while wslay runs (wslayRunning()).
   wslay_->input = nullptr;
-  if (input.internalError || received == WSLAY_ERR_NOMEM) {
+  if (input.failCode != 0) {
+    fail(input.failCode);
+  } else if (input.internalError || received == WSLAY_ERR_NOMEM) {
     fail(kCloseInternalError);
   } else if (input.wslayClosed) {
     // wslay closes with an empty payload on a frame-level error.

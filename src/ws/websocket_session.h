@@ -16,6 +16,7 @@
 // WsOpcode, the close codes and every frame writer, for the session's owners.
 #include "ws/frame_guard.h"
 #include "ws/frame_writer.h"
+#include "ws/permessage_deflate.h"
 
 namespace spry::detail {
 
@@ -23,15 +24,18 @@ namespace spry::detail {
 // feed(), sendClose() and sendPing(); the handler must not throw.
 class SessionHandler {
  public:
-  // A complete message (fragments reassembled; text is valid UTF-8). The view
-  // is valid during the call only.
-  virtual void onWsMessage(bool binary, std::string_view payload) noexcept = 0;
+  // A complete message (fragments reassembled, inflated when `compressed`;
+  // text is valid UTF-8). The view is valid during the call only.
+  virtual void onWsMessage(bool binary, std::string_view payload, bool compressed) noexcept = 0;
   // A Pong arrived (liveness). Pings are answered by the session itself.
   virtual void onWsPong(std::string_view payload) noexcept = 0;
   // The peer's Close arrived: code 1005 when it carried none. Fires once.
   virtual void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept = 0;
   // Bytes to send, in order. Valid during the call only.
   virtual void onWsOutput(std::string_view bytes) noexcept = 0;
+  // Where compressed messages are inflated (permessage-deflate): by default
+  // one pool per thread.
+  virtual CompressionPool& compressionPool() noexcept;
 
  protected:
   ~SessionHandler() = default;
@@ -63,6 +67,10 @@ class WebSocketSession {
   void sendClose(std::uint16_t code, std::string_view reason) noexcept;
   // Sends a Ping (payload of at most 125 bytes) unless a Close was sent.
   void sendPing(std::string_view payload) noexcept;
+  // permessage-deflate was negotiated: RSV1 marks compressed messages, which
+  // are inflated (up to maxMessageBytes) before delivery. Before any feed().
+  void enableDeflate() noexcept { guard_.rsv1Allowed = true; }
+  bool deflateEnabled() const noexcept { return guard_.rsv1Allowed; }
 
   bool closeSent() const noexcept { return closeSent_; }
   bool closeReceived() const noexcept { return closeReceived_; }
@@ -87,10 +95,11 @@ class WebSocketSession {
  protected:
   ~WebSocketSession();
   // What SessionHandler declares, with the same contract.
-  virtual void onWsMessage(bool binary, std::string_view payload) noexcept = 0;
+  virtual void onWsMessage(bool binary, std::string_view payload, bool compressed) noexcept = 0;
   virtual void onWsPong(std::string_view payload) noexcept = 0;
   virtual void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept = 0;
   virtual void onWsOutput(std::string_view bytes) noexcept = 0;
+  virtual CompressionPool& compressionPool() noexcept = 0;
 
  private:
   struct WslayCallbacks;  // the C callbacks, defined next to the wslay code
@@ -104,6 +113,9 @@ class WebSocketSession {
   bool isStopped() const noexcept { return failCode_ != 0 || closeReceived_; }
   bool wslayRunning() const noexcept;
   std::size_t deliverWholeFrames(std::uint8_t* p, std::size_t n) noexcept;
+  std::uint16_t deliverCompressed(bool binary, std::string_view payload) noexcept;
+  // 0, or the close code for an inflate result (1009, 1007).
+  static std::uint16_t inflateFailure(Inflater::Status status) noexcept;
   std::size_t feedSlow(const std::uint8_t* p, std::size_t n, bool untilIdle,
                        bool wslayReads) noexcept;
   void runWslay(const std::uint8_t* p, std::size_t n) noexcept;
@@ -135,14 +147,15 @@ class HandledSession final : public WebSocketSession {
   ~HandledSession() = default;
 
  private:
-  void onWsMessage(bool binary, std::string_view payload) noexcept override {
-    handler_.onWsMessage(binary, payload);
+  void onWsMessage(bool binary, std::string_view payload, bool compressed) noexcept override {
+    handler_.onWsMessage(binary, payload, compressed);
   }
   void onWsPong(std::string_view payload) noexcept override { handler_.onWsPong(payload); }
   void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept override {
     handler_.onWsCloseReceived(code, reason);
   }
   void onWsOutput(std::string_view bytes) noexcept override { handler_.onWsOutput(bytes); }
+  CompressionPool& compressionPool() noexcept override { return handler_.compressionPool(); }
 
   SessionHandler& handler_;
 };

@@ -227,7 +227,7 @@ TEST_CASE("idle() only at a frame boundary with no message in progress") {
   CHECK(g.idle());
   scan(g, text("a", false));
   CHECK_FALSE(g.idle());  // a fragmented message is in progress
-  CHECK(g.fragmented);
+  CHECK(bool{g.fragmented});
   scan(g, ping("p"));
   CHECK_FALSE(g.idle());
   scan(g, cont("b", true));
@@ -363,7 +363,7 @@ TEST_CASE("a Close's payload is unmasked into the guard, ready once whole") {
     REQUIRE(g.close != nullptr);
     CHECK(g.close->length == 2 + reasonSize);
     CHECK(g.close->have == g.close->length);
-    CHECK_FALSE(g.closePayloadPending);
+    CHECK_FALSE(bool{g.closePayloadPending});
     const std::string payload(reinterpret_cast<const char*>(g.close->payload), g.close->length);
     CHECK(payload == closePayload(kCloseGoingAway, reason));
   }
@@ -382,7 +382,7 @@ TEST_CASE("a Close split across chunks is ready only with its last byte") {
   CHECK(r.consumed == 5);
   CHECK(r.wslayBytes == 0);
   REQUIRE(g.close != nullptr);
-  CHECK(g.closePayloadPending);
+  CHECK(bool{g.closePayloadPending});
   r = scan(g, close.substr(8) + text("after"));
   CHECK(r.closeReady);
   CHECK(r.consumed == close.size() - 8);  // nothing after the Close is read
@@ -457,5 +457,5 @@ TEST_CASE("checks can be driven one byte at a time") {
   CHECK(g.checkFirstByte(0x80) == kCloseProtocolError);  // no message to continue
   CHECK(g.checkFirstByte(0xC1) == kCloseProtocolError);  // RSV1
   CHECK(g.checkFirstByte(0x88) == 0);
-  CHECK(g.closeFrame);
+  CHECK(bool{g.closeFrame});
 }

@@ -28,7 +28,8 @@ struct FakeSubscriber {
   bool accept = true;                       // what deliver() returns
   std::function<void(const SharedFrame&)> onDeliver;
 
-  bool deliver(const SharedFrame& frame) {
+  bool deliver(PublishFrames& frames) {
+    const SharedFrame& frame = frames.plain();
     // makeSharedFrame's frames here are short text frames: a 2-byte header.
     REQUIRE(frame);
     REQUIRE(frame->size() >= 2);

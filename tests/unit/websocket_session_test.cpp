@@ -153,7 +153,7 @@ struct Recorder final : SessionHandler {
   bool releaseOnMessage = false;
   std::vector<bool> releaseResults;
 
-  void onWsMessage(bool isBinary, std::string_view payload) noexcept override {
+  void onWsMessage(bool isBinary, std::string_view payload, bool) noexcept override {
     messages.push_back({isBinary, std::string(payload)});
     if (closeOnMessage && session != nullptr) session->sendClose(kCloseNormal, "done");
     if (releaseOnMessage && session != nullptr) releaseResults.push_back(session->releaseIfIdle());
@@ -1020,7 +1020,7 @@ struct Counter final : SessionHandler {
   std::size_t messages = 0;
   std::size_t messageBytes = 0;
   std::size_t outputBytes = 0;
-  void onWsMessage(bool, std::string_view payload) noexcept override {
+  void onWsMessage(bool, std::string_view payload, bool) noexcept override {
     ++messages;
     messageBytes += payload.size();
   }
@@ -1118,7 +1118,7 @@ struct EventLog final : SessionHandler {
   Transcript t;
   WebSocketSession* session = nullptr;
   int withoutContext = 0;  // messages delivered while no wslay context existed
-  void onWsMessage(bool isBinary, std::string_view payload) noexcept override {
+  void onWsMessage(bool isBinary, std::string_view payload, bool) noexcept override {
     if (!session->holdsContext()) ++withoutContext;
     record(isBinary ? 'B' : 'T', payload.size(), payload);
   }

@@ -9,6 +9,14 @@ reserved opcodes are skipped, UTF-8 is never checked (text or close reason),
 close codes and control frame sizes are echoed back unchecked, and there is
 no message size limit. Stdlib only. Same command-line contract as spry's
 examples/echo.
+
+With --deflate it also "supports" permessage-deflate the broken way: it
+answers any offer that names permessage-deflate with a bare
+`permessage-deflate` (whatever the parameters, valid or not) and echoes
+compressed messages verbatim, RSV1 and all, never inflating them. With
+context takeover on both sides a verbatim echo inflates fine at the
+client, so the happy paths of the deflate cases pass; negotiation and
+every validation must fail.
 """
 
 import argparse
@@ -33,14 +41,15 @@ def recv_exact(sock, n):
     return bytes(buf)
 
 
-def send_frame(sock, opcode, payload):
+def send_frame(sock, opcode, payload, rsv1=False):
     n = len(payload)
+    b0 = 0x80 | (0x40 if rsv1 else 0) | opcode
     if n < 126:
-        head = bytes([0x80 | opcode, n])
+        head = bytes([b0, n])
     elif n < 65536:
-        head = bytes([0x80 | opcode, 126]) + struct.pack("!H", n)
+        head = bytes([b0, 126]) + struct.pack("!H", n)
     else:
-        head = bytes([0x80 | opcode, 127]) + struct.pack("!Q", n)
+        head = bytes([b0, 127]) + struct.pack("!Q", n)
     sock.sendall(head + payload)
 
 
@@ -52,7 +61,7 @@ def unmask(key, data):
         len(data), "little")
 
 
-def serve(sock):
+def serve(sock, deflate):
     try:
         head = b""
         while b"\r\n\r\n" not in head:
@@ -61,13 +70,18 @@ def serve(sock):
                 return
             head += chunk
         key = b""
+        extension = b""
         for line in head.split(b"\r\n"):
             if line.lower().startswith(b"sec-websocket-key:"):
                 key = line.split(b":", 1)[1].strip()
+            if deflate and line.lower().startswith(b"sec-websocket-extensions:") and \
+                    b"permessage-deflate" in line:
+                extension = b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        message_op, message = None, b""
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n" +
+                     extension + b"\r\n")
+        message_op, message, message_rsv1 = None, b"", False
         closing = False
         while True:
             b0, b1 = recv_exact(sock, 2)
@@ -89,7 +103,7 @@ def serve(sock):
             if opcode == 0x9:
                 send_frame(sock, 0xA, payload[:125])
             elif opcode in (0x1, 0x2):
-                message_op, message = opcode, payload
+                message_op, message, message_rsv1 = opcode, payload, bool(b0 & 0x40)
             elif opcode == 0x0:
                 message += payload
                 if message_op is None:
@@ -101,8 +115,8 @@ def serve(sock):
                     send_frame(sock, 0x8, struct.pack("!H", 1000) + b"bye")
                     closing = True
                 else:
-                    send_frame(sock, message_op, message)
-                message_op, message = None, b""
+                    send_frame(sock, message_op, message, extension and message_rsv1)
+                message_op, message, message_rsv1 = None, b"", False
     except (EOFError, OSError):
         pass
     finally:
@@ -113,6 +127,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--deflate", action="store_true")
     args = ap.parse_args()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -126,7 +141,7 @@ def main():
     signal.signal(signal.SIGTERM, stop)
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+        threading.Thread(target=serve, args=(conn, args.deflate), daemon=True).start()
 
 
 if __name__ == "__main__":

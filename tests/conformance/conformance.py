@@ -12,6 +12,18 @@ sizes from a fixed seed). Cases follow the Autobahn|Testsuite categories:
   3 reserved bits            9 limits and masking
   4 opcodes                 10 server health after the run
 
+With --deflate, permessage-deflate (RFC 7692) on top, for a server that has
+it on: a client compressing with Python's zlib (raw deflate, the 00 00 ff
+ff tail stripped on send and appended on receive, context takeover when
+the server allows it) that inflates the server's messages with exactly
+the window the server announced:
+
+ 12 Autobahn's compression with different payloads (16 B to 128 KiB,
+    fragmented compressed frames)
+ 13 Autobahn's compression with different offers (every parameter)
+ 14 negotiation edge cases, the RFC 7692 examples, violations (RSV1
+    misuse, corrupt data, invalid UTF-8 after inflating, inflate bombs)
+
 The server under test must serve an echo endpoint: text back as text, binary
 back as binary, and the text message "close" makes it start the closing
 handshake with 1000 "bye".
@@ -24,6 +36,7 @@ UTF-8 only at the end of a message, ...). NON-STRICT counts as passed unless
 
 Usage:
   conformance.py --url ws://127.0.0.1:8080/echo
+  conformance.py --deflate --url ws://127.0.0.1:8080/echo
   conformance.py --url wss://127.0.0.1:8443/echo --tls-ca ca.pem
   conformance.py [options] --server-cmd ./echo --host 127.0.0.1 --port 0
       (--server-cmd must come last; the server must print
@@ -50,6 +63,7 @@ import argparse
 import base64
 import fnmatch
 import hashlib
+import json
 import os
 import random
 import re
@@ -62,6 +76,7 @@ import struct
 import sys
 import tempfile
 import time
+import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
 from server_process import ServerProcess  # noqa: E402
@@ -83,6 +98,10 @@ def code_may_be_sent(code):
 
 class CaseFailed(Exception):
     pass
+
+
+class HandshakeRefused(CaseFailed):
+    """The server answered the opening handshake with a 4xx status."""
 
 
 def check(cond, msg):
@@ -172,9 +191,11 @@ def utf8_valid(b):
 
 
 class Event:
-    def __init__(self, kind, data=b"", code=None, reason=b"", reset=False, stalled=False):
+    def __init__(self, kind, data=b"", code=None, reason=b"", reset=False, stalled=False,
+                 compressed=False):
         self.kind = kind  # text binary ping pong close eof timeout
         self.stalled = stalled
+        self.compressed = compressed  # a message that came with RSV1 (permessage-deflate)
         self.data = data
         self.code = code
         self.reason = reason
@@ -182,7 +203,8 @@ class Event:
 
     def describe(self):
         if self.kind in ("text", "binary", "ping", "pong"):
-            return "%s (%d bytes: %s)" % (self.kind, len(self.data), preview(self.data))
+            return "%s%s (%d bytes: %s)" % ("compressed " if self.compressed else "", self.kind,
+                                           len(self.data), preview(self.data))
         if self.kind == "close":
             if self.code is None:
                 return "Close without status code"
@@ -198,9 +220,16 @@ class Conn:
     """A raw WebSocket client connection. Every socket operation is bounded by
     a deadline; frames from the server are checked as they are parsed."""
 
-    def __init__(self, ctx, path=None):
+    def __init__(self, ctx, path=None, offers=None):
+        """offers: None (no Sec-WebSocket-Extensions header), or a list of
+        header values, one Sec-WebSocket-Extensions line each; the
+        permessage-deflate response is checked against them and, when the
+        server accepted one, `pmd` holds the negotiated state."""
         self.ctx = ctx
         self.timeout = ctx.timeout
+        self.offers = offers
+        self.pmd = None
+        self.frag_compressed = False
         self.rbuf = bytearray()
         self.eof = False
         self.reset = False
@@ -227,9 +256,11 @@ class Conn:
     def _handshake(self, path):
         key = base64.b64encode(os.urandom(16))
         host = self.ctx.host if ":" not in self.ctx.host else "[%s]" % self.ctx.host
+        ext = "".join("Sec-WebSocket-Extensions: %s\r\n" % v for v in self.offers or ())
         req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n" % (path, host, self.ctx.port, key.decode()))
+               "Sec-WebSocket-Version: 13\r\n%s\r\n"
+               % (path, host, self.ctx.port, key.decode(), ext))
         self.send(req.encode())
         deadline = time.monotonic() + self.timeout
         while b"\r\n\r\n" not in self.rbuf:
@@ -240,6 +271,9 @@ class Conn:
         head = bytes(self.rbuf[:end]).decode("latin-1")
         del self.rbuf[:end]
         lines = head.split("\r\n")
+        self.status_line = lines[0]
+        if re.match(r"HTTP/1\.[01] 4\d\d\b", lines[0]):
+            raise HandshakeRefused("handshake: status line %r" % lines[0])
         check(re.match(r"HTTP/1\.1 101\b", lines[0]), "handshake: status line %r" % lines[0])
         headers = {}
         for line in lines[1:]:
@@ -254,8 +288,13 @@ class Conn:
         check("websocket" in up, "handshake: Upgrade header %r" % up)
         conn = ",".join(headers.get("connection", [])).lower()
         check("upgrade" in conn, "handshake: Connection header %r" % conn)
-        check("sec-websocket-extensions" not in headers,
-              "handshake: server chose an extension the client did not offer")
+        if self.offers is None:
+            check("sec-websocket-extensions" not in headers,
+                  "handshake: server chose an extension the client did not offer")
+        else:
+            params = check_pmd_response(self.offers, headers.get("sec-websocket-extensions", []))
+            if params is not None:
+                self.pmd = PmdState(params)
         check("sec-websocket-protocol" not in headers,
               "handshake: server chose a subprotocol the client did not offer")
 
@@ -416,8 +455,15 @@ class Conn:
             fin, rsv, op, masked, payload = f
             v = "server protocol violation: "
             check(not masked, v + "masked frame from a server (RFC 6455 5.1)")
-            check(rsv == 0, v + "RSV bits %d set with no extension negotiated" % rsv)
+            if self.pmd is None:
+                check(rsv == 0, v + "RSV bits %d set with no extension negotiated" % rsv)
+            else:
+                check(rsv & (RSV2 | RSV3) == 0, v + "RSV bits %d set: permessage-deflate uses "
+                      "RSV1 only" % rsv)
             check(op in OPCODE_NAMES, v + "reserved opcode %d" % op)
+            if rsv & RSV1:
+                check(op in (OP_TEXT, OP_BINARY), v + "RSV1 on a %s frame (RFC 7692 6: only "
+                      "on the first frame of a data message)" % OPCODE_NAMES[op])
             if op >= 8:
                 check(fin, v + "fragmented control frame")
                 check(len(payload) <= 125, v + "control frame of %d bytes" % len(payload))
@@ -444,12 +490,17 @@ class Conn:
                 check(self.frag_op is None, v + "new data frame inside a fragmented message")
                 self.frag_op = op
                 self.frag = bytearray(payload)
+                self.frag_compressed = bool(rsv & RSV1)
             if fin:
                 op, data = self.frag_op, bytes(self.frag)
                 self.frag_op, self.frag = None, bytearray()
+                compressed, self.frag_compressed = self.frag_compressed, False
+                if compressed:
+                    data = self.pmd.inflate(data, self.ctx.limit)
                 if op == OP_TEXT:
                     check(utf8_valid(data), v + "text message is not UTF-8: %s" % preview(data))
-                return Event("text" if op == OP_TEXT else "binary", data)
+                return Event("text" if op == OP_TEXT else "binary", data,
+                             compressed=compressed)
 
 
 class TlsSocket:
@@ -628,8 +679,8 @@ class T:
         self.notes = []
         self.conns = []
 
-    def conn(self, path=None):
-        c = Conn(self.ctx, path)
+    def conn(self, path=None, offers=None):
+        c = Conn(self.ctx, path, offers)
         self.conns.append(c)
         return c
 
@@ -661,7 +712,7 @@ class T:
             if ev.kind == "pong":
                 continue
             if ev.kind == kind and ev.data == payload:
-                return
+                return ev
             if ev.kind == kind:
                 n = min(len(ev.data), len(payload))
                 at = next((i for i in range(n) if ev.data[i] != payload[i]), n)
@@ -832,6 +883,213 @@ class T:
             c.next_event = orig
             return ev
         c.next_event = once
+
+
+# -- permessage-deflate (RFC 7692) --------------------------------------------
+
+PMD = "permessage-deflate"
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 7.2.1: stripped on send, appended on receive
+TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+WINDOW_BITS_RE = re.compile(r"^(?:8|9|1[0-5])$")  # 8..15, no leading zeroes (RFC 7692 7.1.2)
+NO_VALUE_PARAMS = ("server_no_context_takeover", "client_no_context_takeover")
+
+
+def _split_unquoted(s, sep):
+    """Splits `s` at `sep` outside quoted strings; ValueError on an open quote."""
+    parts, cur, quoted, escaped = [], [], False, False
+    for ch in s:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == sep:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    if quoted:
+        raise ValueError("unterminated quoted string")
+    parts.append("".join(cur))
+    return parts
+
+
+def parse_extensions(values):
+    """Sec-WebSocket-Extensions values (RFC 6455 9.1) -> [(name, [(param,
+    value or None)])], quoted values unquoted. ValueError when malformed."""
+    out = []
+    for value in values:
+        for element in _split_unquoted(value, ","):
+            if not element.strip():
+                continue  # the #rule allows empty list elements
+            pieces = _split_unquoted(element, ";")
+            name = pieces[0].strip()
+            if not TOKEN_RE.match(name):
+                raise ValueError("extension name %r" % name)
+            params = []
+            for piece in pieces[1:]:
+                k, eq, val = piece.partition("=")
+                k, val = k.strip(), val.strip() if eq else None
+                if not TOKEN_RE.match(k):
+                    raise ValueError("parameter name %r" % k)
+                if val is not None and val.startswith('"'):
+                    if len(val) < 2 or not val.endswith('"'):
+                        raise ValueError("parameter value %r" % val)
+                    val = re.sub(r"\\(.)", r"\1", val[1:-1])
+                if val is not None and not TOKEN_RE.match(val):
+                    raise ValueError("parameter value %r" % val)
+                params.append((k, val))
+            out.append((name, params))
+    return out
+
+
+def pmd_params_problem(params, response):
+    """Why these permessage-deflate parameters are invalid in an offer (or a
+    response), or None (RFC 7692 5, 7.1)."""
+    seen = set()
+    for k, val in params:
+        if k in seen:
+            return "duplicate parameter %s" % k
+        seen.add(k)
+        if k in NO_VALUE_PARAMS:
+            if val is not None:
+                return "%s=%s (the parameter has no value)" % (k, val)
+        elif k in ("server_max_window_bits", "client_max_window_bits"):
+            if val is None:
+                if k == "server_max_window_bits" or response:
+                    return "%s without a value" % k
+            elif not WINDOW_BITS_RE.match(val):
+                return "%s=%s (8 to 15, no leading zeroes)" % (k, val)
+        else:
+            return "unknown parameter %s" % k
+    return None
+
+
+def pmd_accepts(offer, resp):
+    """Why the response `resp` cannot accept the offer `offer` (parameter
+    lists), or None when it can (RFC 7692 7.1.1-7.1.2)."""
+    o, r = dict(offer), dict(resp)
+    if "server_no_context_takeover" in o and "server_no_context_takeover" not in r:
+        return "server_no_context_takeover offered but not in the response (7.1.1.1)"
+    if "server_max_window_bits" in o:
+        if "server_max_window_bits" not in r:
+            return ("server_max_window_bits=%s offered but not in the response (7.1.2.1)"
+                    % o["server_max_window_bits"])
+        if int(r["server_max_window_bits"]) > int(o["server_max_window_bits"]):
+            return ("server_max_window_bits=%s above the offered %s (7.1.2.1)"
+                    % (r["server_max_window_bits"], o["server_max_window_bits"]))
+    if "client_max_window_bits" in r:
+        if "client_max_window_bits" not in o:
+            return "client_max_window_bits in the response but not in the offer (7.1.2.2)"
+        if o["client_max_window_bits"] is not None and \
+                int(r["client_max_window_bits"]) > int(o["client_max_window_bits"]):
+            return ("client_max_window_bits=%s above the offered %s (7.1.2.2)"
+                    % (r["client_max_window_bits"], o["client_max_window_bits"]))
+    return None
+
+
+def check_pmd_response(offer_values, response_values):
+    """Checks the server's Sec-WebSocket-Extensions against our offers: at
+    most one element, permessage-deflate, valid parameters that accept one
+    of the valid offers. Returns the accepted parameters (a dict) or None
+    when the server declined every offer."""
+    if not response_values:
+        return None
+    shown = ", ".join(response_values)
+    try:
+        resp = parse_extensions(response_values)
+    except ValueError as e:
+        raise CaseFailed("handshake: malformed Sec-WebSocket-Extensions %r: %s" % (shown, e))
+    check(len(resp) == 1, "handshake: Sec-WebSocket-Extensions %r: expected at most one "
+          "element, permessage-deflate" % shown)
+    name, params = resp[0]
+    # Extension names are compared without case (RFC 6455 does not say).
+    check(name.lower() == PMD, "handshake: the server accepted extension %r, not "
+          "permessage-deflate" % name)
+    problem = pmd_params_problem(params, response=True)
+    check(problem is None, "handshake: invalid permessage-deflate response %r: %s (RFC 7692 7.1)"
+          % (shown, problem))
+    reasons = []
+    for i, (oname, oparams) in enumerate(parse_extensions(offer_values), 1):
+        if oname.lower() != PMD:
+            continue
+        bad = pmd_params_problem(oparams, response=False)
+        if bad is not None:
+            reasons.append("offer %d is invalid (%s) and must be declined" % (i, bad))
+            continue
+        why = pmd_accepts(oparams, params)
+        if why is None:
+            return dict(params)
+        reasons.append("offer %d: %s" % (i, why))
+    raise CaseFailed("handshake: the response %r accepts none of the offers %r: %s"
+                     % (shown, offer_values, "; ".join(reasons)))
+
+
+class PmdState:
+    """The client's side of a negotiated permessage-deflate: our compressor
+    (the client_* parameters) and our inflater of the server's messages (the
+    server_* ones, with exactly the window the server announced, so a server
+    that reaches further back than it said fails to inflate)."""
+
+    def __init__(self, params, level=6):
+        self.params = params
+        self.server_nct = "server_no_context_takeover" in params
+        self.client_nct = "client_no_context_takeover" in params
+        self.server_bits = int(params.get("server_max_window_bits") or 15)
+        self.client_bits = int(params.get("client_max_window_bits") or 15)
+        self.level = level
+        self.comp = None
+        self.decomp = None
+
+    def describe(self):
+        return "; ".join([PMD] + [k if v is None else "%s=%s" % (k, v)
+                                  for k, v in self.params.items()])
+
+    def compress(self, data, final=False):
+        """The payload of one compressed message: raw deflate, sync-flushed,
+        the 00 00 ff ff tail stripped; with final, the last block has BFINAL
+        set instead (RFC 7692 7.2.3.5) and the next message starts afresh.
+        Context takeover unless the server said client_no_context_takeover."""
+        if self.comp is None or self.client_nct:
+            if self.client_bits == 8:
+                # zlib cannot deflate with a 256-byte window (it raises 8 to
+                # 9): Huffman-only output has no back references at all.
+                self.comp = zlib.compressobj(self.level, zlib.DEFLATED, -9, 8,
+                                             zlib.Z_HUFFMAN_ONLY)
+            else:
+                self.comp = zlib.compressobj(self.level, zlib.DEFLATED, -self.client_bits)
+        out = self.comp.compress(data)
+        if final:
+            # + the empty block's header, as in RFC 7692 7.2.3.5
+            out += self.comp.flush(zlib.Z_FINISH) + b"\x00"
+            self.comp = None
+            return out
+        out += self.comp.flush(zlib.Z_SYNC_FLUSH)
+        assert out.endswith(DEFLATE_TAIL)
+        return out[:-4]
+
+    def inflate(self, data, limit):
+        """A compressed message from the server, inflated with its window."""
+        d = self.decomp
+        if d is None or self.server_nct or d.eof:
+            d = self.decomp = zlib.decompressobj(-self.server_bits)
+        v = "server protocol violation: "
+        try:
+            out = d.decompress(data + DEFLATE_TAIL, limit + 1)
+        except zlib.error as e:
+            raise CaseFailed(v + "a compressed message (%d bytes: %s) does not inflate with "
+                             "the %d-bit window the server announced%s: %s"
+                             % (len(data), preview(data), self.server_bits,
+                                "" if self.server_nct else " and context takeover", e))
+        check(len(out) <= limit and not d.unconsumed_tail,
+              v + "a compressed message inflates beyond %d bytes" % limit)
+        # d.eof: the message ended with BFINAL set (RFC 7692 7.2.3.5); what
+        # follows the final block (an empty block, our tail) is ignored.
+        return out
 
 
 # -- the cases ---------------------------------------------------------------
@@ -1527,6 +1785,574 @@ def build_cases(limit):
     case("10.3", "server still answers after all cases", still_alive)
 
 
+# -- permessage-deflate cases (--deflate) --------------------------------------
+#
+# 12: Autobahn's "compression, different payloads": five kinds of payload,
+#     16 B to 128 KiB, several messages a case, compressed frames cut into
+#     fragments of 256 B to 32 KiB for the large ones.
+# 13: Autobahn's "compression, different parameters": offers with each
+#     parameter and combination, every size in one connection.
+# 14: ours: negotiation edge cases, RFC 7692 examples, violations.
+
+# What browsers offer, and Autobahn's default offer.
+DEFAULT_OFFER = "permessage-deflate; client_max_window_bits"
+
+WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+         "incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud "
+         "exercitation ullamco laboris nisi aliquip ex ea commodo consequat").split()
+NAMES = ["alice", "bob", "zoë", "jürgen", "łukasz", "李雷", "ñandú", "grace", "mallory"]
+CORPUS_SIZE = 320 << 10
+_CORPUS = {}
+
+
+def _corpus_json(rng, n):
+    # Every fifth record carries one of six 600-character blobs: repeats a
+    # few KiB apart, which a server deflating with a larger window than it
+    # announced reaches back to (and our inflater then rejects).
+    blobs = ["%0600x" % rng.getrandbits(2400) for _ in range(6)]
+    out, size, i = ["["], 1, 0
+    while size < n:
+        rec = {"id": i, "user": rng.choice(NAMES), "room": "room-%d" % rng.randint(1, 20),
+               "ts": 1700000000 + 7 * i,
+               "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 24)))}
+        if i % 5 == 0:
+            rec["attachment"] = rng.choice(blobs)
+        line = json.dumps(rec, ensure_ascii=False) + ",\n"
+        out.append(line)
+        size += len(line.encode())
+        i += 1
+    return "".join(out).encode()
+
+
+def _corpus_bitmap(rng, n):
+    # 8-bit grayscale rows: runs, rows repeated with a few pixels changed.
+    width, rows, row = 512, [], bytes(512)
+    while len(rows) * width < n:
+        if rng.random() < 0.3:
+            new = bytearray()
+            while len(new) < width:
+                new += bytes([rng.choice((0, 0, 255, rng.randint(0, 255)))]) * rng.randint(1, 64)
+            row = bytes(new[:width])
+        else:
+            new = bytearray(row)
+            for _ in range(rng.randint(0, 8)):
+                new[rng.randrange(width)] = rng.randint(0, 255)
+            row = bytes(new)
+        rows.append(row)
+    return b"".join(rows)[:n]
+
+
+def _corpus_verse(rng, n):
+    words = ("Habe nun ach Philosophie Juristerei und Medizin leider auch Theologie durchaus "
+             "studiert mit heißem Bemühn da steh ich armer Tor bin so klug als wie zuvor "
+             "heiße Magister Doktor gar zieh schon an die zehen Jahr herauf herab und quer "
+             "krumm meine Schüler an der Nase herum Straße Fräulein Größe Übermut").split()
+    out, size = [], 0
+    while size < n:
+        if rng.random() < 0.05:
+            line = "\n%s:\n" % rng.choice(["FAUST", "MEPHISTOPHELES", "GRETCHEN", "WAGNER"])
+        else:
+            line = " ".join(rng.choice(words) for _ in range(rng.randint(4, 9)))
+            line = line[0].upper() + line[1:] + rng.choice([",", ".", "!", ";", "", "?"]) + "\n"
+        out.append(line)
+        size += len(line.encode())
+    return "".join(out).encode()
+
+
+def _corpus_html(rng, n):
+    out = ['<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
+           '<title>spry</title></head>\n<body>\n']
+    size, i = len(out[0]), 0
+    while size < n:
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30)))
+        s = ('<div class="%s" id="n%d">\n  <h3><a href="/articles/%d/%s">%s</a></h3>\n'
+             '  <p>%s &mdash; %s</p>\n</div>\n'
+             % (rng.choice(["item", "item odd", "note", "card wide", "row"]), i,
+                rng.randint(1, 99999), rng.choice(WORDS), rng.choice(WORDS).title(), text,
+                rng.choice(NAMES)))
+        out.append(s)
+        size += len(s.encode())
+        i += 1
+    return "".join(out).encode()
+
+
+def _corpus_pdf(rng, n):
+    # Text objects between incompressible (already deflated) streams.
+    out, obj = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"), 1
+    while len(out) < n:
+        if rng.random() < 0.4:
+            k = rng.randint(200, 3000)
+            out += (b"%d 0 obj\n<< /Length %d /Filter /FlateDecode >>\nstream\n" % (obj, k)
+                    + rng.getrandbits(8 * k).to_bytes(k, "little") + b"\nendstream\nendobj\n")
+        else:
+            out += (b"%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                    b"/Contents %d 0 R /Resources << /Font << /F1 5 0 R >> >> >>\nendobj\n"
+                    % (obj, obj + 1))
+        obj += 1
+    return bytes(out[:n])
+
+
+def corpus(kind):
+    if kind not in _CORPUS:
+        _CORPUS[kind] = globals()["_corpus_" + kind](random.Random("pmd-" + kind), CORPUS_SIZE)
+    return _CORPUS[kind]
+
+
+def corpus_message(kind, text, size, i):
+    """Message i of `size` bytes cut from a corpus (text: whole characters,
+    padded with spaces to the size)."""
+    data = corpus(kind)
+    start = (i * 104729 + size * 31) % (len(data) - size)
+    if not text:
+        return data[start:start + size]
+    while data[start] & 0xC0 == 0x80:
+        start += 1
+    piece = data[start:start + size].decode("utf-8", "ignore").encode()
+    return piece + b" " * (size - len(piece))
+
+
+def window_probe():
+    """Text with repeats at distances from 300 B to 30 KB: a server that
+    deflates with a larger window than it announced references one of them,
+    and our inflater, limited to the announced window, fails."""
+    rng = random.Random("pmd-window-probe")
+    out = []
+    for d in (300, 600, 1200, 2400, 5000, 10000, 20000, 30000):
+        r = "%064x" % rng.getrandbits(256)
+        filler = " ".join(rng.choice(WORDS) for _ in range(d // 5))[:d - 64]
+        out.append(r + filler.ljust(d - 64) + r + "\n")
+    return "".join(out).encode()
+
+
+def pmd_conn(t, offers=(DEFAULT_OFFER,), require=True):
+    c = t.conn(offers=list(offers))
+    if c.pmd is None and require:
+        raise CaseFailed("the server declined the offer %r: --deflate expects an echo server "
+                         "with permessage-deflate on" % " / ".join(offers))
+    return c
+
+
+def pmd_frames(t, c, op, payload, frag=0, compressed=None, final=False):
+    """One compressed message as frames: RSV1 on the first only, the
+    compressed payload cut into frames of `frag` bytes (0: one frame)."""
+    data = c.pmd.compress(payload, final) if compressed is None else compressed
+    chunks = [data[i:i + frag] for i in range(0, len(data), frag)] if frag and data else [data]
+    return b"".join(t.f(op if i == 0 else OP_CONT, ch, fin=i == len(chunks) - 1,
+                        rsv=RSV1 if i == 0 else 0) for i, ch in enumerate(chunks))
+
+
+def compressible(payload, bits):
+    z = zlib.compressobj(1, zlib.DEFLATED, -max(bits, 9))
+    return len(z.compress(payload) + z.flush()) < 0.9 * len(payload)
+
+
+def pmd_exchange(t, c, msgs, chop=None):
+    """Sends `msgs` -- (opcode, payload, frag, compress) -- in one go and
+    expects the echoes in order. A compressible echo of 1 KiB or more that
+    comes back uncompressed is NON-STRICT: a server that never compresses
+    would otherwise pass every case."""
+    out = []
+    for op, payload, frag, compress in msgs:
+        out.append(pmd_frames(t, c, op, payload, frag) if compress else t.f(op, payload))
+    c.send(b"".join(out), chop=chop, rng=t.rng)
+    plain = []
+    for op, payload, _, _ in msgs:
+        ev = t.expect_message(c, "text" if op == OP_TEXT else "binary", payload)
+        if not ev.compressed and len(payload) >= 1024 and \
+                compressible(payload, c.pmd.server_bits):
+            plain.append(len(payload))
+    if plain:
+        t.nonstrict("%d compressible echo(es) of 1 KiB or more came back uncompressed (%s "
+                    "bytes)" % (len(plain), ", ".join(map(str, plain[:4]))))
+
+
+def pmd_probe_messages():
+    return [(OP_TEXT, corpus_message("json", True, 4096, 1), 0, True),
+            (OP_BINARY, corpus_message("bitmap", False, 2048, 2), 0, True),
+            (OP_TEXT, window_probe(), 1000, True),
+            (OP_TEXT, b"small", 0, True)]
+
+
+def pmd_negotiation(t, offers, want, accepted=None):
+    """Offers `offers` (header lines). want: "decline" (every offer is
+    invalid: RFC 7692 5 says decline -- a refused handshake is NON-STRICT),
+    "accept" (FAIL if declined or refused), "may" (valid, but declining is
+    allowed: NON-STRICT), "either" (declining is the better choice: PASS;
+    refusing NON-STRICT). `accepted(t, params)` judges an acceptance. Then
+    a few messages either way."""
+    try:
+        c = t.conn(offers=offers)
+    except HandshakeRefused as e:
+        if want == "accept":
+            raise CaseFailed("the server refused the handshake for a valid offer: %s" % e)
+        t.nonstrict("the server refused the handshake (%s) instead of declining the offer%s "
+                    "(RFC 7692 5: declining means going on without the extension)"
+                    % (status_of(e), " (which was valid)" if want == "may" else ""))
+        return
+    if c.pmd is None:
+        check(want != "accept", "the server declined %r" % " / ".join(offers))
+        if want == "may":
+            t.nonstrict("the server declined %r (valid; RFC 7692 lets a server decline)"
+                        % " / ".join(offers))
+        c.send(t.f(OP_TEXT, b"no extension") + t.f(OP_BINARY, b"\x00" * 2000))
+        t.expect_message(c, "text", b"no extension")
+        t.expect_message(c, "binary", b"\x00" * 2000)
+    else:
+        check(want != "decline", "the server accepted %r: %s" % (offers, c.pmd.describe()))
+        if accepted is not None:
+            accepted(t, c.pmd.params)
+        pmd_exchange(t, c, pmd_probe_messages())
+    t.close_handshake(c)
+
+
+def status_of(e):
+    m = re.search(r"'(HTTP/[^']*)'", str(e))
+    return m.group(1) if m else str(e)
+
+
+def pmd_fail(t, build, codes, preferred=None, offers=(DEFAULT_OFFER,), probe=True,
+             before=()):
+    """On a deflate connection: sends build(c) (+ a probe Ping), expects the
+    echoes `before`, then the failure with `codes`."""
+    c = pmd_conn(t, offers)
+    c.send(build(c) + (t.f(OP_PING, PROBE) if probe else b""))
+    for kind, payload in before:
+        t.expect_echo_before_close(c, kind, payload, "violation")
+    t.expect_fail(c, codes, preferred, no_pong=probe)
+
+
+def raw_deflate(data, bits=15, level=6, zdict=None):
+    """Sync-flushed raw deflate of `data`, tail stripped: a whole message."""
+    if zdict is None:
+        z = zlib.compressobj(level, zlib.DEFLATED, -bits)
+    else:
+        z = zlib.compressobj(level, zlib.DEFLATED, -bits, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+    out = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    return out[:-4]
+
+
+def build_deflate_cases(limit, idle=0.0):
+    sizes = [(16, 0), (64, 0), (256, 0), (1024, 0), (4096, 0), (8192, 0), (16384, 0),
+             (32768, 0), (65536, 0), (131072, 0), (8192, 256), (16384, 256), (32768, 256),
+             (65536, 256), (131072, 256), (131072, 1024), (131072, 4096), (131072, 32768)]
+    sizes = [(n, f) for n, f in sizes if n <= limit]
+
+    # 12 payloads
+    families = [("12.1", "json", OP_TEXT, "JSON chat records (text)"),
+                ("12.2", "bitmap", OP_BINARY, "grayscale bitmap (binary)"),
+                ("12.3", "verse", OP_TEXT, "German verse (UTF-8 text)"),
+                ("12.4", "html", OP_TEXT, "HTML (text)"),
+                ("12.5", "pdf", OP_BINARY, "PDF-like, incompressible streams (binary)")]
+
+    def family(t, kind, op, size, frag):
+        c = pmd_conn(t)
+        count = max(2, min(40, CORPUS_SIZE // size))
+        pmd_exchange(t, c, [(op, corpus_message(kind, op == OP_TEXT, size, i), frag, True)
+                            for i in range(count)])
+        t.close_handshake(c)
+    for fid, kind, op, what in families:
+        for i, (size, frag) in enumerate(sizes, 1):
+            count = max(2, min(40, CORPUS_SIZE // size))
+            case("%s.%d" % (fid, i), "deflate: %s, %d messages of %d bytes%s"
+                 % (what, count, size, " in frames of %d" % frag if frag else ""),
+                 family, kind, op, size, frag)
+
+    # 13 parameters
+    def with_offer(t, offers, must_accept):
+        try:
+            c = pmd_conn(t, offers, require=must_accept)
+        except HandshakeRefused as e:
+            if must_accept:
+                raise
+            t.nonstrict("the server refused the handshake (%s) for a valid offer" % status_of(e))
+            return
+        if c.pmd is None:
+            t.nonstrict("the server declined %r (valid; RFC 7692 lets a server decline)"
+                        % " / ".join(offers))
+            t.close_handshake(c)
+            return
+        msgs = [(OP_TEXT, window_probe(), 0, True)]
+        for i, (size, frag) in enumerate(sizes):
+            if i % 2:
+                msgs.append((OP_BINARY, corpus_message("bitmap", False, size, i), frag, True))
+            else:
+                msgs.append((OP_TEXT, corpus_message("json", True, size, i), frag, True))
+        pmd_exchange(t, c, msgs)
+        t.close_handshake(c)
+    offers13 = [
+        ("13.1", "permessage-deflate", True),
+        ("13.2", "permessage-deflate; client_no_context_takeover", False),
+        ("13.3", "permessage-deflate; client_max_window_bits=9", False),
+        ("13.4", "permessage-deflate; client_max_window_bits=15", False),
+        ("13.5", "permessage-deflate; client_no_context_takeover; client_max_window_bits=9",
+         False),
+        ("13.6", "permessage-deflate; client_max_window_bits", True),
+        ("13.7", "permessage-deflate; server_no_context_takeover", False),
+        ("13.8", "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+         False),
+    ]
+    offers13 += [("13.9.%d" % (bits - 8), "permessage-deflate; server_max_window_bits=%d" % bits,
+                  False) for bits in range(9, 16)]
+    offers13 += [("13.10.%d" % i, "permessage-deflate; server_no_context_takeover; "
+                  "client_no_context_takeover; server_max_window_bits=%d; "
+                  "client_max_window_bits=%d" % (bits, bits), False)
+                 for i, bits in enumerate((9, 12, 15), 1)]
+    offers13.append(("13.11", "permessage-deflate; server_max_window_bits=10; "
+                     "client_max_window_bits=10; client_no_context_takeover, "
+                     "permessage-deflate; client_max_window_bits, permessage-deflate", True))
+    # 8 bits: our compressor then sends Huffman-only blocks (no back references).
+    offers13.append(("13.12", "permessage-deflate; client_max_window_bits=8", False))
+    for cid, offer, must in offers13:
+        case(cid, "deflate: offer %r, %d sizes and a window probe" % (offer, len(sizes)),
+             with_offer, [offer], must)
+
+    # 14.1 negotiation
+    def not_eight(t, params):
+        if params.get("server_max_window_bits") == "8":
+            t.nonstrict("accepted server_max_window_bits=8 (RFC-valid, but zlib cannot deflate "
+                        "with a 256-byte window: such a server relies on zlib's 250-byte "
+                        "match distance at 9 bits)")
+    case("14.1.1", "offer with server_max_window_bits=8 alone: declined (101, no extension)",
+         pmd_negotiation, ["permessage-deflate; server_max_window_bits=8"], "either", not_eight)
+    case("14.1.2", "offers 'server_max_window_bits=8' then plain: accepted with the second",
+         pmd_negotiation, ["permessage-deflate; server_max_window_bits=8, permessage-deflate"],
+         "accept", not_eight)
+    case("14.1.3", "the same two offers on two header lines: accepted with the second",
+         pmd_negotiation, ["permessage-deflate; server_max_window_bits=8",
+                           "permessage-deflate; client_max_window_bits"], "accept", not_eight)
+    invalid = ["x_unknown", "x_unknown=1", "server_no_context_takeover; server_no_context_takeover",
+               "client_max_window_bits=10; client_max_window_bits=11",
+               "server_max_window_bits", "server_max_window_bits=7",
+               "server_max_window_bits=16", "server_max_window_bits=09",
+               "server_max_window_bits=abc", "client_max_window_bits=16",
+               "client_max_window_bits=7", "server_no_context_takeover=1",
+               "client_no_context_takeover=true"]
+    for i, params in enumerate(invalid, 1):
+        case("14.1.4.%d" % i, "invalid offer 'permessage-deflate; %s': declined" % params,
+             pmd_negotiation, ["permessage-deflate; " + params], "decline")
+    case("14.1.5", "an invalid offer, then a valid one: accepted with the second",
+         pmd_negotiation, ["permessage-deflate; x_unknown, "
+                           "permessage-deflate; client_no_context_takeover"], "may")
+    case("14.1.6", "an unknown extension, then permessage-deflate: only the latter accepted",
+         pmd_negotiation, ["x-spry-unknown; a=1, permessage-deflate"], "accept")
+    case("14.1.7", "offer with spaces around ';' (RFC 6455 9.1 implied *LWS)",
+         pmd_negotiation, ["permessage-deflate ; client_no_context_takeover ;"
+                           "server_max_window_bits=10"], "may")
+    case("14.1.8", "offer with a quoted value server_max_window_bits=\"10\" (RFC 6455 9.1)",
+         pmd_negotiation, ['permessage-deflate; server_max_window_bits="10"'], "may")
+
+    # 14.2 messages
+    def mixed_plain(t):
+        c = pmd_conn(t)
+        msgs = []
+        for i in range(12):
+            kind = ("json", OP_TEXT) if i % 3 else ("bitmap", OP_BINARY)
+            msgs.append((kind[1], corpus_message(kind[0], kind[1] == OP_TEXT, 300 + 700 * i, i),
+                         0, i % 2 == 0))
+        pmd_exchange(t, c, msgs)
+        t.close_handshake(c)
+    case("14.2.1", "compressed and uncompressed messages alternating are all echoed",
+         mixed_plain)
+
+    def rfc_examples(t):
+        c = pmd_conn(t)
+        # 7.2.3.1 "Hello" compressed; 7.2.3.3 in a stored block; 7.2.3.4
+        # in two blocks, the first sync-flushed; 7.2.3.6 an empty message.
+        sends = [(bytes.fromhex("f248cdc9c90700"), b"Hello"),
+                 (bytes.fromhex("000500faff48656c6c6f00"), b"Hello"),
+                 (bytes.fromhex("f24805000000ffffcac9c90700"), b"Hello"),
+                 (b"\x00", b"")]
+        for payload, want in sends:
+            c.pmd.comp = None  # our next message must not refer to these
+            c.send(t.f(OP_TEXT, payload, rsv=RSV1))
+            t.expect_message(c, "text", want, " (RFC 7692 example %s)" % payload.hex())
+        if not c.pmd.client_nct:
+            # 7.2.3.2: the second "Hello" refers to the first (context takeover).
+            c.send(t.f(OP_TEXT, bytes.fromhex("f248cdc9c90700"), rsv=RSV1) +
+                   t.f(OP_TEXT, bytes.fromhex("f200110000"), rsv=RSV1))
+            t.expect_message(c, "text", b"Hello", " (first of RFC 7692 7.2.3.2)")
+            t.expect_message(c, "text", b"Hello", " (second of RFC 7692 7.2.3.2)")
+        c.send(t.f(OP_BINARY, b"\x00", rsv=RSV1))
+        t.expect_message(c, "binary", b"", " (empty compressed binary)")
+        t.close_handshake(c)
+    case("14.2.2", "RFC 7692 7.2.3 examples: compressed, context takeover, stored block, "
+         "two blocks, empty", rfc_examples)
+
+    def bfinal(t):
+        # A sender may end a message with BFINAL set (7.2.3.5); the receiver
+        # must go on inflating the messages after it.
+        c = pmd_conn(t)
+        c.send(t.f(OP_TEXT, bytes.fromhex("f348cdc9c9070000"), rsv=RSV1))
+        t.expect_message(c, "text", b"Hello", " (RFC 7692 7.2.3.5)")
+        msgs = [corpus_message("json", True, 5000, i) for i in range(4)]
+        c.send(pmd_frames(t, c, OP_TEXT, msgs[0]) +
+               pmd_frames(t, c, OP_TEXT, msgs[1], final=True) +
+               pmd_frames(t, c, OP_TEXT, msgs[2], 700) +
+               pmd_frames(t, c, OP_TEXT, msgs[3], final=True))
+        for m in msgs:
+            t.expect_message(c, "text", m)
+        t.close_handshake(c)
+    case("14.2.3", "messages ending with a BFINAL block (RFC 7692 7.2.3.5), then more",
+         bfinal)
+
+    def tiny_frames(t):
+        c = pmd_conn(t)
+        pmd_exchange(t, c, [(OP_TEXT, corpus_message("verse", True, 3000, 0), 1, True),
+                            (OP_BINARY, corpus_message("pdf", False, 2000, 0), 3, True)])
+        t.close_handshake(c)
+    case("14.2.4", "compressed messages in 1- and 3-byte frames", tiny_frames)
+
+    def pings_between(t):
+        c = pmd_conn(t)
+        payload = corpus_message("json", True, 8000, 3)
+        data = c.pmd.compress(payload)
+        parts = [data[i:i + 500] for i in range(0, len(data), 500)]
+        out = []
+        for i, p in enumerate(parts):
+            out.append(t.f(OP_TEXT if i == 0 else OP_CONT, p, fin=i == len(parts) - 1,
+                           rsv=RSV1 if i == 0 else 0))
+            if i < len(parts) - 1:
+                out.append(t.f(OP_PING, b"p%d" % i))
+        c.send(b"".join(out))
+        # The pongs and the echo in any order (the pongs in theirs).
+        want = [b"p%d" % i for i in range(len(parts) - 1)]
+        pongs, echoed, d = [], False, t.deadline()
+        while not echoed or len(pongs) < len(want):
+            ev = c.next_event(d)
+            if ev.kind == "pong":
+                pongs.append(ev.data)
+                continue
+            check(ev.kind == "text" and not echoed, "expected the echo and %d pongs, got %s"
+                  % (len(want), ev.describe()))
+            check(ev.data == payload, "echo differs: %d bytes, sent %d"
+                  % (len(ev.data), len(payload)))
+            echoed = True
+        check(pongs == want, "pongs %r, expected %r" % (pongs, want))
+        t.close_handshake(c)
+    case("14.2.5", "pings between the fragments of a compressed message", pings_between)
+
+    def random_chunks(t):
+        c = pmd_conn(t)
+        r = random.Random(7692)
+        msgs = []
+        for i in range(30):
+            size = r.choice([0, 1, 100, 1000, 5000, 20000])
+            kind, op = r.choice([("json", OP_TEXT), ("html", OP_TEXT), ("bitmap", OP_BINARY)])
+            msgs.append((op, corpus_message(kind, op == OP_TEXT, size, i) if size else b"",
+                         r.choice([0, 0, 100, 1000]), r.random() < 0.7))
+        pmd_exchange(t, c, msgs, chop="random")
+        t.close_handshake(c)
+    case("14.2.6", "30 messages, most compressed, in random write chunks (seeded)",
+         random_chunks)
+
+    def at_limit(t):
+        c = pmd_conn(t)
+        base = corpus("json")
+        payload = (base * (limit // len(base) + 1))[:limit]
+        payload = payload.decode("utf-8", "ignore").encode()
+        payload += b" " * (limit - len(payload))
+        pmd_exchange(t, c, [(OP_TEXT, payload, 65536, True)])
+        t.close_handshake(c)
+    case("14.2.7", "a compressed message inflating to exactly the limit (%d) is echoed" % limit,
+         at_limit)
+
+    if idle > 0:
+        def after_idle(t):
+            # A server that frees an idle connection's compression context
+            # (spry's dedicated mode) must go on correctly: a fresh deflater
+            # that refers to nothing before, never a half-restored window.
+            c = pmd_conn(t)
+            msgs = [(OP_TEXT, corpus_message("json", True, 3000, i), 0, True) for i in range(4)]
+            pmd_exchange(t, c, msgs)
+            time.sleep(idle)
+            pmd_exchange(t, c, msgs + [(OP_TEXT, window_probe(), 0, True),
+                                       (OP_BINARY, corpus_message("bitmap", False, 50000, 1),
+                                        999, True)])
+            t.close_handshake(c)
+        case("14.2.8", "compressed messages, %gs idle, then more" % idle, after_idle)
+
+    # 14.3 violations
+    hello = raw_deflate(b"Hello")
+
+    def rsv1_cont(t, first_rsv):
+        def build(c):
+            data = c.pmd.compress(b"Hello, compressed world! " * 10) if first_rsv else \
+                b"uncompressed first fragment"
+            return (t.f(OP_TEXT, data[:10], fin=False, rsv=first_rsv) +
+                    t.f(OP_CONT, data[10:], rsv=RSV1))
+        return build
+    case("14.3.1", "RSV1 on the continuation of a compressed message -> 1002",
+         lambda t: pmd_fail(t, rsv1_cont(t, RSV1), 1002))
+    case("14.3.2", "RSV1 on the continuation of an uncompressed message -> 1002",
+         lambda t: pmd_fail(t, rsv1_cont(t, 0), 1002))
+    for i, (name, op, payload) in enumerate([("ping", OP_PING, hello),
+                                             ("pong", OP_PONG, hello),
+                                             ("close", OP_CLOSE, close_payload(1000))], 3):
+        case("14.3.%d" % i, "RSV1 on a %s -> 1002" % name,
+             lambda t, op=op, payload=payload: pmd_fail(
+                 t, lambda c: t.f(op, payload, rsv=RSV1), 1002, probe=op != OP_CLOSE))
+    case("14.3.6", "RSV2 on a compressed text -> 1002", lambda t: pmd_fail(
+        t, lambda c: t.f(OP_TEXT, c.pmd.compress(b"Hello"), rsv=RSV1 | RSV2), 1002))
+    case("14.3.7", "RSV3 on a compressed binary -> 1002", lambda t: pmd_fail(
+        t, lambda c: t.f(OP_BINARY, c.pmd.compress(b"Hello"), rsv=RSV1 | RSV3), 1002))
+    case("14.3.8", "RSV1 on a connection that offered no extension -> 1002",
+         lambda t: fail_case(t, [t.f(OP_TEXT, hello, rsv=RSV1)], 1002))
+
+    def rsv1_declined(t):
+        try:
+            c = t.conn(offers=["permessage-deflate; x_unknown"])
+        except HandshakeRefused:
+            c = t.conn()
+        check(c.pmd is None, "the server accepted an invalid offer")
+        c.send(t.f(OP_TEXT, hello, rsv=RSV1) + t.f(OP_PING, PROBE))
+        t.expect_fail(c, 1002)
+    case("14.3.9", "RSV1 after the server declined the offer -> 1002", rsv1_declined)
+    case("14.3.10", "corrupt deflate data (reserved block type 11) -> 1007", lambda t: pmd_fail(
+        t, lambda c: t.f(OP_TEXT, b"\xff\xff\xff\xff", rsv=RSV1), (1007, 1002)))
+    case("14.3.11", "corrupt deflate data (reference before the start of the data) -> 1007",
+         lambda t: pmd_fail(t, lambda c: t.f(OP_BINARY, raw_deflate(
+             b"reference, reference", zdict=b"reference, reference"), rsv=RSV1),
+             (1007, 1002)))
+
+    def corrupt_second(t):
+        def build(c):
+            z = zlib.compressobj(6, zlib.DEFLATED, -15)
+            first = z.compress(b"a valid start " * 20) + z.flush(zlib.Z_SYNC_FLUSH)
+            return (t.f(OP_TEXT, first, fin=False, rsv=RSV1) +
+                    t.f(OP_CONT, b"\xff\xff\xff", fin=False) + t.f(OP_CONT, b"end"))
+        pmd_fail(t, build, (1007, 1002))
+    case("14.3.12", "corrupt deflate data in the second fragment -> 1007", corrupt_second)
+    bad = "κόσμε".encode() + b"\xed\xa0\x80edited"
+    case("14.3.13", "compressed text inflating to invalid UTF-8 -> 1007", lambda t: pmd_fail(
+        t, lambda c: t.f(OP_TEXT, c.pmd.compress(bad * 20), rsv=RSV1), (1007, 1002)))
+    case("14.3.14", "compressed text, invalid UTF-8, in 3-byte frames -> 1007",
+         lambda t: pmd_fail(t, lambda c: pmd_frames(t, c, OP_TEXT, b"valid " * 50 + bad, 3),
+                            (1007, 1002)))
+    case("14.3.15", "compressed text inflating to a truncated code point -> 1007",
+         lambda t: pmd_fail(t, lambda c: t.f(OP_TEXT, c.pmd.compress(
+             "κόσμε ".encode() * 30 + b"\xe2\x82"), rsv=RSV1), (1007, 1002)))
+
+    def bomb_case(t, inflated, frag):
+        z = zlib.compressobj(9, zlib.DEFLATED, -15)
+        data = bytearray()
+        chunk = b"\x00" * (1 << 20)
+        left = inflated
+        while left:
+            n = min(left, len(chunk))
+            data += z.compress(chunk[:n])
+            left -= n
+        data += z.flush(zlib.Z_SYNC_FLUSH)
+        pmd_fail(t, lambda c: pmd_frames(t, c, OP_BINARY, b"", frag, compressed=bytes(data[:-4])),
+                 1009)
+    big = min(8 * limit, 256 * MiB)
+    case("14.3.16", "compressed message inflating to limit+1 bytes -> 1009", bomb_case,
+         limit + 1, 0)
+    case("14.3.17", "inflate bomb: %d KiB inflating to %d MiB -> 1009"
+         % (max(big // 1030 >> 10, 1), big >> 20), bomb_case, big, 0)
+    case("14.3.18", "inflate bomb of limit+1 bytes in 64 fragments -> 1009", bomb_case,
+         limit + 1, max(((limit + 1) // 1030) // 64, 1))
+
+
 # -- running -----------------------------------------------------------------
 
 def main():
@@ -1543,6 +2369,13 @@ def main():
     ap.add_argument("--path", default="/echo", help="path with --server-cmd (default /echo)")
     ap.add_argument("--max-message-bytes", type=int, default=16 * MiB,
                     help="the server's message size limit (default 16 MiB)")
+    ap.add_argument("--deflate", action="store_true",
+                    help="add the permessage-deflate cases (12.x, 13.x, 14.x); the server "
+                    "must have permessage-deflate on")
+    ap.add_argument("--deflate-idle", type=float, default=0.0, metavar="S",
+                    help="with --deflate: add case 14.2.8, compressed messages before and "
+                    "after an S-second pause (past the server's idle release of compression "
+                    "state)")
     ap.add_argument("--strict", action="store_true",
                     help="count NON-STRICT verdicts as failures")
     ap.add_argument("--cases", default="*",
@@ -1563,6 +2396,8 @@ def main():
     args = ap.parse_args()
 
     build_cases(args.max_message_bytes)
+    if args.deflate:
+        build_deflate_cases(args.max_message_bytes, args.deflate_idle)
     pats = [p for p in args.cases.split(",") if p]
     excl = [p for p in args.exclude.split(",") if p]
     selected = [c for c in CASES

@@ -11,7 +11,18 @@
 // --cert/--key, and the client trusts only that CA (the `ca` option). Exits
 // 77 without the openssl command.
 //
-//   node node_client.mjs [--tls] --echo-exe build/examples/echo
+// With --deflate, permessage-deflate (RFC 7692) in both directions instead:
+// against the server started with --compression shared, then dedicated,
+// the client offers perMessageDeflate, checks the negotiated
+// Sec-WebSocket-Extensions (the upgrade response's header) against what
+// each mode answers, sends compressed messages (threshold 0) and checks on
+// the socket's byte counters that compressible messages go out and come
+// back compressed; also fragmented, small uncompressed messages on the same
+// connection, an offer limiting the server's window to 10 bits (ws then
+// inflates with that window), concurrent connections. Against the server
+// started without --compression the offer must be declined.
+//
+//   node node_client.mjs [--tls] [--deflate] --echo-exe build/examples/echo
 
 import { execFileSync } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
@@ -71,8 +82,10 @@ function makeCertificates(dir) {
 }
 
 // A client whose incoming messages can be awaited one at a time.
-async function connect(url) {
-  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20, ...tlsOptions });
+async function connect(url, options = {}) {
+  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20, ...tlsOptions,
+    ...options });
+  ws.once('upgrade', (res) => { ws.extensionsHeader = res.headers['sec-websocket-extensions']; });
   const queue = [];
   const waiters = [];
   let closedWith = null;
@@ -205,13 +218,150 @@ async function tlsDetails(url) {
     'a client without the test CA refuses the certificate', `${err.code}: ${err.message}`);
 }
 
+// -- permessage-deflate (--deflate) ------------------------------------------
+
+let mode = 'off';  // the server's --compression mode
+
+function jsonText(n, seed) {
+  const out = [];
+  let size = 0;
+  for (let i = 0; size < n; i++) {
+    const line = `${JSON.stringify({ id: i, seed, user: ['zoë', 'bob', '李雷'][i % 3],
+      text: `message ${i} in room ${i % 7}: κόσμε` })}\n`;
+    out.push(line);
+    size += Buffer.byteLength(line);
+  }
+  return out.join('');
+}
+
+// The parameters of a Sec-WebSocket-Extensions answer: [name, [params]].
+function parseExtensions(header) {
+  if (!header) return null;
+  const parts = header.split(';').map((p) => p.trim());
+  return [parts[0], parts.slice(1)];
+}
+
+// Sends `data`, awaits the echo; returns it with the wire bytes each way.
+async function measuredEcho(ws, data, options = {}) {
+  const sock = ws._socket;
+  const [w0, r0] = [sock.bytesWritten, sock.bytesRead];
+  ws.send(data, options);
+  const got = await ws.next();
+  return { got, written: sock.bytesWritten - w0, read: sock.bytesRead - r0 };
+}
+
+async function deflateNegotiated(url) {
+  const ws = await connect(url, { perMessageDeflate: { threshold: 0 } });
+  const ext = parseExtensions(ws.extensionsHeader);
+  report(ext && ext[0] === 'permessage-deflate' && ws.extensions === 'permessage-deflate',
+    `${mode}: permessage-deflate negotiated`, `header ${ws.extensionsHeader}`);
+  const params = ext ? ext[1] : [];
+  if (mode === 'shared') {
+    report(params.includes('server_no_context_takeover') && params.includes('client_no_context_takeover'),
+      'shared: the answer has server_ and client_no_context_takeover', params.join('; '));
+  } else {
+    report(params.includes('client_no_context_takeover') && !params.includes('server_no_context_takeover'),
+      'dedicated: client_no_context_takeover only (the server keeps its context)', params.join('; '));
+  }
+  // Compressible text both ways: the wire carries far fewer bytes than the message.
+  for (const n of [1024, 65536, 1 << 20]) {
+    const text = jsonText(n, n);
+    const { got, written, read } = await measuredEcho(ws, text);
+    const len = Buffer.byteLength(text);
+    report(!got.isBinary && got.data.toString() === text, `${mode}: ${len}-byte JSON text echoed`);
+    report(written < len / 2, `${mode}: the client sent it compressed`, `${written} wire bytes for ${len}`);
+    report(read < len / 2, `${mode}: the server echoed it compressed`, `${read} wire bytes for ${len}`);
+  }
+  for (const n of [0, 1, 125, 126, 65536, 1 << 20]) {
+    const blob = randomBytes(n);
+    ws.send(blob);
+    const got = await ws.next();
+    report(got.isBinary && Buffer.compare(got.data, blob) === 0, `${mode}: random binary of ${n} bytes echoed`);
+    const text = textOf(n);
+    ws.send(text);
+    const got2 = await ws.next();
+    report(!got2.isBinary && got2.data.toString() === text, `${mode}: text of ${n} bytes echoed`);
+  }
+  // Fragmented compressed messages: ws compresses each fragment into the same stream.
+  ws.send('frag', { fin: false });
+  ws.send('mented ', { fin: false });
+  ws.send('κόσμε', { fin: true });
+  let got = await ws.next();
+  report(!got.isBinary && got.data.toString() === 'fragmented κόσμε', `${mode}: fragmented compressed text echoed`,
+    JSON.stringify(got.data.toString()));
+  const parts = [Buffer.from(jsonText(70000, 2)), Buffer.alloc(0), randomBytes(3)];
+  parts.forEach((p, i) => ws.send(p, { binary: true, fin: i === parts.length - 1 }));
+  got = await ws.next();
+  report(got.isBinary && Buffer.compare(got.data, Buffer.concat(parts)) === 0,
+    `${mode}: fragmented compressed binary echoed`);
+  // Uncompressed messages on the same connection (compress: false).
+  const plain = jsonText(5000, 9);
+  const m = await measuredEcho(ws, plain, { compress: false });
+  report(m.got.data.toString() === plain && m.written > Buffer.byteLength(plain),
+    `${mode}: an uncompressed message on a compressing connection echoed`, `${m.written} bytes written`);
+  const pong = once(ws, 'pong');
+  ws.ping(Buffer.from('deflate'));
+  const [data] = await withTimeout(pong, 'pong');
+  report(data.toString() === 'deflate', `${mode}: ping answered`);
+  ws.close(1000, 'done');
+  const { code } = await withTimeout(ws.closed, 'closing handshake');
+  report(code === 1000, `${mode}: Close 1000 answered`, `got ${code}`);
+}
+
+async function deflateLimitedWindow(url) {
+  const ws = await connect(url, { perMessageDeflate: { threshold: 0, serverMaxWindowBits: 10,
+    serverNoContextTakeover: true, clientNoContextTakeover: true } });
+  const ext = parseExtensions(ws.extensionsHeader);
+  const params = ext ? ext[1] : [];
+  const bits = params.find((p) => p.startsWith('server_max_window_bits='));
+  report(bits && Number(bits.split('=')[1]) <= 10 && params.includes('server_no_context_takeover'),
+    `${mode}: server_max_window_bits=10 and server_no_context_takeover honored`, ws.extensionsHeader);
+  const text = jsonText(256 << 10, 5) + randomBytes(300).toString('hex').repeat(8);
+  for (let i = 0; i < 3; i++) {
+    const { got, read } = await measuredEcho(ws, text);
+    report(got.data.toString() === text && read < text.length / 2,
+      `${mode}: ${text.length}-byte text echoed compressed, inflated with a 10-bit window`, `${read} bytes read`);
+  }
+  ws.close(1000);
+  await withTimeout(ws.closed, 'close');
+}
+
+async function deflateConcurrent(url, n = 8) {
+  const one = async (i) => {
+    const ws = await connect(url, { perMessageDeflate: true });
+    const msgs = Array.from({ length: 20 }, (_, k) => jsonText(2000 + 100 * k, i * 100 + k));
+    msgs.forEach((m) => ws.send(m));
+    const got = [];
+    for (let k = 0; k < msgs.length; k++) got.push((await ws.next()).data.toString());
+    ws.close(1000);
+    const { code } = await withTimeout(ws.closed, 'close');
+    return code === 1000 && got.join('|') === msgs.join('|');
+  };
+  const oks = await Promise.all(Array.from({ length: n }, (_, i) => one(i)));
+  report(oks.every(Boolean), `${mode}: ${n} concurrent compressing connections, 20 messages each, in order`);
+}
+
+async function deflateOff(url) {
+  const ws = await connect(url, { perMessageDeflate: true });
+  report(ws.extensionsHeader === undefined && ws.extensions === '',
+    'off: the offer is declined, nothing negotiated', `header ${ws.extensionsHeader}`);
+  const text = jsonText(5000, 4);
+  ws.send(text);
+  const got = await ws.next();
+  report(got.data.toString() === text, 'off: text echoed without the extension');
+  ws.close(1000);
+  const { code } = await withTimeout(ws.closed, 'close');
+  report(code === 1000, 'off: Close 1000');
+}
+
 const argv = process.argv.slice(2);
 const exeAt = argv.indexOf('--echo-exe');
 if (exeAt < 0 || !argv[exeAt + 1]) {
-  console.error('usage: node node_client.mjs [--tls] --echo-exe PATH');
+  console.error('usage: node node_client.mjs [--tls] [--deflate] --echo-exe PATH');
   process.exit(2);
 }
 const tls = argv.includes('--tls');
+const deflate = argv.includes('--deflate');
 const serverArgs = ['--host', '127.0.0.1', '--port', '0'];
 let certs;
 let tmp;
@@ -232,28 +382,38 @@ if (tls) {
   tlsOptions = { ca: readFileSync(certs.ca) };
 }
 
-let server;
-try {
-  server = await ServerProcess.start(argv[exeAt + 1], serverArgs);
-} catch (e) {
-  console.log(`could not start the echo server: ${e.message}`);
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-  process.exit(1);
+const runs = [];
+if (!deflate) {
+  runs.push(['off', serverArgs, tls ? [exchange, serverClose, concurrent, tlsDetails]
+    : [exchange, serverClose, concurrent]]);
+} else {
+  const steps = [deflateNegotiated, deflateLimitedWindow, deflateConcurrent];
+  runs.push(['shared', [...serverArgs, '--compression', 'shared'], steps]);
+  runs.push(['dedicated', [...serverArgs, '--compression', 'dedicated'], steps]);
+  runs.push(['off', serverArgs, [deflateOff]]);
 }
-const url = `${tls ? 'wss' : 'ws'}://${server.host}:${server.port}/echo`;
-console.log(`ws client -> ${url}`);
-const steps = [exchange, serverClose, concurrent];
-if (tls) steps.push(tlsDetails);
-for (const step of steps) {
+for (const [runMode, args, steps] of runs) {
+  mode = runMode;
+  let server;
   try {
-    await withTimeout(step(url), step.name, 30000);
+    server = await ServerProcess.start(argv[exeAt + 1], args);
   } catch (e) {
-    report(false, step.name, e.message);
+    report(false, `start the echo server ${args.join(' ')}`, e.message);
+    continue;
   }
+  const url = `${tls ? 'wss' : 'ws'}://${server.host}:${server.port}/echo`;
+  console.log(`ws client -> ${url} (${args.join(' ')})`);
+  for (const step of steps) {
+    try {
+      await withTimeout(step(url), step.name, 30000);
+    } catch (e) {
+      report(false, `${deflate ? `${mode}: ` : ''}${step.name}`, e.message);
+    }
+  }
+  const exit = await server.interrupt(STEP_TIMEOUT_MS);
+  const status = exit ? exit.code : 'none (killed)';
+  report(status === 0, `echo server${deflate ? ` (${mode})` : ''} exits 0 on SIGINT`, `status ${status}`);
 }
-const exit = await server.interrupt(STEP_TIMEOUT_MS);
 if (tmp) rmSync(tmp, { recursive: true, force: true });
-const status = exit ? exit.code : 'none (killed)';
-report(status === 0, 'echo server exits 0 on SIGINT', `status ${status}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

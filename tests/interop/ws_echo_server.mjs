@@ -6,7 +6,12 @@
 // text message "close" makes it close with 1000 "bye", exits 0 on SIGINT or
 // SIGTERM. Exits 77 (Meson's skip) when node_modules is missing.
 //
-//   node ws_echo_server.mjs [--host 127.0.0.1] [--port 0] [--max-message-bytes N]
+// --deflate turns on permessage-deflate with ws's defaults (context takeover
+// both ways unless the client asks otherwise, any window the client offers,
+// messages of 1 KiB and more compressed); maxPayload then limits the
+// inflated size.
+//
+//   node ws_echo_server.mjs [--host 127.0.0.1] [--port 0] [--max-message-bytes N] [--deflate]
 
 let WebSocketServer;
 try {
@@ -16,11 +21,14 @@ try {
   process.exit(77);
 }
 
-const opts = { host: '127.0.0.1', port: 0, maxMessageBytes: 16 * 1024 * 1024 };
+const opts = { host: '127.0.0.1', port: 0, maxMessageBytes: 16 * 1024 * 1024, deflate: false };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const [flag, value] = [argv[i], argv[i + 1]];
-  if (flag === '--host') opts.host = value;
+  if (flag === '--deflate') {
+    opts.deflate = true;
+    i -= 1;
+  } else if (flag === '--host') opts.host = value;
   else if (flag === '--port') opts.port = Number(value);
   else if (flag === '--max-message-bytes') opts.maxMessageBytes = Number(value);
   else {
@@ -33,7 +41,7 @@ const wss = new WebSocketServer({
   host: opts.host,
   port: opts.port,
   maxPayload: opts.maxMessageBytes,
-  perMessageDeflate: false,
+  perMessageDeflate: opts.deflate,
 });
 
 wss.on('listening', () => {

@@ -226,6 +226,24 @@ void CompressionPool::giveBack(std::unique_ptr<Inflater> inflater) noexcept {
   }
 }
 
+CompressionPool::Dedicated* CompressionPool::dedicated(const void* owner) noexcept {
+  const auto it = dedicated_.find(owner);
+  return it == dedicated_.end() ? nullptr : &it->second;
+}
+
+CompressionPool::Dedicated& CompressionPool::makeDedicated(const void* owner, int windowBits,
+                                                           int level, int memLevel) {
+  used_ = true;
+  auto deflater = std::make_unique<Deflater>(windowBits, level, memLevel);
+  Dedicated& d = dedicated_[owner];
+  d.deflater = std::move(deflater);
+  return d;
+}
+
+void CompressionPool::dropDedicated(const void* owner) noexcept {
+  dedicated_.erase(owner);
+}
+
 void CompressionPool::trim() noexcept {
   deflaters_.clear();
   inflater_.reset();

@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "ws/frame_writer.h"
@@ -142,7 +143,20 @@ class CompressionPool {
   std::string& inflated() noexcept { return inflated_; }
   std::string& compressed() noexcept { return compressed_; }
 
-  // Gives back every pooled stream and large buffers (the loop's idle sweep).
+  // kDedicated: the deflate context of each socket that has one, kept here
+  // (keyed by its owner) so a socket holds none of it in its own object.
+  struct Dedicated {
+    std::unique_ptr<Deflater> deflater;
+    std::uint64_t lastUsed = 0;  // loop time, kept by the owner
+  };
+  Dedicated* dedicated(const void* owner) noexcept;  // null: none
+  // Makes `owner`'s context (throws std::bad_alloc).
+  Dedicated& makeDedicated(const void* owner, int windowBits, int level, int memLevel);
+  void dropDedicated(const void* owner) noexcept;
+  std::size_t dedicatedCount() const noexcept { return dedicated_.size(); }
+
+  // Gives back every pooled stream and large buffers (the loop's idle sweep);
+  // the dedicated contexts stay (their owners give them back).
   void trim() noexcept;
   // Whether a stream was asked for since the last call (which clears it).
   bool takeUsed() noexcept {
@@ -155,6 +169,7 @@ class CompressionPool {
   std::vector<std::unique_ptr<Deflater>> deflaters_;
   std::unique_ptr<Inflater> inflater_;
   std::vector<std::unique_ptr<Inflater>> spare_;
+  std::unordered_map<const void*, Dedicated> dedicated_;
   std::string inflated_;
   std::string compressed_;
   bool used_ = false;

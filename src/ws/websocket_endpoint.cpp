@@ -40,6 +40,8 @@ WebSocketEndpoint::WebSocketEndpoint(Connection& conn, const WebSocketOptions& o
       options_(options),
       lastReceived_(ms32(conn.now())) {}
 
+// The connection closes (onClosed, on the loop) before it is destroyed, so
+// its deflate context is back in the pool by now.
 WebSocketEndpoint::~WebSocketEndpoint() = default;
 
 template <class F>
@@ -205,6 +207,7 @@ void WebSocketEndpoint::beginShutdown() {
 }
 
 void WebSocketEndpoint::onClosed() noexcept {
+  releaseDeflater();
   leaveTopics();
   reportClose();
 }
@@ -356,21 +359,31 @@ const std::string* WebSocketEndpoint::compress(std::string_view payload) {
     return &out;
   }
   // kDedicated: this socket's own context, made now if it was given back.
-  if (!deflater_) {
-    deflater_ = std::make_unique<Deflater>(int{deflateBits_}, o.level, o.memLevel);
+  CompressionPool& pool = compressionPool();
+  CompressionPool::Dedicated* d = hasDeflater_ ? pool.dedicated(this) : nullptr;
+  if (d == nullptr) {
+    d = &pool.makeDedicated(this, int{deflateBits_}, o.level, o.memLevel);
+    hasDeflater_ = true;
   } else if (deflateDirty_) {
     // The client's window now holds a message our context did not make.
-    deflater_->reset();
+    d->deflater->reset();
   }
   deflateDirty_ = false;
-  deflateUsed_ = ms32(conn_.now());
-  if (!deflater_->compress(payload, out, true)) return nullptr;  // reset by compress
+  d->lastUsed = conn_.now();
+  if (!d->deflater->compress(payload, out, true)) return nullptr;  // reset by compress
   if (out.size() >= payload.size()) {
     // Sent plain, so the client's window never sees it: ours must forget it.
-    deflater_->reset();
+    d->deflater->reset();
     return nullptr;
   }
   return &out;
+}
+
+void WebSocketEndpoint::releaseDeflater() noexcept {
+  if (!hasDeflater_) return;
+  compressionPool().dropDedicated(this);
+  hasDeflater_ = false;
+  deflateDirty_ = false;
 }
 
 bool WebSocketEndpoint::deliver(PublishFrames& frames) {
@@ -383,7 +396,7 @@ bool WebSocketEndpoint::deliver(PublishFrames& frames) {
     if (z) {
       chosen = &z;
       // Our own context (kDedicated) no longer matches the client's window.
-      if (deflater_) deflateDirty_ = true;
+      if (hasDeflater_) deflateDirty_ = true;
     }
   }
   const SharedFrame& frame = *chosen;
@@ -526,11 +539,13 @@ void WebSocketEndpoint::sweep(std::uint64_t now) {
     awaitingPong_ = true;
     deadline_ = deadlineAfter(now, msOf(options_.pongTimeout));
   }
-  if (deflater_ && elapsed(now, deflateUsed_) >= msOf(options_.compression.releaseAfter)) {
+  if (hasDeflater_) {
     // kDedicated: quiet long enough; the next compressed message starts an
     // empty context, which any client inflates (nothing refers back).
-    deflater_.reset();
-    deflateDirty_ = false;
+    const CompressionPool::Dedicated* d = compressionPool().dedicated(this);
+    if (d == nullptr || now - d->lastUsed >= msOf(options_.compression.releaseAfter)) {
+      releaseDeflater();
+    }
   }
   if (quiet >= conn_.server().sweepIntervalMs()) {
     // Quiet for a sweep period: give back what an idle socket need not hold

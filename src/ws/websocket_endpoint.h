@@ -129,6 +129,7 @@ class WebSocketEndpoint final : private WebSocketSession {
   // Compresses `payload` into the loop's buffer for this socket (the shared
   // stream, or its own context in kDedicated); null when it is not worth it.
   const std::string* compress(std::string_view payload);
+  void releaseDeflater() noexcept;
   // Writes one whole data frame (rsv1: compressed payload).
   void writeFrame(WsOpcode opcode, std::string_view payload, bool rsv1);
 
@@ -152,16 +153,16 @@ class WebSocketEndpoint final : private WebSocketSession {
   bool wantDrain_ : 1 = false;
   bool awaitingPong_ : 1 = false;
   bool readPaused_ : 1 = false;  // backpressure (kPauseReading)
-  // permessage-deflate: our window (9..15), 0 when not negotiated.
+  // permessage-deflate: our window (9..15), 0 when not negotiated. These
+  // bits fill the padding before onMessage_: a socket pays no byte for it.
   std::uint8_t deflateBits_ : 4 = 0;
-  bool deflateKeep_ : 1 = false;   // kDedicated with context takeover
+  bool deflateKeep_ : 1 = false;  // kDedicated with context takeover
+  // kDedicated: the loop's pool holds this socket's deflate context (it is
+  // busy); given back after compression.releaseAfter without a message.
+  bool hasDeflater_ : 1 = false;
   bool deflateDirty_ : 1 = false;  // a frame compressed elsewhere went out: reset first
-  std::uint32_t deflateUsed_ = 0;  // loop time of the last message through deflater_
   std::function<void(const Message&)> onMessage_;
   std::unique_ptr<ColdState> cold_;
-  // kDedicated: this socket's deflate context while it is busy; given back
-  // after compression.releaseAfter without a compressed message.
-  std::unique_ptr<Deflater> deflater_;
 };
 
 }  // namespace spry::detail

@@ -78,11 +78,9 @@ bool WebSocket::onDrain(std::function<void()> fn) const {
   return e && e->onDrain(std::move(fn));
 }
 
-bool WebSocket::add(const Message& message) const {
-  return add(message, SendOptions{});
-}
-
-bool WebSocket::add(const Message& message, SendOptions options) const {
+// Both add(message) overloads, inlined into each (every echo takes it).
+[[gnu::always_inline]] inline bool WebSocket::sendMessage(const Message& message,
+                                                          SendOptions options) const {
   auto e = endpoint_.lock();
   if (!e) return false;
   if (e->loopContext().isCurrentThread()) return !e->isClosed() && e->send(message, options);
@@ -94,6 +92,14 @@ bool WebSocket::add(const Message& message, SendOptions options) const {
   return runOnLoop(endpoint_, [m = message.owned(), options](WebSocketEndpoint& endpoint) {
     return endpoint.send(m, options);
   });
+}
+
+bool WebSocket::add(const Message& message) const {
+  return sendMessage(message, SendOptions{});
+}
+
+bool WebSocket::add(const Message& message, SendOptions options) const {
+  return sendMessage(message, options);
 }
 
 bool WebSocket::add(std::string_view text) const {

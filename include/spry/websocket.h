@@ -127,6 +127,7 @@ class WebSocket {
   bool operator==(const WebSocket& other) const noexcept { return id_ == other.id_; }
 
  private:
+  bool sendMessage(const Message& message, SendOptions options) const;
   friend class detail::Connection;
   WebSocket(std::weak_ptr<detail::WebSocketEndpoint> endpoint, std::uint64_t id) noexcept
       : endpoint_(std::move(endpoint)), id_(id) {}

@@ -321,15 +321,20 @@ bool WebSocketEndpoint::send(const Message& message, SendOptions sendOptions) {
     }
   }
   const auto opcode = message.isText() ? WsOpcode::kText : WsOpcode::kBinary;
+  // The plain frame is written inline (every message of an uncompressed
+  // socket takes this path); a compressed one out of line.
   const std::string* compressed = nullptr;
-  if (deflateBits_ != 0 && sendOptions.compress &&
-      payload.size() >= options_.compression.threshold) {
+  if (deflateBits_ != 0 && sendOptions.compress && payload.size() >= options_.compression.threshold)
+      [[unlikely]] {
     compressed = compress(payload);
   }
-  if (compressed != nullptr) {
+  if (compressed != nullptr) [[unlikely]] {
     writeFrame(opcode, *compressed, true);
   } else {
-    writeFrame(opcode, payload, false);
+    transport.writeWith(frameHeaderSize(payload.size()) + payload.size(), [&](char* out) {
+      const std::size_t headerSize = writeFrameHeader(out, opcode, payload.size());
+      if (!payload.empty()) std::memcpy(out + headerSize, payload.data(), payload.size());
+    });
   }
   flushSoon();
   if (transport.bufferedAmount() > options_.maxBackpressureBytes) {

@@ -326,15 +326,15 @@ void WebSocketSession::dropUnusedContext() noexcept {
     std::uint8_t* frame = p + i;
     const std::uint8_t b0 = frame[0];
     const std::uint8_t b1 = frame[1];
-    if ((b1 & kMaskBit) == 0) break;
-    // A whole compressed message (permessage-deflate: RSV1) takes this path
-    // too, inflated with the loop's stream.
-    const bool compressed = (b0 & kRsv1Bit) != 0;
-    if (b0 != kTextByte0 && b0 != kBinaryByte0) {
-      if (!compressed || !guard_.rsv1Allowed ||
-          ((b0 & ~kRsv1Bit) != kTextByte0 && (b0 & ~kRsv1Bit) != kBinaryByte0)) {
-        break;
-      }
+    if ((b0 != kTextByte0 && b0 != kBinaryByte0) || (b1 & kMaskBit) == 0) {
+      // A whole compressed message (permessage-deflate), out of line.
+      if (!guard_.rsv1Allowed) break;
+      const std::size_t used = deliverWholeCompressed(frame, n - i);
+      if (used == kFailed) return n;
+      if (used == 0) break;
+      i += used;
+      if (closeSent_) break;
+      continue;
     }
     std::uint64_t length = b1 & 0x7F;
     std::size_t header = 6;
@@ -349,34 +349,58 @@ void WebSocketSession::dropUnusedContext() noexcept {
       if ((length >> 63) != 0 || length <= 0xFFFF) break;
       header = 14;
     }
-    const std::uint64_t limit =
-        compressed ? maxCompressedBytes(limits_.maxMessageBytes) : limits_.maxMessageBytes;
-    if (length > limit || length > n - i - header) break;
+    if (length > limits_.maxMessageBytes || length > n - i - header) break;
     const auto size = static_cast<std::size_t>(length);
     std::uint8_t* payload = frame + header;
     const bool ascii = unmaskIsAscii(payload, size, payload - 4);
     const std::string_view message(reinterpret_cast<const char*>(payload), size);
-    const bool binary = (b0 & 0x0F) == WSLAY_BINARY_FRAME;
-    if (compressed) {
-      i += header + size;
-      if (const std::uint16_t code = deliverCompressed(binary, message); code != 0) {
-        fail(code);
-        return n;
-      }
-      if (closeSent_) break;
-      continue;
-    }
-    if (!binary && !ascii && !isValidNonAsciiText(message)) {
+    if (b0 == kTextByte0 && !ascii && !isValidNonAsciiText(message)) {
       fail(kCloseInvalidPayload);
       return n;
     }
     i += header + size;
-    onWsMessage(binary, message, false);
+    onWsMessage(b0 == kBinaryByte0, message, false);
     // The handler may have sent a Close; nothing else can stop the session
     // here (a failure sends one too).
     if (closeSent_) break;
   }
   return i;
+}
+
+// The fast path's compressed case: a whole single-frame compressed message
+// (FIN, RSV1, masked, minimal length, within the wire bound) at the start of
+// `frame`. Returns its size once delivered, 0 when it is not one (the slow
+// path takes it), kFailed when it failed the connection.
+[[gnu::noinline]] std::size_t WebSocketSession::deliverWholeCompressed(std::uint8_t* frame,
+                                                                       std::size_t n) noexcept {
+  constexpr std::uint8_t kTextByte0 = kFinBit | kRsv1Bit | WSLAY_TEXT_FRAME;
+  constexpr std::uint8_t kBinaryByte0 = kFinBit | kRsv1Bit | WSLAY_BINARY_FRAME;
+  const std::uint8_t b0 = frame[0];
+  const std::uint8_t b1 = frame[1];
+  if ((b0 != kTextByte0 && b0 != kBinaryByte0) || (b1 & kMaskBit) == 0) return 0;
+  std::uint64_t length = b1 & 0x7F;
+  std::size_t header = 6;
+  if (length == 126) {
+    if (n < 8) return 0;
+    length = readBigEndian(frame + 2, 2);
+    if (length < 126) return 0;
+    header = 8;
+  } else if (length == 127) {
+    if (n < 14) return 0;
+    length = readBigEndian(frame + 2, 8);
+    if ((length >> 63) != 0 || length <= 0xFFFF) return 0;
+    header = 14;
+  }
+  if (length > maxCompressedBytes(limits_.maxMessageBytes) || length > n - header) return 0;
+  const auto size = static_cast<std::size_t>(length);
+  std::uint8_t* payload = frame + header;
+  unmaskIsAscii(payload, size, payload - 4);
+  const std::string_view message(reinterpret_cast<const char*>(payload), size);
+  if (const std::uint16_t code = deliverCompressed(b0 == kBinaryByte0, message); code != 0) {
+    fail(code);
+    return kFailed;
+  }
+  return header + size;
 }
 
 std::uint16_t WebSocketSession::inflateFailure(Inflater::Status status) noexcept {

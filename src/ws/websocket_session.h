@@ -113,6 +113,8 @@ class WebSocketSession {
   bool isStopped() const noexcept { return failCode_ != 0 || closeReceived_; }
   bool wslayRunning() const noexcept;
   std::size_t deliverWholeFrames(std::uint8_t* p, std::size_t n) noexcept;
+  static constexpr std::size_t kFailed = SIZE_MAX;
+  std::size_t deliverWholeCompressed(std::uint8_t* frame, std::size_t n) noexcept;
   std::uint16_t deliverCompressed(bool binary, std::string_view payload) noexcept;
   // 0, or the close code for an inflate result (1009, 1007).
   static std::uint16_t inflateFailure(Inflater::Status status) noexcept;

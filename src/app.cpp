@@ -15,6 +15,7 @@
 #include "server.h"
 #include "spry/log.h"
 #include "tls/tls_context.h"
+#include "ws/permessage_deflate.h"
 #include "ws/websocket_session.h"
 
 namespace spry {
@@ -451,8 +452,18 @@ Stats App::stats() const {
       out.tlsHandshakeFailures += t.handshakeFailures;
       out.tlsErrors += t.errors;
       out.tlsHandshakesDeferred += t.deferred;
+      const auto& z = s->loopContext().compression().counters();
+      constexpr auto kRelaxed = std::memory_order_relaxed;
+      out.deflateMessages += z.deflated.load(kRelaxed);
+      out.deflateBytesIn += z.deflateIn.load(kRelaxed);
+      out.deflateBytesOut += z.deflateOut.load(kRelaxed);
+      out.inflateMessages += z.inflated.load(kRelaxed);
+      out.inflateBytesIn += z.inflateIn.load(kRelaxed);
+      out.inflateBytesOut += z.inflateOut.load(kRelaxed);
+      out.deflateContexts += z.dedicated.load(kRelaxed);
     }
   }
+  out.zlibStreams = detail::liveZlibStreams();
   return out;
 }
 

@@ -184,6 +184,15 @@ struct Stats {
   std::uint64_t tlsHandshakeFailures = 0;   ///< failed handshakes (bad client, plain HTTP, garbage)
   std::uint64_t tlsErrors = 0;              ///< established connections closed by a TLS error
   std::uint64_t tlsHandshakesDeferred = 0;  ///< handshake steps put off to bound work per loop turn
+  // permessage-deflate, all loops:
+  std::uint64_t deflateMessages = 0;  ///< messages compressed (a publish: once per loop and window)
+  std::uint64_t deflateBytesIn = 0;   ///< their payload bytes
+  std::uint64_t deflateBytesOut = 0;  ///< their compressed bytes
+  std::uint64_t inflateMessages = 0;  ///< compressed messages received
+  std::uint64_t inflateBytesIn = 0;   ///< their compressed bytes
+  std::uint64_t inflateBytesOut = 0;  ///< their inflated bytes
+  std::size_t deflateContexts = 0;    ///< kDedicated deflate contexts held (busy sockets only)
+  std::size_t zlibStreams = 0;        ///< zlib streams alive (process-wide; idle sockets hold none)
 };
 
 /// A bound listener (App::listeners()).

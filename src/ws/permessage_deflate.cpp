@@ -1,9 +1,11 @@
 #include "ws/permessage_deflate.h"
 
+#include <sys/mman.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -27,9 +29,47 @@ int clampInt(int v, int lo, int hi) noexcept {
   return std::min(std::max(v, lo), hi);
 }
 
+// zlib's memory comes from here: blocks of a page or more (a deflate
+// context is four of 64 KiB at the default settings, an inflate window 32
+// KiB) are mapped and unmapped, so a context given back returns its memory
+// to the system at once. From malloc, glibc would keep such blocks (they are
+// under its mmap threshold) and a server whose busy sockets went quiet would
+// stay at its peak.
+constexpr std::size_t kMapFrom = 4096;
+struct alignas(16) BlockHeader {
+  std::size_t size;  // of the whole block, header included; 0: from malloc
+};
+
+void* zAlloc(void*, uInt items, uInt size) noexcept {
+  const std::size_t bytes = std::size_t{items} * size + sizeof(BlockHeader);
+  void* p;
+  if (bytes >= kMapFrom) {
+    p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return Z_NULL;
+    static_cast<BlockHeader*>(p)->size = bytes;
+  } else {
+    p = std::malloc(bytes);
+    if (p == nullptr) return Z_NULL;
+    static_cast<BlockHeader*>(p)->size = 0;
+  }
+  return static_cast<BlockHeader*>(p) + 1;
+}
+
+void zFree(void*, void* address) noexcept {
+  if (address == nullptr) return;
+  BlockHeader* h = static_cast<BlockHeader*>(address) - 1;
+  if (h->size != 0) {
+    munmap(h, h->size);
+  } else {
+    std::free(h);
+  }
+}
+
 std::unique_ptr<z_stream_s> newStream() {
   auto z = std::make_unique<z_stream_s>();
   std::memset(z.get(), 0, sizeof(z_stream_s));
+  z->zalloc = zAlloc;
+  z->zfree = zFree;
   return z;
 }
 
@@ -103,6 +143,11 @@ bool Deflater::compress(std::string_view message, std::string& out, bool keepCon
     return false;
   }
   if (!keepContext) deflateReset(&z);
+  if (counters_ != nullptr) {
+    CompressionCounters::add(counters_->deflated, 1);
+    CompressionCounters::add(counters_->deflateIn, message.size());
+    CompressionCounters::add(counters_->deflateOut, out.size() - start);
+  }
   return true;
 }
 
@@ -125,8 +170,14 @@ void Inflater::reset() noexcept {
 
 Inflater::Status Inflater::inflate(std::string_view in, std::string& out, std::size_t limit,
                                    bool last) {
+  const std::size_t had = out.size();
   Status s = run(reinterpret_cast<const unsigned char*>(in.data()), in.size(), out, limit);
   if (s == Status::kOk && last) s = run(kTail, sizeof(kTail), out, limit);
+  if (counters_ != nullptr) {
+    if (last && s == Status::kOk) CompressionCounters::add(counters_->inflated, 1);
+    CompressionCounters::add(counters_->inflateIn, in.size());
+    CompressionCounters::add(counters_->inflateOut, out.size() > had ? out.size() - had : 0);
+  }
   return s;
 }
 
@@ -199,18 +250,26 @@ Deflater& CompressionPool::sharedDeflater(int windowBits, int level, int memLeve
     }
   }
   deflaters_.push_back(std::make_unique<Deflater>(windowBits, level, memLevel));
+  deflaters_.back()->countInto(&counters_);
   return *deflaters_.back();
 }
 
 Inflater& CompressionPool::sharedInflater() {
   used_ = true;
-  if (!inflater_) inflater_ = std::make_unique<Inflater>();
+  if (!inflater_) {
+    inflater_ = std::make_unique<Inflater>();
+    inflater_->countInto(&counters_);
+  }
   return *inflater_;
 }
 
 std::unique_ptr<Inflater> CompressionPool::takeInflater() {
   used_ = true;
-  if (spare_.empty()) return std::make_unique<Inflater>();
+  if (spare_.empty()) {
+    auto inflater = std::make_unique<Inflater>();
+    inflater->countInto(&counters_);
+    return inflater;
+  }
   std::unique_ptr<Inflater> i = std::move(spare_.back());
   spare_.pop_back();
   return i;
@@ -235,13 +294,17 @@ CompressionPool::Dedicated& CompressionPool::makeDedicated(const void* owner, in
                                                            int level, int memLevel) {
   used_ = true;
   auto deflater = std::make_unique<Deflater>(windowBits, level, memLevel);
+  deflater->countInto(&counters_);
   Dedicated& d = dedicated_[owner];
+  if (!d.deflater) CompressionCounters::add(counters_.dedicated, 1);
   d.deflater = std::move(deflater);
   return d;
 }
 
 void CompressionPool::dropDedicated(const void* owner) noexcept {
-  dedicated_.erase(owner);
+  if (dedicated_.erase(owner) != 0) {
+    counters_.dedicated.store(dedicated_.size(), std::memory_order_relaxed);
+  }
 }
 
 void CompressionPool::trim() noexcept {

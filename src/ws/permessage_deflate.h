@@ -3,6 +3,7 @@
 // streams that compress and inflate messages. No socket holds a stream
 // while idle: the loop's CompressionPool lends them out.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -63,6 +64,21 @@ std::string deflateResponse(const DeflateAgreement& agreement);
 // tests that check that idle sockets hold none.
 std::size_t liveZlibStreams() noexcept;
 
+// What one loop's streams did (spry::Stats): written by the loop thread
+// only, read from any.
+struct CompressionCounters {
+  std::atomic<std::uint64_t> deflated{0};  // messages compressed (a publish: once per window)
+  std::atomic<std::uint64_t> deflateIn{0};
+  std::atomic<std::uint64_t> deflateOut{0};
+  std::atomic<std::uint64_t> inflated{0};  // compressed messages received
+  std::atomic<std::uint64_t> inflateIn{0};
+  std::atomic<std::uint64_t> inflateOut{0};
+  std::atomic<std::uint64_t> dedicated{0};  // kDedicated contexts held now
+  static void add(std::atomic<std::uint64_t>& c, std::uint64_t v) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+  }
+};
+
 // Compresses whole messages: raw deflate, each message ended with an empty
 // stored block whose 00 00 ff ff tail is removed (RFC 7692 7.2.1).
 class Deflater {
@@ -83,9 +99,12 @@ class Deflater {
   int windowBits() const noexcept { return windowBits_; }
   int level() const noexcept { return level_; }
   int memLevel() const noexcept { return memLevel_; }
+  // Where compress() counts what it did (the pool's streams); none by default.
+  void countInto(CompressionCounters* counters) noexcept { counters_ = counters; }
 
  private:
   std::unique_ptr<z_stream_s> z_;
+  CompressionCounters* counters_ = nullptr;
   int windowBits_;
   int level_;
   int memLevel_;
@@ -109,10 +128,13 @@ class Inflater {
   // or after `last`, reset() before the next message.
   Status inflate(std::string_view in, std::string& out, std::size_t limit, bool last);
   void reset() noexcept;
+  // Where inflate() counts what it did (the pool's streams); none by default.
+  void countInto(CompressionCounters* counters) noexcept { counters_ = counters; }
 
  private:
   Status run(const unsigned char* in, std::size_t size, std::string& out, std::size_t limit);
   std::unique_ptr<z_stream_s> z_;
+  CompressionCounters* counters_ = nullptr;
   bool ended_ = false;  // the stream ended (BFINAL): the rest of the message is ignored
 };
 
@@ -158,6 +180,7 @@ class CompressionPool {
   // Gives back every pooled stream and large buffers (the loop's idle sweep);
   // the dedicated contexts stay (their owners give them back).
   void trim() noexcept;
+  const CompressionCounters& counters() const noexcept { return counters_; }
   // Whether a stream was asked for since the last call (which clears it).
   bool takeUsed() noexcept {
     const bool u = used_;
@@ -170,6 +193,7 @@ class CompressionPool {
   std::unique_ptr<Inflater> inflater_;
   std::vector<std::unique_ptr<Inflater>> spare_;
   std::unordered_map<const void*, Dedicated> dedicated_;
+  CompressionCounters counters_;
   std::string inflated_;
   std::string compressed_;
   bool used_ = false;

@@ -61,6 +61,33 @@ class Server {
   }
 }
 
+// Records the page's WebSocket handshakes through the DevTools protocol (the
+// 101's headers, as the browser received them) and keeps every WebSocket the
+// page makes in window.__sockets (for ws.extensions).
+async function watchWebSockets(page) {
+  const responses = [];
+  const cdp = await page.context().newCDPSession(page);
+  cdp.on('Network.webSocketHandshakeResponseReceived', (e) => responses.push(e.response));
+  await cdp.send('Network.enable');
+  await page.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        window.__sockets.push(this);
+      }
+    };
+  });
+  return responses;
+}
+
+// The value of header `name` (any case) in a CDP headers object.
+function headerOf(headers, name) {
+  const key = Object.keys(headers || {}).find((k) => k.toLowerCase() === name.toLowerCase());
+  return key === undefined ? undefined : headers[key];
+}
+
 const checks = new Checks();
 const check = (name, fn) => checks.check(name, fn);
 
@@ -82,6 +109,8 @@ try {
   const bob = await person(browser);
   const carol = await person(browser);
   const dave = await person(browser);
+  const aliceHandshakes = await watchWebSockets(alice);
+  const bobHandshakes = await watchWebSockets(bob);
 
   await check('alice joins #lobby', async () => {
     await joinAs(alice, base, 'alice', 'lobby');
@@ -117,6 +146,35 @@ try {
     const own = await alice.locator('#messages .msg.own .text').allTextContents();
     assert(own.includes('Hi bob, spry here.') && !own.includes('Hello alice! Rooms work across loops.'),
            `own messages marked: ${JSON.stringify(own)}`);
+  });
+
+  await check('the 101 negotiated permessage-deflate (the chat turns compression on)', async () => {
+    for (const [page, responses] of [[alice, aliceHandshakes], [bob, bobHandshakes]]) {
+      const upgrades = responses.filter((r) => r.status === 101);
+      assert(upgrades.length === 1, `101 responses: ${JSON.stringify(responses)}`);
+      const answer = headerOf(upgrades[0].headers, 'Sec-WebSocket-Extensions');
+      assert(typeof answer === 'string' && /^permessage-deflate(;|$)/.test(answer.trim()),
+             `Sec-WebSocket-Extensions: ${answer}`);
+      // Shared mode: no zlib context kept either way between messages.
+      assert(/server_no_context_takeover/.test(answer) && /client_no_context_takeover/.test(answer),
+             `Sec-WebSocket-Extensions: ${answer}`);
+      const extensions = await page.evaluate(
+        () => window.__sockets.filter((s) => s.readyState === WebSocket.OPEN).map((s) => s.extensions));
+      assert(extensions.length === 1 && extensions[0].startsWith('permessage-deflate'),
+             `ws.extensions: ${JSON.stringify(extensions)}`);
+    }
+  });
+
+  // Long enough to be sent compressed both ways (over the 64-byte threshold),
+  // with multibyte text, and JSON that repeats (what deflate shrinks).
+  const long = 'Ünïcödé 🙂 {"quoted": "json\\n"} <&> '.repeat(40).trim();
+  await check('long compressed messages arrive intact', async () => {
+    await say(alice, long);
+    await waitMessage(bob, 'alice', long);
+    await waitMessage(alice, 'alice', long);
+    const reply = `${Array.from(long).slice(0, 300).join('')} — bob`;  // whole code points
+    await say(bob, reply);
+    await waitMessage(alice, 'bob', reply);
   });
 
   const evil = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"><b>bold?</b>';

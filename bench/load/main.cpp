@@ -26,7 +26,11 @@
 // to a byte echo: it sends exactly the bytes of the masked WebSocket frame it
 // would send, without a handshake, and reads the same bytes back.
 // --server-pid adds the server's CPU time per message (from /proc) to every
-// mode. The last line of output is "RESULT key=value ...".
+// mode. --json sends realistic JSON text (json_payload.h) instead of the
+// repeating pattern; --deflate offers permessage-deflate (deflate.h), sends
+// compressed and inflates what comes compressed (fan-out: one delivery per
+// publish, the others compared byte for byte). The last line of output is
+// "RESULT key=value ...".
 
 #include <openssl/evp.h>
 #include <sys/resource.h>
@@ -51,7 +55,9 @@
 #include <string_view>
 #include <vector>
 
+#include "deflate.h"
 #include "histogram.h"
+#include "json_payload.h"
 #include "proc_stats.h"
 #include "tls_client.h"
 
@@ -89,6 +95,9 @@ struct Options {
   std::string serverName;    // SNI (and the name verified with --ca)
   bool resume = false;       // resume the first connection's session on the others
   std::string cipherSuites;  // TLS 1.3 suites offered; empty: OpenSSL's default order
+  bool deflate = false;      // offer permessage-deflate; compress what we send
+  bool json = false;         // realistic JSON text messages instead of the pattern
+  bool echoFirst = false;    // idle: one message echoed on every connection before the hold
 };
 
 constexpr std::string_view kWsGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -195,6 +204,8 @@ struct Conn {
   std::array<std::uint8_t, 4> mask{};
   std::uint64_t sendSeq = 0;
   std::uint64_t recvSeq = 0;
+  // --deflate, the server keeping its context: this connection's inflate window.
+  std::unique_ptr<MessageInflater> inflater;
   TimeFifo sent;  // echo: send (or scheduled) time of each message in flight; http: of each request
 };
 
@@ -212,6 +223,11 @@ struct Publisher {
   std::vector<std::uint32_t> remaining;  // deliveries still expected
   std::uint64_t oldest = 0;              // lowest incomplete seq
   std::size_t inFlight = 0;
+  // --deflate: how the first delivery of each publish in flight came (0 not
+  // yet, 1 plain, 2 compressed, its bytes in ref); every other delivery of
+  // that publish must come the same way, byte for byte.
+  std::vector<std::uint8_t> refState;
+  std::vector<std::string> ref;
 };
 
 struct Snapshot {
@@ -256,25 +272,40 @@ class Load {
   std::size_t parseFrames(Conn& c, const char* p, std::size_t n);
   std::size_t parseRaw(Conn& c, const char* p, std::size_t n);
   std::size_t parseHttp(Conn& c, const char* p, std::size_t n);
-  void onFrame(Conn& c, std::uint8_t opcode, const char* p, std::size_t n);
+  void onFrame(Conn& c, std::uint8_t opcode, const char* p, std::size_t n, bool compressed);
+  bool checkExtensions(Conn& c, std::string_view extensions);
+  bool inflateFor(Conn& c, const char* p, std::size_t n);
   void onEnd(Conn& c, int status);
 
   // writing
   void appendFrame(Conn& c, std::uint8_t opcode, const char* payload, std::size_t n);
   static void appendMaskedFrame(std::string& out, const std::array<std::uint8_t, 4>& mask,
-                                std::uint8_t opcode, const char* payload, std::size_t n);
+                                std::uint8_t opcode, const char* payload, std::size_t n,
+                                bool compressed = false);
+  void appendMessage(Conn& c, std::string_view payload, const std::string* compressed);
   void markDirty(Conn& c);
   void flushDirty();
   void flush(Conn& c);
 
   // scenarios
-  std::size_t offsetFor(std::uint64_t a, std::uint64_t seq) const noexcept {
-    return static_cast<std::size_t>((a * 131 + seq * 7) % period_);
+  // The message connection (or publisher) a sends as its seq-th: one of the
+  // payloads_, consecutive ones different.
+  std::size_t indexFor(std::uint64_t a, std::uint64_t seq) const noexcept {
+    return static_cast<std::size_t>((a * 131 + seq * 7) % payloads_.size());
   }
+  std::string_view payloadFor(std::uint64_t a, std::uint64_t seq) const noexcept {
+    return payloads_[indexFor(a, seq)];
+  }
+  void compressPayloads();
   void sendEcho(Conn& c, std::uint64_t stamp);
   void onEchoReply(Conn& c, const char* p, std::size_t n, bool rawFrame);
   void pumpPublisher(std::size_t pub);
-  void onDelivery(Conn& c, const char* p, std::size_t n);
+  void onDelivery(Conn& c, const char* p, std::size_t n, std::string_view wire, bool compressed);
+  void onCompressedDelivery(Conn& c, const char* p, std::size_t n);
+  bool sameAsFirstDelivery(Publisher& pub, std::size_t slot, std::string_view wire,
+                           bool compressed);
+  void delivered(std::size_t pubId, std::uint64_t seq, std::uint64_t now);
+  void startHold();
   void sendHttpBatch(Conn& c, std::uint64_t stamp);
   void onHttpResponse(Conn& c);
   void startPacer();
@@ -317,6 +348,22 @@ class Load {
   // payload
   std::string pattern_;
   std::size_t period_ = 64;
+  std::vector<std::string> jsonPayloads_;   // --json: the messages themselves
+  std::vector<std::string_view> payloads_;  // every distinct message, o_.size bytes each
+  std::size_t headerAt_ = 0;                // fanout: where "F<publisher><seq>" goes
+
+  // --deflate
+  DeflateParams deflate_;  // what the server answered (every connection the same)
+  std::unique_ptr<MessageDeflater> deflater_;
+  std::unique_ptr<MessageInflater> inflater_;    // the server resets its context: one for all
+  std::vector<std::string> compressedPayloads_;  // payloads_, compressed (echo, idle)
+  std::string inflated_, compressedScratch_;
+  std::uint64_t inflatedTotal_ = 0;
+  std::uint64_t compressedIn_ = 0;
+  std::uint64_t mismatches_ = 0;  // fanout: a delivery unlike the publish's first one
+  // Data frames both ways over the whole run: header, mask and payload.
+  std::uint64_t wireOutBytes_ = 0, wireOutMsgs_ = 0, wireInBytes_ = 0, wireInMsgs_ = 0;
+  std::size_t pendingEchoes_ = 0;  // idle --echo-first
   std::uint8_t opcode_ = kOpText;
   std::size_t frameBytes_ = 0;  // one client frame: header, mask, payload
   std::string rawScratch_;
@@ -342,7 +389,7 @@ class Load {
   Histogram latency_;
   Snapshot start_, end_;
   std::uint64_t connectStart_ = 0, connectEnd_ = 0;
-  ProcSample rssBefore_, rssOpen_, rssAfter_;
+  ProcSample rssBefore_, rssOpen_, rssEchoed_, rssAfter_;
 
   // open loop
   int timerFd_ = -1;
@@ -397,6 +444,22 @@ void Load::buildPattern() {
   pattern_.resize(o_.size + period_);
   for (std::size_t i = 0; i < pattern_.size(); ++i) {
     pattern_[i] = binary ? static_cast<char>((i * 167 + 13) & 0xFF) : kTextAlphabet[i % period_];
+  }
+  payloads_.clear();
+  if (o_.json) {
+    // Distinct documents, ~4 MB in all, 8 to 256: enough that a message
+    // comes again only once it has left a 32 KiB deflate window (a server
+    // keeping its context would otherwise see nothing but repeats).
+    const std::size_t count = std::clamp<std::size_t>((4u << 20) / o_.size, 8, 256);
+    jsonPayloads_.clear();
+    for (std::size_t k = 0; k < count; ++k) {
+      jsonPayloads_.push_back(jsonMessage(o_.size, static_cast<std::uint32_t>(k)));
+    }
+    for (const auto& m : jsonPayloads_) payloads_.emplace_back(m);
+    headerAt_ = kJsonIdOffset;
+  } else {
+    for (std::size_t k = 0; k < period_; ++k) payloads_.emplace_back(pattern_.data() + k, o_.size);
+    headerAt_ = 0;
   }
   frameBytes_ = headerBytes(o_.size) + 4 + o_.size;
   if (mode_ == Mode::kHttp) {
@@ -543,7 +606,9 @@ void Load::onTransportReady(Conn& c) {
     c.out = "GET " + o_.path + " HTTP/1.1\r\nHost: " + hostHeader_ +
             "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: " +
-            c.key + "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+            c.key + "\r\nSec-WebSocket-Version: 13\r\n";
+    if (o_.deflate) c.out.append("Sec-WebSocket-Extensions: ").append(kDeflateOffer).append("\r\n");
+    c.out += "\r\n";
     flush(c);
   }
 }
@@ -707,6 +772,7 @@ void Load::handshakeInput(Conn& c, const char* p, std::size_t n) {
   }
   const std::string expected = acceptFor(c.key);
   bool accepted = false;
+  std::string extensions;  // every Sec-WebSocket-Extensions field, joined
   std::size_t pos = head.find("\r\n") + 2;
   while (pos < head.size()) {
     const auto eol = head.find("\r\n", pos);
@@ -716,6 +782,9 @@ void Load::handshakeInput(Conn& c, const char* p, std::size_t n) {
       while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
       while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
       accepted = v == expected;
+    } else if (startsWithIgnoreCase(line, "sec-websocket-extensions:")) {
+      if (!extensions.empty()) extensions += ", ";
+      extensions += line.substr(25);
     }
     pos = eol + 2;
   }
@@ -724,10 +793,67 @@ void Load::handshakeInput(Conn& c, const char* p, std::size_t n) {
     closeConn(c);
     return;
   }
+  if (!checkExtensions(c, extensions)) return;
   std::string rest = c.in.substr(end + 4);
   c.in.clear();
   markOpen(c);
   if (!rest.empty()) handleInput(c, rest.data(), rest.size());
+}
+
+// The extensions of a 101: none unless we offered deflate, and then
+// permessage-deflate, the same answer on every connection.
+bool Load::checkExtensions(Conn& c, std::string_view extensions) {
+  std::string_view v = extensions;
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  if (!o_.deflate) {
+    if (v.empty()) return true;
+    fail("handshake: the server accepted an extension we did not offer: " + std::string(v));
+    closeConn(c);
+    return false;
+  }
+  if (v.empty()) {
+    fail(
+        "--deflate: the server did not negotiate permessage-deflate (its 101 has no "
+        "Sec-WebSocket-Extensions); is compression on?");
+    closeConn(c);
+    return false;
+  }
+  DeflateParams params;
+  std::string error;
+  if (!parseDeflateResponse(v, params, error)) {
+    fail("--deflate: " + error);
+    closeConn(c);
+    return false;
+  }
+  if (!deflate_.negotiated) {
+    deflate_ = params;
+    deflater_ =
+        std::make_unique<MessageDeflater>(params.clientMaxWindowBits, Z_DEFAULT_COMPRESSION);
+    inflater_ = std::make_unique<MessageInflater>();
+  } else if (params.response != deflate_.response) {
+    fail("--deflate: connections negotiated differently: \"" + deflate_.response + "\" and \"" +
+         params.response + "\"");
+    closeConn(c);
+    return false;
+  }
+  return true;
+}
+
+// Inflates a compressed message of c into inflated_: with c's own window
+// when the server keeps its context, else with the one stream reset after
+// every message.
+bool Load::inflateFor(Conn& c, const char* p, std::size_t n) {
+  const bool keep = !deflate_.serverNoContextTakeover;
+  MessageInflater* inflater = inflater_.get();
+  if (keep) {
+    if (!c.inflater) c.inflater = std::make_unique<MessageInflater>();
+    inflater = c.inflater.get();
+  }
+  ++inflatedTotal_;
+  const char* error = "";
+  if (inflater->inflate(std::string_view(p, n), inflated_, o_.size, keep, error)) return true;
+  fail("connection " + std::to_string(c.index) + ": inflating a message: " + error);
+  return false;
 }
 
 void Load::handleInput(Conn& c, const char* p, std::size_t n) {
@@ -884,19 +1010,28 @@ std::size_t Load::parseFrames(Conn& c, const char* p, std::size_t n) {
       len = 0;
       for (int k = 0; k < 8; ++k) len = (len << 8) | static_cast<std::uint8_t>(p[i + 2 + k]);
     }
-    if ((b1 & 0x80) != 0 || (b0 & 0x70) != 0 || (b0 & 0x80) == 0) {
+    // RSV1: a compressed message, only with deflate negotiated and only on
+    // a data frame (we take no fragmented messages at all).
+    const bool compressed = (b0 & 0x40) != 0;
+    if ((b1 & 0x80) != 0 || (b0 & 0x30) != 0 || (b0 & 0x80) == 0 ||
+        (compressed && (!deflate_.negotiated || (b0 & 0x08) != 0))) {
       fail("server sent a masked, reserved or fragmented frame");
       closeConn(c);
       return n;
     }
     if (n - i - h < len) break;
-    onFrame(c, b0 & 0x0F, p + i + h, static_cast<std::size_t>(len));
+    const std::uint8_t opcode = b0 & 0x0F;
+    if (opcode == kOpText || opcode == kOpBinary) {
+      wireInBytes_ += h + len;
+      ++wireInMsgs_;
+    }
+    onFrame(c, opcode, p + i + h, static_cast<std::size_t>(len), compressed);
     i += h + static_cast<std::size_t>(len);
   }
   return i;
 }
 
-void Load::onFrame(Conn& c, std::uint8_t opcode, const char* p, std::size_t n) {
+void Load::onFrame(Conn& c, std::uint8_t opcode, const char* p, std::size_t n, bool compressed) {
   switch (opcode) {
     case kOpText:
     case kOpBinary:
@@ -905,10 +1040,21 @@ void Load::onFrame(Conn& c, std::uint8_t opcode, const char* p, std::size_t n) {
         fail("message of the wrong type (text/binary)");
         return;
       }
-      if (mode_ == Mode::kEcho) {
-        onEchoReply(c, p, n, false);
+      if (compressed) ++compressedIn_;
+      if (mode_ == Mode::kEcho || (mode_ == Mode::kIdle && !c.sent.empty())) {
+        if (compressed) {
+          inflateFor(c, p, n);  // on failure the comparison fails too
+          onEchoReply(c, inflated_.data(), inflated_.size(), false);
+        } else {
+          onEchoReply(c, p, n, false);
+        }
+        if (mode_ == Mode::kIdle && --pendingEchoes_ == 0) startHold();
       } else if (mode_ == Mode::kFanout) {
-        onDelivery(c, p, n);
+        if (compressed) {
+          onCompressedDelivery(c, p, n);
+        } else {
+          onDelivery(c, p, n, std::string_view(p, n), false);
+        }
       } else {
         fail("unexpected message on an idle connection");
       }
@@ -950,13 +1096,26 @@ void Load::appendFrame(Conn& c, std::uint8_t opcode, const char* payload, std::s
   appendMaskedFrame(c.out, c.mask, opcode, payload, n);
 }
 
+// A data message: compressed (RSV1) when `compressed` is given, else plain.
+void Load::appendMessage(Conn& c, std::string_view payload, const std::string* compressed) {
+  const std::size_t before = c.out.size();
+  if (compressed) {
+    appendMaskedFrame(c.out, c.mask, opcode_, compressed->data(), compressed->size(), true);
+  } else {
+    appendMaskedFrame(c.out, c.mask, opcode_, payload.data(), payload.size());
+  }
+  wireOutBytes_ += c.out.size() - before;
+  ++wireOutMsgs_;
+}
+
 void Load::appendMaskedFrame(std::string& out, const std::array<std::uint8_t, 4>& mask,
-                             std::uint8_t opcode, const char* payload, std::size_t n) {
+                             std::uint8_t opcode, const char* payload, std::size_t n,
+                             bool compressed) {
   const std::size_t h = headerBytes(n);
   const std::size_t old = out.size();
   out.resize(old + h + 4 + n);
   auto* o = reinterpret_cast<std::uint8_t*>(out.data() + old);
-  o[0] = static_cast<std::uint8_t>(0x80 | opcode);
+  o[0] = static_cast<std::uint8_t>(0x80 | (compressed ? 0x40 : 0) | opcode);
   if (n < 126) {
     o[1] = static_cast<std::uint8_t>(0x80 | n);
   } else if (n <= 0xFFFF) {
@@ -1057,8 +1216,24 @@ void Load::flush(Conn& c) {
 
 // ---------------------------------------------------------------- scenarios
 
+// --deflate: every distinct message compressed once, as a browser would
+// compress it (our context reset after every message, so a message's
+// compressed form never depends on what went before).
+void Load::compressPayloads() {
+  if (!deflate_.negotiated || !compressedPayloads_.empty()) return;
+  for (std::string_view m : payloads_) {
+    std::string z;
+    if (!deflater_->compress(m, z)) {
+      fail("deflate failed");
+      return;
+    }
+    compressedPayloads_.push_back(std::move(z));
+  }
+}
+
 void Load::sendEcho(Conn& c, std::uint64_t stamp) {
-  appendFrame(c, opcode_, pattern_.data() + offsetFor(c.index, c.sendSeq), o_.size);
+  const std::size_t k = indexFor(c.index, c.sendSeq);
+  appendMessage(c, payloads_[k], compressedPayloads_.empty() ? nullptr : &compressedPayloads_[k]);
   ++c.sendSeq;
   c.sent.push(stamp);
   ++sentTotal_;
@@ -1072,7 +1247,7 @@ void Load::onEchoReply(Conn& c, const char* p, std::size_t n, bool rawFrame) {
     return;
   }
   const std::uint64_t stamp = c.sent.pop();
-  const char* expected = pattern_.data() + offsetFor(c.index, c.recvSeq);
+  const char* expected = payloadFor(c.index, c.recvSeq).data();
   bool ok;
   if (rawFrame) {
     // The same bytes back: header, mask key, masked payload.
@@ -1089,7 +1264,8 @@ void Load::onEchoReply(Conn& c, const char* p, std::size_t n, bool rawFrame) {
          ", message " + std::to_string(c.recvSeq - 1) + ")");
   }
   if (measuring_) latency_.record(now - stamp);
-  if (o_.rate > 0) return;  // open loop: the pacer sends
+  // Open loop: the pacer sends. Idle (--echo-first): one message only.
+  if (o_.rate > 0 || mode_ == Mode::kIdle) return;
   if (quota_ != 0 ? sentTotal_ < quota_ : !stopping_) sendEcho(c, uv_hrtime());
 }
 
@@ -1124,7 +1300,8 @@ void Load::onHttpResponse(Conn& c) {
 void Load::pumpPublisher(std::size_t pub) {
   Publisher& p = publishers_[pub];
   Conn& c = *conns_[pub];
-  char payload[32];
+  char head[32];
+  std::string msg;
   while (!stopping_ && p.inFlight < o_.depth && (quota_ == 0 || sentTotal_ < quota_) &&
          c.state == State::kOpen) {
     const std::uint64_t seq = c.sendSeq++;
@@ -1133,12 +1310,22 @@ void Load::pumpPublisher(std::size_t pub) {
       fail("fanout bookkeeping: slot still in flight");
       return;
     }
-    // "F" + publisher (4 hex) + seq (8 hex), then the pattern.
-    std::snprintf(payload, sizeof(payload), "F%04zx%08" PRIx64, pub, seq & 0xFFFFFFFFu);
-    std::string msg(payload, 13);
-    msg.append(pattern_.data() + offsetFor(pub, seq), o_.size - 13);
-    appendFrame(c, opcode_, msg.data(), msg.size());
+    // The message, with "F" + publisher (4 hex) + seq (8 hex) at headerAt_.
+    std::snprintf(head, sizeof(head), "F%04zx%08" PRIx64, pub, seq & 0xFFFFFFFFu);
+    msg.assign(payloadFor(pub, seq));
+    msg.replace(headerAt_, 13, head, 13);
+    if (deflate_.negotiated) {
+      compressedScratch_.clear();
+      if (!deflater_->compress(msg, compressedScratch_)) {
+        fail("deflate failed");
+        return;
+      }
+      appendMessage(c, msg, &compressedScratch_);
+    } else {
+      appendMessage(c, msg, nullptr);
+    }
     p.remaining[slot] = expectedDeliveries_;
+    p.refState[slot] = 0;
     p.stamp[slot] = uv_hrtime();
     ++p.inFlight;
     ++sentTotal_;
@@ -1146,17 +1333,20 @@ void Load::pumpPublisher(std::size_t pub) {
   }
 }
 
-void Load::onDelivery(Conn& c, const char* p, std::size_t n) {
+// A delivery in clear (or inflated): which publish it is, from its header;
+// its bytes against what was published. `wire` is the payload as it came.
+void Load::onDelivery(Conn& c, const char* p, std::size_t n, std::string_view wire,
+                      bool compressed) {
   const std::uint64_t now = uv_hrtime();
   ++receivedTotal_;
   unsigned pubId = 0;
   unsigned long long seq = 0;
   char head[14];
-  if (n != o_.size || p[0] != 'F') {
+  if (n != o_.size || p[headerAt_] != 'F') {
     fail("fanout: malformed delivery");
     return;
   }
-  std::memcpy(head, p, 13);
+  std::memcpy(head, p + headerAt_, 13);
   head[13] = '\0';
   if (std::sscanf(head + 1, "%4x%8llx", &pubId, &seq) != 2 || pubId >= publishers_.size()) {
     fail("fanout: malformed delivery header");
@@ -1168,11 +1358,76 @@ void Load::onDelivery(Conn& c, const char* p, std::size_t n) {
     expect = seq;
   }
   const std::uint64_t fullSeq = expect++;
-  if (std::memcmp(p + 13, pattern_.data() + offsetFor(pubId, fullSeq), n - 13) != 0) {
+  const std::string_view want = payloadFor(pubId, fullSeq);
+  if (std::memcmp(p, want.data(), headerAt_) != 0 ||
+      std::memcmp(p + headerAt_ + 13, want.data() + headerAt_ + 13, n - headerAt_ - 13) != 0) {
     fail("fanout: delivered payload differs from what was published");
   }
   Publisher& pub = publishers_[pubId];
   const std::size_t slot = fullSeq % o_.depth;
+  if (deflate_.negotiated && pub.remaining[slot] != 0) {
+    sameAsFirstDelivery(pub, slot, wire, compressed);
+  }
+  delivered(pubId, fullSeq, now);
+}
+
+// A compressed delivery. With one publisher, its order says which publish it
+// is: the first subscriber's copy is inflated and checked (so one inflate per
+// publish, whatever the number of subscribers), every other copy must be the
+// same bytes as the publish's first delivery. With several publishers only
+// the content says whose it is: every copy is inflated.
+void Load::onCompressedDelivery(Conn& c, const char* p, std::size_t n) {
+  const std::string_view wire(p, n);
+  const bool inflateIt = publishers_.size() != 1 || c.index == 1;
+  if (inflateIt && inflateFor(c, p, n)) {
+    onDelivery(c, inflated_.data(), inflated_.size(), wire, true);
+    return;
+  }
+  if (publishers_.size() != 1) {
+    ++receivedTotal_;  // whose it was is lost with its content
+    return;
+  }
+  const std::uint64_t now = uv_hrtime();
+  ++receivedTotal_;
+  const std::uint64_t seq = expectSeq_[c.index]++;
+  Publisher& pub = publishers_[0];
+  const std::size_t slot = seq % o_.depth;
+  if (pub.remaining[slot] == 0) {
+    fail("fanout: more deliveries than subscribers");
+    return;
+  }
+  sameAsFirstDelivery(pub, slot, wire, true);
+  delivered(0, seq, now);
+}
+
+// Every delivery of a publish comes as the first one did: compressed or not,
+// the same compressed bytes. A mismatch is an error.
+bool Load::sameAsFirstDelivery(Publisher& pub, std::size_t slot, std::string_view wire,
+                               bool compressed) {
+  std::uint8_t& state = pub.refState[slot];
+  if (state == 0) {
+    state = compressed ? 2 : 1;
+    if (compressed) pub.ref[slot].assign(wire);
+    return true;
+  }
+  if (state == (compressed ? 2 : 1) &&
+      (!compressed || (pub.ref[slot].size() == wire.size() &&
+                       std::memcmp(pub.ref[slot].data(), wire.data(), wire.size()) == 0))) {
+    return true;
+  }
+  ++mismatches_;
+  auto describe = [](bool z, std::size_t bytes) {
+    return z ? "compressed, " + std::to_string(bytes) + " bytes" : std::string("plain");
+  };
+  fail("fanout: a delivery of one publish differs from its first delivery (" +
+       describe(compressed, wire.size()) + ", against " +
+       describe(state == 2, pub.ref[slot].size()) + ")");
+  return false;
+}
+
+void Load::delivered(std::size_t pubId, std::uint64_t seq, std::uint64_t now) {
+  Publisher& pub = publishers_[pubId];
+  const std::size_t slot = seq % o_.depth;
   if (pub.remaining[slot] == 0) {
     fail("fanout: more deliveries than subscribers");
     return;
@@ -1276,13 +1531,18 @@ void Load::startTimer(uv_timer_t* t, double seconds, uv_timer_cb cb) {
 void Load::allOpen() {
   connectEnd_ = uv_hrtime();
   phase_ = Phase::kRunning;
+  if (mode_ != Mode::kFanout) compressPayloads();
   if (mode_ == Mode::kIdle) {
     rssOpen_ = sampleProcess(o_.serverPid);
-    startTimer(&phaseTimer_, o_.hold, [](uv_timer_t* t) {
-      auto& self = *static_cast<Load*>(t->data);
-      self.rssAfter_ = sampleProcess(self.o_.serverPid);
-      self.closeAll();
-    });
+    if (!o_.echoFirst) {
+      startHold();
+      return;
+    }
+    // One message each, echoed, before the hold.
+    pendingEchoes_ = conns_.size();
+    const std::uint64_t now = uv_hrtime();
+    for (auto& c : conns_) sendEcho(*c, now);
+    flushDirty();
     return;
   }
   if (mode_ == Mode::kFanout) {
@@ -1291,6 +1551,8 @@ void Load::allOpen() {
     for (auto& p : publishers_) {
       p.stamp.assign(o_.depth, 0);
       p.remaining.assign(o_.depth, 0);
+      p.refState.assign(o_.depth, 0);
+      p.ref.assign(o_.depth, std::string());
     }
     expectSeq_.assign(conns_.size() * o_.publishers, 0);
   }
@@ -1332,6 +1594,17 @@ void Load::allOpen() {
     for (std::size_t p = 0; p < o_.publishers; ++p) pumpPublisher(p);
   }
   flushDirty();
+}
+
+// Idle: every connection open (and with --echo-first, its message echoed):
+// hold them, then sample the server's memory.
+void Load::startHold() {
+  rssEchoed_ = sampleProcess(o_.serverPid);
+  startTimer(&phaseTimer_, o_.hold, [](uv_timer_t* t) {
+    auto& self = *static_cast<Load*>(t->data);
+    self.rssAfter_ = sampleProcess(self.o_.serverPid);
+    self.closeAll();
+  });
 }
 
 void Load::startMeasuring() {
@@ -1530,8 +1803,16 @@ void Load::report() {
                 " kB all open, %" PRIu64 " kB after %.1f s: %.0f bytes per connection\n",
                 open_, connectEnd_ ? static_cast<double>(connectEnd_ - connectStart_) / 1e9 : 0.0,
                 rssBefore_.rssKb, rssOpen_.rssKb, rssAfter_.rssKb, o_.hold, perConn);
+    if (o_.echoFirst) {
+      std::printf("idle: one message echoed on every connection first; server RSS %" PRIu64
+                  " kB once all were echoed\n",
+                  rssEchoed_.rssKb);
+    }
     add("rss_before_kb", std::to_string(rssBefore_.rssKb));
     add("rss_open_kb", std::to_string(rssOpen_.rssKb));
+    if (o_.echoFirst) add("rss_echoed_kb", std::to_string(rssEchoed_.rssKb));
+    add("echo_first", o_.echoFirst ? "1" : "0");
+    add("hold_s", num(o_.hold, 1));
     add("rss_after_kb", std::to_string(rssAfter_.rssKb));
     add("rss_per_conn_bytes", num(perConn, 0));
     if (rssBefore_.ok && rssOpen_.ok) {
@@ -1596,6 +1877,48 @@ void Load::report() {
                   lateSends_, us(maxLagNs_));
     }
   }
+  if (mode_ == Mode::kEcho || mode_ == Mode::kFanout || mode_ == Mode::kIdle) {
+    // Wire bytes per data message (header, mask and payload), each way.
+    const double out =
+        wireOutMsgs_ ? static_cast<double>(wireOutBytes_) / static_cast<double>(wireOutMsgs_) : 0;
+    const double in =
+        wireInMsgs_ ? static_cast<double>(wireInBytes_) / static_cast<double>(wireInMsgs_) : 0;
+    add("payload", o_.json ? "json" : "pattern");
+    add("deflate", o_.deflate ? "1" : "0");
+    if (deflate_.negotiated) {
+      std::string ext;
+      for (char ch : deflate_.response) {
+        if (ch != ' ' && ch != '\t') ext.push_back(ch);
+      }
+      add("extension", ext);
+      add("compressed_in_frac",
+          num(wireInMsgs_ ? static_cast<double>(compressedIn_) / static_cast<double>(wireInMsgs_)
+                          : 0));
+      add("inflated", std::to_string(inflatedTotal_));
+    }
+    if (mode_ == Mode::kFanout) {
+      add("mismatches", std::to_string(mismatches_));
+      if (deflate_.negotiated) {
+        add("inflated_per_publish",
+            num(sentTotal_ ? static_cast<double>(inflatedTotal_) / static_cast<double>(sentTotal_)
+                           : 0));
+      }
+    }
+    add("wire_out_per_msg", num(out, 1));
+    add("wire_in_per_msg", num(in, 1));
+    if (wireOutMsgs_ || wireInMsgs_) {
+      std::printf(
+          "wire bytes per message (frame header, mask, payload of %zu bytes%s): %.1f sent, "
+          "%.1f received%s%s\n",
+          o_.size, o_.json ? " of JSON" : "", out, in, deflate_.negotiated ? "; negotiated: " : "",
+          deflate_.negotiated ? deflate_.response.c_str() : "");
+    }
+    if (deflate_.negotiated && mode_ == Mode::kFanout) {
+      std::printf("deflate: %" PRIu64 " of %" PRIu64 " deliveries compressed, %" PRIu64
+                  " inflated, %" PRIu64 " unlike their publish's first delivery\n",
+                  compressedIn_, wireInMsgs_, inflatedTotal_, mismatches_);
+    }
+  }
   add("timed_out", timedOut_ ? "1" : "0");
   add("errors", std::to_string(errors_));
   std::printf("%s\n", r.c_str());
@@ -1613,14 +1936,55 @@ void Load::warmUp() {
   if (o_.tls) {
     if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr_), len) == 0) warmUpTls(fd);
   } else if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr_), len) == 0) {
-    const std::string req = o_.raw ? std::string("\x81\x80\x01\x02\x03\x04", 6)
-                                   : "GET " + o_.path + " HTTP/1.1\r\nHost: " + hostHeader_ +
-                                         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                                         "Sec-WebSocket-Version: 13\r\n\r\n";
+    std::string req = o_.raw ? std::string("\x81\x80\x01\x02\x03\x04", 6)
+                             : "GET " + o_.path + " HTTP/1.1\r\nHost: " + hostHeader_ +
+                                   "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                   "Sec-WebSocket-Version: 13\r\n";
+    if (!o_.raw) {
+      if (o_.deflate) req.append("Sec-WebSocket-Extensions: ").append(kDeflateOffer).append("\r\n");
+      req += "\r\n";
+    }
     if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-      char buf[512];
-      (void)::recv(fd, buf, sizeof(buf), 0);
+      std::string in;
+      char buf[4096];
+      auto receive = [&] {
+        const ssize_t k = ::recv(fd, buf, sizeof(buf), 0);
+        if (k > 0) in.append(buf, static_cast<std::size_t>(k));
+        return k > 0;
+      };
+      if (o_.raw || !o_.echoFirst) {
+        (void)receive();
+      } else {
+        // --echo-first: one message through the server's compression too.
+        while (in.find("\r\n\r\n") == std::string::npos && receive()) {
+        }
+        const auto end = in.find("\r\n\r\n");
+        std::string ext;
+        for (std::size_t pos = 0; end != std::string::npos && pos < end;) {
+          const auto eol = in.find("\r\n", pos);
+          if (startsWithIgnoreCase(std::string_view(in).substr(pos), "sec-websocket-extensions:")) {
+            ext = in.substr(pos + 25, eol - pos - 25);
+          }
+          pos = eol + 2;
+        }
+        DeflateParams params;
+        std::string error, frame, z;
+        const bool compressed = !ext.empty() && parseDeflateResponse(ext, params, error) &&
+                                MessageDeflater(params.clientMaxWindowBits, Z_DEFAULT_COMPRESSION)
+                                    .compress(payloads_[0], z);
+        if (compressed) {
+          appendMaskedFrame(frame, {1, 2, 3, 4}, opcode_, z.data(), z.size(), true);
+        } else {
+          appendMaskedFrame(frame, {1, 2, 3, 4}, opcode_, payloads_[0].data(), o_.size);
+        }
+        if (end != std::string::npos && ::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) ==
+                                            static_cast<ssize_t>(frame.size())) {
+          in.erase(0, end + 4);
+          while (in.size() < 2 && receive()) {
+          }
+        }
+      }
     }
   }
   ::close(fd);
@@ -1638,10 +2002,14 @@ void Load::warmUpTls(int fd) {
   SSL* ssl = once.newConnection(&unused, o_.host, false);
   if (!ssl) return;
   SSL_set_fd(ssl, fd);  // the socket BIO replaces ours
-  const std::string req = "GET " + o_.path + " HTTP/1.1\r\nHost: " + hostHeader_ +
-                          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                          "Sec-WebSocket-Version: 13\r\n\r\n";
+  const std::string req =
+      "GET " + o_.path + " HTTP/1.1\r\nHost: " + hostHeader_ +
+      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "Sec-WebSocket-Version: 13\r\n" +
+      (o_.deflate ? "Sec-WebSocket-Extensions: " + std::string(kDeflateOffer) + "\r\n"
+                  : std::string()) +
+      "\r\n";
   if (SSL_connect(ssl) == 1 &&
       SSL_write(ssl, req.data(), static_cast<int>(req.size())) == static_cast<int>(req.size())) {
     char buf[512];
@@ -1868,6 +2236,15 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   cli.add_option("--label", o.label, "copied into the RESULT line");
+  cli.add_flag("--deflate", o.deflate,
+               "offer permessage-deflate (as a browser does: client_max_window_bits); send "
+               "compressed, inflate compressed replies; fail if the server does not agree");
+  cli.add_flag("--json", o.json,
+               "messages are realistic JSON text of --size bytes (a chat message below 1 KiB, a "
+               "document of records above), not the repeating pattern");
+  cli.add_flag("--echo-first", o.echoFirst,
+               "idle: once all are open, every connection sends one message and waits for its "
+               "echo, then the hold starts");
   CLI11_PARSE(cli, argc, argv);
   std::signal(SIGPIPE, SIG_IGN);  // a write to a reset socket is an error, not an exit
 
@@ -1925,6 +2302,19 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "spry-load: fanout needs --size of at least 16\n");
       return 2;
     }
+  }
+  if (o.deflate && (o.raw || mode == load::Mode::kHttp || mode == load::Mode::kHandshake)) {
+    std::fprintf(stderr, "spry-load: --deflate applies to WebSocket modes (echo, fanout, idle)\n");
+    return 2;
+  }
+  if (o.json && (o.binary || o.size < load::kJsonMinSize)) {
+    std::fprintf(stderr, "spry-load: --json is text of at least %zu bytes (no --binary)\n",
+                 load::kJsonMinSize);
+    return 2;
+  }
+  if (o.echoFirst && (mode != load::Mode::kIdle || o.raw)) {
+    std::fprintf(stderr, "spry-load: --echo-first applies to WebSocket idle mode\n");
+    return 2;
   }
   if (o.rate > 0 && mode != load::Mode::kEcho) {
     std::fprintf(stderr, "spry-load: --rate applies to echo only\n");

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -150,11 +151,17 @@ void Server::startHandles() {
         auto* self = static_cast<Server*>(t->data);
         std::uint64_t now = uv_now(t->loop);
         // Closing only schedules removal (onClosed), so indices stay valid.
+        CompressionPool& pool = self->loop_->compression();
+        const std::size_t contexts = pool.dedicatedCount();
         for (std::size_t i = 0; i < self->conns_.size(); ++i) self->conns_[i]->sweep(now);
+        // Many dedicated contexts given back at once (a busy crowd gone
+        // quiet): their small blocks (stream objects, table nodes) were
+        // allocated together while busy and are free together now; glibc
+        // returns such pages only when asked.
+        if (contexts >= pool.dedicatedCount() + kTrimAfterReleases) malloc_trim(0);
         // The loop's zlib streams go back once unused for a whole period.
         if (now - self->compressionChecked_ >= kCompressionIdleMs) {
           self->compressionChecked_ = now;
-          CompressionPool& pool = self->loop_->compression();
           if (!pool.takeUsed()) pool.trim();
         }
       },

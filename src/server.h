@@ -168,6 +168,8 @@ class Server : public std::enable_shared_from_this<Server> {
   // Loop time the loop's zlib pool was last checked for use (see the sweep).
   std::uint64_t compressionChecked_ = 0;
   static constexpr std::uint64_t kCompressionIdleMs = 10'000;
+  // Dedicated deflate contexts given back in one sweep that make it trim the heap.
+  static constexpr std::size_t kTrimAfterReleases = 256;
   std::atomic<std::size_t> connections_{0};
   std::atomic<long> webSockets_{0};
   std::atomic<long> writeBytes_{0};  // in libuv write requests, not yet written

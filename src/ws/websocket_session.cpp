@@ -250,6 +250,10 @@ struct WebSocketSession::WslayCallbacks {
       }
       // wslay answers pings itself, and never sees a Close (the guard keeps it).
     } catch (...) {
+      // Out of memory finishing a compressed message (the handler never
+      // throws here): it is lost, so the connection cannot go on.
+      in.internalError = true;
+      wslay_event_shutdown_read(ctx);
     }
   }
 

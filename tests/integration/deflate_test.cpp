@@ -330,6 +330,31 @@ bool resetPeakRss() {
 
 // ------------------------------------------------------------------ negotiation
 
+TEST_CASE("deflate: out-of-range compression settings are refused by app.ws, naming the field") {
+  spry::App app;
+  auto route = [](WebSocket, spry::Request&) {};
+  auto refused = [&](spry::CompressionOptions c, const std::string& field) {
+    c.mode = Compression::kShared;
+    try {
+      app.ws("/z", route, {.compression = c});
+      FAIL("accepted " << field);
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find("compression." + field) != std::string::npos);
+    }
+  };
+  refused({.windowBits = 8}, "windowBits");
+  refused({.windowBits = 16}, "windowBits");
+  refused({.level = 0}, "level");
+  refused({.level = 10}, "level");
+  refused({.memLevel = 0}, "memLevel");
+  refused({.memLevel = 10}, "memLevel");
+  // The edges are accepted.
+  CHECK_NOTHROW(
+      app.ws("/edges", route,
+             {.compression = {
+                  .mode = Compression::kDedicated, .level = 9, .windowBits = 9, .memLevel = 1}}));
+}
+
 TEST_CASE("deflate: the 101 answers the offer per mode; off and no offer: no extension") {
   spry::App app;
   Probe p;

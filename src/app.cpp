@@ -117,7 +117,7 @@ void AppState::freeze() {
 
 Response Chain::run(std::size_t index) const {
   if (index < middleware->size()) {
-    return (*(*middleware)[index])(*req, Next(this, index + 1));
+    return (*(*middleware)[index])(*req, Next(middleware, terminal, req, index + 1));
   }
   return (*terminal)(*req);
 }
@@ -129,8 +129,18 @@ Response AppState::handle(Request& req, const RouteEntry* route, const RouteMatc
       return chain.run(0);
     }
     // No route: the answer is returned, not thrown, so middleware reads it
-    // from next() like any other; filters still shape the 400/404/405.
-    Handler miss = [this, &match](Request& r) -> Response {
+    // from next() like any other; filters still shape the 400/404/405. What
+    // the chain points at lives on the heap when there is middleware: a
+    // coroutine middleware may call next() after this returns.
+    struct Miss {
+      RouteMatch match;
+      std::vector<const Middleware*> shared;
+      Handler answer;
+    };
+    auto miss = std::make_shared<Miss>();
+    miss->match = match;
+    miss->answer = [this, m = miss.get()](Request& r) -> Response {
+      const RouteMatch& match = m->match;
       switch (match.kind) {
         case RouteMatch::Kind::kAsterisk: {
           Response res(200);  // Content-Length: 0, as RFC 9110 9.3.7 asks
@@ -160,9 +170,9 @@ Response AppState::handle(Request& req, const RouteEntry* route, const RouteMatc
     // A path that exists under other methods runs the middleware that all its
     // routes share (a group's CORS answers its preflights); a 404 has no
     // route, so only the app's own middleware runs.
-    std::vector<const Middleware*> shared;
     const std::vector<const Middleware*>* middleware = &globalChain;
     if (match.kind == RouteMatch::Kind::kMethodNotAllowed && !match.allowedRoutes.empty()) {
+      auto& shared = miss->shared;
       shared = routes[match.allowedRoutes.front()].chain;
       for (std::size_t id : match.allowedRoutes) {
         const auto& other = routes[id].chain;
@@ -171,7 +181,16 @@ Response AppState::handle(Request& req, const RouteEntry* route, const RouteMatc
       }
       middleware = &shared;
     }
-    Chain chain{middleware, &miss, &req};
+    // A coroutine owned the request (ownRequest): it may still run the chain
+    // after this returns (or throws).
+    struct Keep {
+      Request& req;
+      std::shared_ptr<Miss>& miss;
+      ~Keep() {
+        if (RequestData& d = RequestData::of(req); d.owned) d.keepAlive = std::move(miss);
+      }
+    } keep{req, miss};
+    Chain chain{middleware, &miss->answer, &req};
     return chain.run(0);
   } catch (...) {
     return applyFilters(std::current_exception(), req);
@@ -281,7 +300,7 @@ std::size_t raiseFileLimit(std::size_t requested) {
 }  // namespace detail
 
 Response Next::operator()() const {
-  return chain_->run(index_);
+  return detail::Chain{middleware_, terminal_, req_}.run(index_);
 }
 
 // ---------------------------------------------------------------- Routes
@@ -304,7 +323,8 @@ Routes& Routes::add(std::string_view method, std::string_view path, Handler hand
   return *this;
 }
 
-Routes& Routes::ws(std::string_view path, WebSocketHandler handler, WebSocketOptions options) {
+Routes& Routes::addWebSocket(std::string_view path, WebSocketHandler handler,
+                             WebSocketOptions options) {
   app_->checkNotFrozen();
   if (!handler) throw std::invalid_argument("spry: empty ws handler for " + std::string(path));
   if (options.maxMessageBytes == 0) {

@@ -109,6 +109,9 @@ struct AppState {
   ~AppState();
 };
 
+// The onion of one request. Next copies its pointers: what they point at
+// (a route's frozen chain, or the request's keepAlive) outlives the request's
+// coroutines.
 struct Chain {
   const std::vector<const Middleware*>* middleware;
   const std::function<Response(Request&)>* terminal;

@@ -1,6 +1,8 @@
 #include "loop_context.h"
 
 #include <exception>
+#include <stdexcept>
+#include <string>
 
 #include "spry/log.h"
 #include "ws/permessage_deflate.h"
@@ -50,7 +52,97 @@ LoopContext::LoopContext(uv_loop_t* loop)
   plainBuffer_.resize(kReadBufferBytes);
 }
 
-LoopContext::~LoopContext() = default;
+LoopContext::~LoopContext() {
+  destroyRoots();
+}
+
+void LoopContext::addRoot(CoroutineRoot* root) noexcept {
+  root->next_ = roots_;
+  if (roots_) roots_->prev_ = root;
+  roots_ = root;
+  ++rootCount_;
+}
+
+void LoopContext::removeRoot(CoroutineRoot* root) noexcept {
+  if (root->prev_) {
+    root->prev_->next_ = root->next_;
+  } else if (roots_ == root) {
+    roots_ = root->next_;
+  } else {
+    return;  // not registered
+  }
+  if (root->next_) root->next_->prev_ = root->prev_;
+  root->prev_ = root->next_ = nullptr;
+  --rootCount_;
+}
+
+void LoopContext::destroyRoots() noexcept {
+  // A destroyed frame may finish another root's wait (a middleware awaiting
+  // a handler): take them one at a time from the head.
+  while (roots_) delete roots_;
+}
+
+CoroutineRoot::CoroutineRoot(LoopContext& loop) noexcept : loop_(&loop) {
+  loop.addRoot(this);
+}
+
+CoroutineRoot::~CoroutineRoot() {
+  loop_->removeRoot(this);
+}
+
+void requireLoopThread(const Loop& loop, const char* what) {
+  if (!loop.isCurrentThread()) {
+    throw std::logic_error(std::string("spry: ") + what +
+                           " awaited off its loop's thread (from another loop or thread): "
+                           "await it in a coroutine running on that loop");
+  }
+}
+
+SleepAwaiter::~SleepAwaiter() {
+  timer_.cancel();
+}
+
+bool SleepAwaiter::await_ready() const {
+  if (!ctx_ || !ctx_->isCurrentThread()) {
+    throw std::logic_error(
+        "spry: Loop::sleep awaited off its loop's thread (from another loop or thread): "
+        "await it in a coroutine running on that loop");
+  }
+  return false;
+}
+
+void SleepAwaiter::await_suspend(std::coroutine_handle<> h) {
+  timer_ = ctx_->startTimer(delay_.count() > 0 ? delay_ : std::chrono::milliseconds(0),
+                            std::chrono::milliseconds(0), [h] { h.resume(); });
+}
+
+namespace {
+// A task started by Loop::spawn: nobody awaits it, its loop owns it.
+class SpawnedTask final : public CoroutineRoot {
+ public:
+  SpawnedTask(LoopContext& loop, Task<> task) : CoroutineRoot(loop), task_(std::move(task)) {}
+  void start() {
+    if (TaskAccess::start(task_)) {
+      finished();
+      return;
+    }
+    TaskAccess::adopt(task_, this);
+  }
+  void finished() noexcept override {
+    try {
+      TaskAccess::take(task_);
+    } catch (const std::exception& e) {
+      logThrow("a spawned coroutine", e.what());
+    } catch (...) {
+      logThrow("a spawned coroutine", nullptr);
+    }
+    delete this;
+  }
+
+ private:
+  Task<> task_;
+};
+}  // namespace
 
 CompressionPool& LoopContext::compression() noexcept {
   return *compression_;
@@ -85,6 +177,7 @@ void LoopContext::shutdown() {
   for (auto& fn : leftover) runGuarded("a posted function", fn);
   auto timers = std::move(timers_);
   for (const auto& [raw, t] : timers) t->close();
+  destroyRoots();
 }
 
 void TimerState::close() noexcept {
@@ -159,6 +252,22 @@ namespace spry {
 
 bool Loop::post(std::function<void()> fn) const {
   return ctx_ && ctx_->post(std::move(fn));
+}
+
+detail::SleepAwaiter Loop::sleep(std::chrono::milliseconds d) const {
+  return detail::SleepAwaiter(ctx_, d);
+}
+
+bool Loop::spawn(Task<> task) const {
+  if (!ctx_ || !task) return false;
+  if (!ctx_->isCurrentThread()) {
+    auto shared = std::make_shared<Task<>>(std::move(task));
+    Loop self = *this;
+    return ctx_->post([self, shared] { self.spawn(std::move(*shared)); });
+  }
+  if (ctx_->isShutDown()) return false;
+  (new detail::SpawnedTask(*ctx_, std::move(task)))->start();
+  return true;
 }
 
 Timer Loop::setTimeout(std::chrono::milliseconds delay, std::function<void()> fn) const {

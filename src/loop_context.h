@@ -97,6 +97,17 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   CompressionPool& compression() noexcept;
   // Gives the pooled streams back (an idle sweep); made again when needed.
   void trimCompression() noexcept;
+  // The buffer of the last message a coroutine pulled (WebSocket::next),
+  // reused for the next one when nobody holds it any more: a pulled message
+  // costs one copy and, most of the time, no allocation.
+  std::shared_ptr<char[]>& pulledSpare() noexcept { return pulledSpare_; }
+  std::size_t& pulledSpareSize() noexcept { return pulledSpareSize_; }
+  // Coroutines the framework started that are still running (CoroutineRoot).
+  void addRoot(CoroutineRoot* root) noexcept;
+  void removeRoot(CoroutineRoot* root) noexcept;
+  std::size_t rootCount() const noexcept { return rootCount_; }
+  // Destroys every one (the app stops): their frames are never resumed.
+  void destroyRoots() noexcept;
 
  private:
   explicit LoopContext(uv_loop_t* loop);
@@ -114,6 +125,10 @@ class LoopContext : public std::enable_shared_from_this<LoopContext> {
   std::string plainBuffer_;
   std::string scratch_;
   std::unique_ptr<CompressionPool> compression_;
+  std::shared_ptr<char[]> pulledSpare_;
+  std::size_t pulledSpareSize_ = 0;
+  CoroutineRoot* roots_ = nullptr;
+  std::size_t rootCount_ = 0;
 };
 
 }  // namespace spry::detail

@@ -167,13 +167,29 @@ Deferred Request::defer() {
   if (d_->deferred) throw std::logic_error("spry: Request::defer() called twice for one request");
   d_->own();
   d_->deferred = true;
-  d_->deferredState = std::make_shared<detail::DeferredState>();
-  d_->deferredState->conn = d_->conn;
-  d_->deferredState->requestSerial = d_->serial;
-  return Deferred(d_->deferredState);
+  return Deferred(detail::pendingStateOf(*this));
+}
+
+bool Request::isAborted() const noexcept {
+  return d_->aborted;
 }
 
 namespace detail {
+
+void ownRequest(Request& req) {
+  RequestData::of(req).own();
+}
+
+std::shared_ptr<DeferredState> pendingStateOf(Request& req) {
+  RequestData& d = RequestData::of(req);
+  if (auto s = d.deferredState.lock()) return s;
+  auto s = std::make_shared<DeferredState>();
+  s->conn = d.conn;
+  s->requestSerial = d.serial;
+  s->req = &req;
+  d.deferredState = s;
+  return s;
+}
 
 namespace {
 // Requests of a thread, kept for reuse: a request is taken at each dispatch
@@ -326,10 +342,13 @@ void RequestData::reset() noexcept {
   serial = 0;
   webSocket = deferred = false;
   if (owned) {
-    // Only a request that outlived its handler holds these (own() and defer()).
+    // Only a request that outlived its handler holds these (own(), defer(),
+    // coroutines).
     loopRef.reset();
     conn.reset();
     deferredState.reset();
+    keepAlive.reset();
+    aborted = false;
     shrinkTo(storage, 4096);
     owned = false;
   }

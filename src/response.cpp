@@ -81,7 +81,7 @@ Response Response::stream(StreamProducer producer, std::string_view contentType,
 
 Deferred::operator Response() const {
   Response r(200);
-  r.deferred_ = true;
+  r.pending_ = state_;  // level 0: the Deferred's
   return r;
 }
 

@@ -1,6 +1,10 @@
 // echo: the Spry WebSocket page in C++.
 //   ws://HOST:PORT/echo   echoes every text message as text and every binary
 //                         message as binary, unchanged (up to 16 MiB each).
+//   ws://HOST:PORT/echo-co  the same echo written as a coroutine: it pulls
+//                         each message with `co_await ws.next()` (Spry's
+//                         `await for`), so a client it has not read from
+//                         yet waits instead of filling the server's memory.
 //   ws://HOST:PORT/broadcast  publishes every message, unchanged, to every other
 //                         client of /broadcast, on every loop (--threads N),
 //                         and with --redis URL in every process on that Redis
@@ -56,6 +60,19 @@ int main(int argc, char** argv) {
          {.maxMessageBytes = maxMessageBytes,
           .backpressure = spry::BackpressurePolicy::kPauseReading,
           .compression = {.mode = compression}});
+
+  app.ws("/echo-co",
+         [](spry::WebSocket ws, spry::Request&) -> spry::Task<> {
+           while (auto message = co_await ws.next()) {
+             if (message->isText() && message->data() == "close") {
+               ws.close(1000, "bye");
+               continue;  // next() ends with nullopt once the close is done
+             }
+             ws.add(*message);
+             co_await ws.drain();  // at once unless half the send buffer is full
+           }
+         },
+         {.maxMessageBytes = maxMessageBytes, .compression = {.mode = compression}});
 
   app.ws("/broadcast",
          [](spry::WebSocket ws, spry::Request&) {

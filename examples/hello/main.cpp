@@ -3,6 +3,9 @@
 //   GET /api/time           → JSON, behind an API-key middleware (key: "letmein")
 //   GET /api/users/:id      → 404 through an exception filter for unknown users
 //   GET /slow               → answered 200 ms later without blocking the loop
+//   GET /calc/sum/:n        → 1 + 2 + ... + n, as a coroutine: it sleeps 10 ms
+//                             on the loop, then sums on the thread pool; its
+//                             group's coroutine middleware adds X-Took-Us
 
 #include <chrono>
 #include <stdexcept>
@@ -47,6 +50,36 @@ int main(int argc, char** argv) {
     req.loop().setTimeout(std::chrono::milliseconds(200),
                           [later] { later.send(spry::Response::text("slept 200 ms\n")); });
     return later;
+  });
+
+  // A coroutine middleware (it sees the final response even when the
+  // handler answers later) on a group of coroutine routes. The app-wide
+  // middleware above stays synchronous: it is on every request's path.
+  auto timed = app.group(
+      "calc", {[](spry::Request&, const spry::Next& next) -> spry::Task<spry::Response> {
+        const auto start = std::chrono::steady_clock::now();
+        auto res = co_await next();
+        const auto took = std::chrono::steady_clock::now() - start;
+        res.header("X-Took-Us",
+                   std::to_string(
+                       std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
+        co_return res;
+      }});
+  timed.get("/sum/:n", [](spry::Request& req) -> spry::Task<std::string> {
+    co_await req.loop().sleep(std::chrono::milliseconds(10));
+    long n = 0;
+    try {
+      n = std::stol(std::string(req.param("n")));
+    } catch (const std::exception&) {
+      throw spry::HttpError(400, "n must be a number");
+    }
+    if (n < 0 || n > 100'000'000) throw spry::HttpError(400, "n must be in 0..100000000");
+    long s = co_await req.loop().work([n] {
+      long s = 0;
+      for (long i = 1; i <= n; ++i) s += i;
+      return s;
+    });
+    co_return std::to_string(s) + "\n";
   });
 
   auto requireKey = [](spry::Request& req, const spry::Next& next) -> spry::Response {

@@ -2,6 +2,7 @@
 /// The application: routes, groups, middleware, exception filters, listen.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -21,6 +22,7 @@
 #include "spry/redis_bridge.h"
 #include "spry/request.h"
 #include "spry/response.h"
+#include "spry/task.h"
 #include "spry/websocket.h"
 
 struct uv_loop_s;
@@ -33,31 +35,150 @@ struct GroupNode;
 struct Chain;
 }  // namespace detail
 
+class Middleware;
+
 /// Continues the middleware onion: calls the next middleware or the handler
 /// and returns its response, which the caller may change before returning it.
+/// A copy stays valid while the request does (a coroutine middleware may
+/// call it after suspending). When what is next suspends (a coroutine), the
+/// result is a placeholder (Response::isDeferred()): a coroutine middleware
+/// gets the final response with `co_await next()` (or catches what the
+/// handler throws, even later); a synchronous middleware gets the
+/// placeholder: headers it sets on it are added to the final response, but
+/// it cannot see the final status or body, nor catch a later throw.
 class Next {
  public:
   Response operator()() const;
 
  private:
   friend struct detail::Chain;
-  Next(const detail::Chain* chain, std::size_t index) noexcept : chain_(chain), index_(index) {}
-  const detail::Chain* chain_;
+  Next(const std::vector<const Middleware*>* middleware, const std::function<Response(Request&)>* terminal,
+       Request* req, std::size_t index) noexcept
+      : middleware_(middleware), terminal_(terminal), req_(req), index_(index) {}
+  const std::vector<const Middleware*>* middleware_;
+  const std::function<Response(Request&)>* terminal_;
+  Request* req_;
   std::size_t index_;
 };
 
 /// A request handler after its return value has been turned into a Response.
 using Handler = std::function<Response(Request&)>;
-/// Middleware: return next() (possibly changed) to go on, or a Response (or
-/// throw) to short-circuit.
-using Middleware = std::function<Response(Request&, const Next&)>;
-/// A ws route handler: set up listeners on `ws`; `req` is valid during the call.
-using WebSocketHandler = std::function<void(WebSocket ws, Request& req)>;
 
 namespace detail {
 template <class T>
 inline constexpr bool kAlwaysFalse = false;
 
+// Copies the request's views (see Request: a coroutine's request stays valid
+// until its response is sent).
+void ownRequest(Request& req);
+
+// A handler's or middleware's task that suspended: its loop owns it until it
+// ends, then its answer completes the request's pending level it stands for
+// (see Response::isDeferred).
+class PendingTask : public CoroutineRoot {
+ public:
+  void finished() noexcept final;
+
+ protected:
+  explicit PendingTask(Request& req);  // registers with the request's loop
+  // The placeholder for this task's answer (once, after adopting the task).
+  Response pending();
+  // The task's value as a Response, or what it threw.
+  virtual Response result() = 0;
+
+ private:
+  Request* req_;
+  std::shared_ptr<DeferredState> state_;
+  std::uint32_t level_ = 0;
+};
+
+// A handler's Task<X> from its first suspension on.
+template <class X>
+class HandlerTask final : public PendingTask {
+ public:
+  HandlerTask(Request& req, Task<X>&& task) : PendingTask(req), task_(std::move(task)) {
+    TaskAccess::adopt(task_, this);
+  }
+  using PendingTask::pending;
+
+ private:
+  Response result() override;
+  Task<X> task_;
+};
+
+// A coroutine middleware: made before the call, so that the Next the
+// coroutine keeps a reference to lives as long as it does.
+class MiddlewareTask final : public PendingTask {
+ public:
+  MiddlewareTask(Request& req, const Next& next) : PendingTask(req), next_(next) {}
+  const Next& next() const noexcept { return next_; }
+  Response suspend(Task<Response>&& task) {
+    task_ = std::move(task);
+    TaskAccess::adopt(task_, this);
+    return pending();
+  }
+
+ private:
+  Response result() override { return TaskAccess::take(task_); }
+  Next next_;
+  Task<Response> task_;
+};
+
+template <class F>
+Response runMiddlewareTask(F& fn, Request& req, const Next& next) {
+  ownRequest(req);
+  auto root = std::make_unique<MiddlewareTask>(req, next);
+  Task<Response> task = fn(req, root->next());
+  if (TaskAccess::start(task)) return TaskAccess::take(task);
+  Response placeholder = root->suspend(std::move(task));
+  static_cast<void>(root.release());  // its loop owns it now
+  return placeholder;
+}
+}  // namespace detail
+
+/// Middleware: `(Request&, const Next&) -> Response` returns next() (possibly
+/// changed) to go on, or a Response (or throws) to short-circuit. A
+/// coroutine middleware, `-> spry::Task<spry::Response>`, may
+/// `co_await next()` for the final response (see Next). Synchronous and
+/// coroutine middleware mix in any order. Lambda captures die at a
+/// coroutine's first suspension (C++ Core Guidelines CP.51): keep what the
+/// coroutine needs in its parameters or locals.
+class Middleware {
+ public:
+  using Function = std::function<Response(Request&, const Next&)>;
+  Middleware() = default;
+  Middleware(std::nullptr_t) noexcept {}  // NOLINT(google-explicit-constructor): empty
+  /// A synchronous or coroutine middleware (an empty std::function or null
+  /// function pointer makes an empty Middleware).
+  template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, Middleware> &&
+             (std::is_convertible_v<std::invoke_result_t<std::decay_t<F>&, Request&, const Next&>,
+                                    Response> ||
+              std::is_same_v<std::invoke_result_t<std::decay_t<F>&, Request&, const Next&>,
+                             Task<Response>>))
+  Middleware(F&& fn) {  // NOLINT(google-explicit-constructor): app.use(lambda), group lists
+    using R = std::invoke_result_t<std::decay_t<F>&, Request&, const Next&>;
+    if constexpr (std::is_same_v<R, Task<Response>>) {
+      fn_ = [f = std::forward<F>(fn)](Request& req, const Next& next) mutable -> Response {
+        return detail::runMiddlewareTask(f, req, next);
+      };
+    } else {
+      fn_ = std::forward<F>(fn);
+    }
+  }
+  /// False when empty.
+  explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+  /// Runs it (throws std::bad_function_call when empty).
+  Response operator()(Request& req, const Next& next) const { return fn_(req, next); }
+
+ private:
+  Function fn_;
+};
+
+/// A ws route handler: set up listeners on `ws`; `req` is valid during the call.
+using WebSocketHandler = std::function<void(WebSocket ws, Request& req)>;
+
+namespace detail {
 // Turns what a handler returned into a Response: text, bytes, JSON, a
 // Response, a Deferred, or nothing (204 No Content).
 template <class R>
@@ -84,17 +205,64 @@ Response toResponse(R&& value) {
   }
 }
 
+template <class X>
+Response HandlerTask<X>::result() {
+  if constexpr (std::is_void_v<X>) {
+    TaskAccess::take(task_);
+    return Response(204);
+  } else {
+    return toResponse(TaskAccess::take(task_));
+  }
+}
+
+// A handler as stored. A coroutine handler (returning Task<X>) runs until it
+// first suspends; then a HandlerTask owns it and the chain gets a placeholder.
+// The request is copied (own) before it starts, so that every view the
+// coroutine takes from it, at any time, stays valid until the response is sent.
 template <class F>
 Handler wrapHandler(F&& fn) {
   return [fn = std::forward<F>(fn)](Request& req) mutable -> Response {
     using R = std::invoke_result_t<F&, Request&>;
-    if constexpr (std::is_void_v<R>) {
+    if constexpr (kIsTask<R>) {
+      using X = typename TaskValue<R>::type;
+      ownRequest(req);
+      R task = fn(req);
+      if (TaskAccess::start(task)) {
+        if constexpr (std::is_void_v<X>) {
+          TaskAccess::take(task);
+          return Response(204);
+        } else {
+          return toResponse(TaskAccess::take(task));
+        }
+      }
+      auto root = std::make_unique<HandlerTask<X>>(req, std::move(task));
+      Response placeholder = root->pending();
+      static_cast<void>(root.release());  // its loop owns it now
+      return placeholder;
+    } else if constexpr (std::is_void_v<R>) {
       fn(req);
       return Response(204);
     } else {
       return toResponse(fn(req));
     }
   };
+}
+// A ws route handler as stored: a coroutine handler (returning Task<>) is
+// started by startWebSocketTask, which owns it from its first suspension.
+template <class F>
+WebSocketHandler wrapWebSocketHandler(F&& fn) {
+  using R = std::invoke_result_t<std::decay_t<F>&, WebSocket, Request&>;
+  if constexpr (std::is_same_v<R, Task<>>) {
+    return [fn = std::forward<F>(fn)](WebSocket ws, Request& req) mutable {
+      startWebSocketTask(ws, fn(ws, req));
+    };
+  } else if constexpr (kIsTask<R>) {
+    static_assert(kAlwaysFalse<R>, "spry: a ws coroutine handler must return spry::Task<> (void)");
+  } else if constexpr (!std::is_void_v<R>) {
+    static_assert(kAlwaysFalse<R>, "spry: a ws handler must return void or spry::Task<>");
+  } else {
+    return WebSocketHandler(std::forward<F>(fn));
+  }
 }
 }  // namespace detail
 
@@ -103,6 +271,17 @@ class Group;
 /// Route registration shared by App and Group. Registration happens before
 /// listen(); it throws std::invalid_argument for a bad pattern or a duplicate
 /// route, and std::logic_error once the app is listening.
+///
+/// A handler returns text (std::string, const char*), nlohmann::json, bytes,
+/// a Response, a Deferred or nothing (204), or `spry::Task<X>` of any of
+/// these: a coroutine, run at once until it first suspends (`co_await
+/// req.loop().sleep(...)`, `loop().work(...)`), then answered when it ends.
+/// What it throws, even later, goes through the exception filters. Its
+/// Request stays valid until the response is sent (see Request); lambda
+/// captures die at the first suspension (C++ Core Guidelines CP.51). If the
+/// client leaves, the coroutine still runs to its end (Request::isAborted
+/// tells it) and its answer is discarded; when the app stops, its frame is
+/// destroyed without being resumed.
 class Routes {
  public:
   template <class F>
@@ -146,7 +325,15 @@ class Routes {
 
   /// A WebSocket route: a GET route whose middleware runs before the upgrade
   /// (and may refuse it with an HTTP error); `handler` runs once the socket is open.
-  Routes& ws(std::string_view path, WebSocketHandler handler, WebSocketOptions options = {});
+  /// The handler is called as `handler(WebSocket ws, Request& req)` and
+  /// returns void (set up listen/onClose...) or `spry::Task<>` (a coroutine:
+  /// `co_await ws.next()`; see WebSocket::next). A coroutine's `req` is valid
+  /// until its first suspension; `ws` is a parameter by value, safe throughout.
+  template <class F>
+  Routes& ws(std::string_view path, F&& handler, WebSocketOptions options = {}) {
+    return addWebSocket(path, detail::wrapWebSocketHandler(std::forward<F>(handler)),
+                        std::move(options));
+  }
 
   /// Adds middleware to this group (or, on the App, globally). It applies to
   /// every route of the group, also those registered before.
@@ -158,6 +345,7 @@ class Routes {
  protected:
   Routes(detail::AppState* app, detail::GroupNode* node) noexcept : app_(app), node_(node) {}
   Routes& add(std::string_view method, std::string_view path, Handler handler);
+  Routes& addWebSocket(std::string_view path, WebSocketHandler handler, WebSocketOptions options);
 
   detail::AppState* app_;
   detail::GroupNode* node_;

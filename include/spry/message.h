@@ -11,6 +11,7 @@ namespace spry {
 
 namespace detail {
 class WebSocketEndpoint;
+class PullState;
 }
 
 /// Text or binary payload. A received message is a view into the bytes just
@@ -51,6 +52,7 @@ class Message {
 
  private:
   friend class detail::WebSocketEndpoint;
+  friend class detail::PullState;
   Message(Type type, std::string_view view) noexcept : type_(type), view_(view) {}
   // A received message: the session has validated its UTF-8 already.
   static Message received(Type type, std::string_view view, bool compressed) noexcept {
@@ -60,10 +62,14 @@ class Message {
     return m;
   }
   Message(Type type, std::shared_ptr<const std::string> storage) noexcept;
+  Message(Type type, std::string_view view, std::shared_ptr<const void> storage) noexcept
+      : type_(type), view_(view), storage_(std::move(storage)) {}
 
   Type type_ = Type::kText;
   std::string_view view_;
-  std::shared_ptr<const std::string> storage_;
+  // A std::string (text(), binary()) or the bytes of owned(), kept in one
+  // allocation with their count.
+  std::shared_ptr<const void> storage_;
   bool utf8Checked_ = false;
   bool compressed_ = false;
 };

@@ -69,6 +69,11 @@ class Locals {
 /// callbacks) copies it (std::string) or reads it again from the request
 /// then: a deferred or streamed request is copied once, when it starts to
 /// outlive its handler, and stays valid until its response is sent.
+///
+/// In a coroutine handler or middleware (returning spry::Task) the request
+/// is copied before the coroutine starts: it, and every view taken from it
+/// at any time, stays valid until the response is sent and every coroutine
+/// of the request has ended (also when the client left, see isAborted).
 class Request {
  public:
   /// "GET", "POST", ...
@@ -120,6 +125,9 @@ class Request {
   /// Answers later: return the Deferred from the handler, call send() when
   /// ready. Throws std::logic_error in a ws route or when called twice.
   Deferred defer();
+  /// True once the client has gone away before this request's response was
+  /// sent (a suspended coroutine may stop early: its answer is discarded).
+  bool isAborted() const noexcept;
 
   Request(const Request&) = delete;
   Request& operator=(const Request&) = delete;

@@ -1,7 +1,10 @@
 #pragma once
 /// HTTP responses: what a handler or middleware returns.
 
+#include <coroutine>
 #include <cstddef>
+#include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <span>
@@ -17,6 +20,7 @@ namespace spry {
 namespace detail {
 struct StreamState;
 struct DeferredState;
+struct PendingLevels;
 }  // namespace detail
 
 /// Writes a streamed (chunked) response body. Copyable; every copy refers to
@@ -90,11 +94,15 @@ class Response {
   Response& setBody(std::string body);
 
   bool isStream() const noexcept { return producer_ != nullptr; }
-  bool isDeferred() const noexcept { return deferred_; }
+  /// True for a placeholder: the answer comes later (a Deferred, or a
+  /// coroutine handler or middleware that suspended). `co_await` it in a
+  /// coroutine to get the final response.
+  bool isDeferred() const noexcept { return pending_ != nullptr; }
 
  private:
   friend class Deferred;
   friend struct ResponseAccess;
+  friend struct detail::PendingLevels;
   // `libraryType`: empty, or one of the library's own Content-Type values
   // (kept aside until someone looks at the header list; see contentType_).
   Response(int status, std::string&& body, std::string_view libraryType) noexcept
@@ -102,6 +110,9 @@ class Response {
   // Moves a pending library content type into the header list.
   void materialize() const;
   int status_;
+  // A placeholder's answer: level `level_` of the request's pending answers
+  // (0: its Deferred; others: suspended coroutines). Beside status_: padding.
+  std::uint32_t level_ = 0;
   // The header list, and the Content-Type that text(), html() and json() set
   // while nobody has looked at the list: most responses are written without
   // it ever being copied into the list. It views one of the library's
@@ -110,8 +121,43 @@ class Response {
   mutable std::string_view contentType_;
   std::string body_;
   StreamProducer producer_;
-  bool deferred_ = false;
+  std::shared_ptr<detail::DeferredState> pending_;  // null: not a placeholder
 };
+
+/// What `co_await response` does (see operator co_await below). Lives in the
+/// awaiting coroutine's frame; destroying that frame while it waits is safe.
+class [[nodiscard]] ResponseAwaiter {
+ public:
+  explicit ResponseAwaiter(Response&& response) noexcept : response_(std::move(response)) {}
+  ResponseAwaiter(const ResponseAwaiter&) = delete;
+  ResponseAwaiter& operator=(const ResponseAwaiter&) = delete;
+  ~ResponseAwaiter();
+  /// Throws std::logic_error when the placeholder is awaited twice.
+  bool await_ready() { return !response_.isDeferred() || readyPending(); }
+  void await_suspend(std::coroutine_handle<> awaiting) noexcept;
+  Response await_resume() {
+    if (error_) std::rethrow_exception(error_);
+    return std::move(response_);
+  }
+
+ private:
+  friend struct detail::PendingLevels;
+  bool readyPending();
+  // The placeholder's own headers go onto `final` unless it sets them.
+  void take(Response&& final);
+  Response response_;  // the placeholder, then the final response
+  std::exception_ptr error_;
+  std::coroutine_handle<> awaiting_;
+};
+
+/// `co_await next()` (or any Response) in a coroutine: a complete response is
+/// ready at once; a placeholder (see Response::isDeferred) suspends until its
+/// answer exists, then resumes with the final response (the placeholder's
+/// headers added unless it sets them) or rethrows what the handler threw.
+/// Loop thread only.
+inline ResponseAwaiter operator co_await(Response&& response) noexcept {
+  return ResponseAwaiter(std::move(response));
+}
 
 /// A response that will be sent later: from req.defer(). Return it from the
 /// handler, then call send() once (from a timer, a thread-pool completion,

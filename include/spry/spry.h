@@ -11,4 +11,5 @@
 #include "spry/redis_bridge.h"
 #include "spry/request.h"
 #include "spry/response.h"
+#include "spry/task.h"
 #include "spry/websocket.h"

@@ -187,6 +187,7 @@ void HttpExchange::dispatch(RequestView& parsed) {
   if (route && route->isWebSocket && res.status() == 101) {
     if (d.deferred) {
       answerMisuse(*req, "a middleware deferred the response of a ws route that then upgraded");
+      release(std::move(req));
       return;
     }
     d.own();
@@ -197,20 +198,31 @@ void HttpExchange::dispatch(RequestView& parsed) {
     return;
   }
   if (res.isDeferred()) {
-    auto state = d.deferredState;
-    if (!state || !d.deferred) {
-      answerMisuse(*req, "handler returned a Deferred that is not this request's");
+    // A placeholder: a Deferred, or a coroutine that suspended. Its level's
+    // answer is this request's, now if it already came (completeLevel).
+    auto state = d.deferredState.lock();
+    const std::uint32_t level = ResponseAccess::pendingLevel(res);
+    if (!state || ResponseAccess::pendingState(res) != state.get() ||
+        level >= state->levels.size() || state->levels[level].taken ||
+        state->levels[level].waiter || state->levels[level].forwarding) {
+      answerMisuse(*req, "handler returned a pending response that is not this request's");
+      release(std::move(req));
       return;
     }
-    state->registered = true;
     state->placeholderHeaders = res.headers();
     current_ = std::move(req);
-    if (state->early) {
-      Response early = std::move(*state->early);
-      state->early.reset();
-      state->sent = false;  // set by the early send(); this is the real one
-      sendDeferred(*state, std::move(early));
+    PendingLevel& pending = state->levels[level];
+    if (!pending.done) {
+      state->registered = level;
+      return;
     }
+    pending.taken = true;
+    Response early = pending.early ? std::move(*pending.early) : Response(500);
+    pending.early.reset();
+    if (auto error = std::exchange(pending.error, nullptr)) {
+      early = app.applyFilters(error, *current_);
+    }
+    sendDeferred(*state, std::move(early));
     return;
   }
   sendResponse(res, *req);
@@ -218,7 +230,18 @@ void HttpExchange::dispatch(RequestView& parsed) {
     // The producer writes on later: the request outlives the input now.
     d.own();
     current_ = std::move(req);
+  } else if (d.owned) [[unlikely]] {
+    release(std::move(req));
   }
+}
+
+void HttpExchange::release(RequestPtr request) noexcept {
+  if (!request) return;
+  RequestData& d = RequestData::of(*request);
+  if (!d.owned) return;
+  // Coroutines or Deferred handles still refer to it: it stays valid (and
+  // out of the pool) until the last of them lets go of the state.
+  if (auto state = d.deferredState.lock()) state->request = std::move(request);
 }
 
 void HttpExchange::answerMisuse(Request& req, std::string_view what) {
@@ -229,17 +252,13 @@ void HttpExchange::answerMisuse(Request& req, std::string_view what) {
 }
 
 bool HttpExchange::sendDeferred(DeferredState& state, Response response) {
-  if (state.sent || conn_.isClosed()) return false;
-  if (!state.registered) {
-    // send() before the handler returned: answer once the placeholder arrives.
-    state.sent = true;
-    state.early = std::move(response);
-    return true;
+  if (conn_.isClosed() || !current_ || RequestData::of(*current_).serial != state.requestSerial) {
+    return false;
   }
-  if (!current_ || RequestData::of(*current_).serial != state.requestSerial) return false;
-  state.sent = true;
-  if (response.isDeferred()) {
-    log(LogLevel::kError, "spry: Deferred::send was given another deferred placeholder");
+  if (response.isDeferred() || response.status() == 101) {
+    log(LogLevel::kError, response.isDeferred()
+                              ? "spry: a pending response was answered with another one"
+                              : "spry: a pending HTTP response cannot be a WebSocket upgrade");
     response = Response::text("Internal Server Error", 500);
   }
   for (const auto& [name, value] : state.placeholderHeaders) {
@@ -317,7 +336,7 @@ void HttpExchange::runProducer(Response& response, Request& req,
 }
 
 void HttpExchange::finishResponse() {
-  current_.reset();
+  release(std::move(current_));
   stream_.reset();
   if (!keepAlive_ || (peerEnded_ && in_.empty())) {
     closeAfterFlush();
@@ -379,7 +398,7 @@ void HttpExchange::sendError(int status, std::string_view reason) {
             conn_.loopContext().dates().now());
   out.append(body);
   conn_.transport().write(out);
-  current_.reset();
+  release(std::move(current_));
   std::string().swap(in_);
   closeAfterFlush();
 }
@@ -437,11 +456,8 @@ void HttpExchange::onClosed() noexcept {
     if (onAbort) runGuarded("a BodyWriter abort callback", onAbort);
   }
   if (current_) {
-    // Moved out first: the state holding the request that holds the state
-    // would be a cycle.
-    if (auto state = std::move(RequestData::of(*current_).deferredState)) {
-      state->request = std::move(current_);
-    }
+    RequestData::of(*current_).aborted = true;
+    release(std::move(current_));
   }
   current_.reset();
   stream_.reset();

@@ -46,8 +46,8 @@ class HttpExchange {
   void sweep(std::uint64_t now);
   // Graceful stop: close when idle, or after the response in flight.
   void beginShutdown();
-  // The connection closed: abort the stream in flight, keep a deferred
-  // request alive for its Deferred.
+  // The connection closed: abort the stream in flight, keep a pending
+  // request alive for its Deferred and coroutines (isAborted).
   void onClosed() noexcept;
 
   // A ws route accepted the last request: the exchange is over.
@@ -72,6 +72,9 @@ class HttpExchange {
   void sendResponse(Response& response, Request& req);
   void runProducer(Response& response, Request& req, const std::shared_ptr<StreamState>& state);
   void finishResponse();
+  // The exchange is done with `request`: to the pool, or kept by its pending
+  // state while coroutines or Deferred handles refer to it.
+  void release(RequestPtr request) noexcept;
   void sendError(int status, std::string_view reason);
   // An API misuse found after the handler ran: logged, answered 500.
   void answerMisuse(Request& req, std::string_view what);

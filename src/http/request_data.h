@@ -4,6 +4,7 @@
 // exchange that answers them.
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -27,18 +28,46 @@ struct RequestRecycler {
 };
 using RequestPtr = std::unique_ptr<Request, RequestRecycler>;
 
-// What is behind a Deferred.
+// One answer a request waits for: level 0 is its Deferred, each other level
+// a coroutine (handler or middleware) that suspended. A level's answer goes
+// to the coroutine awaiting it, or to the exchange when it is the request's
+// answer, or is kept until one of them comes.
+struct PendingLevel {
+  bool done = false;   // completed (its answer is kept below until taken)
+  bool taken = false;  // its answer went to someone: nobody else may ask
+  std::optional<Response> early;
+  std::exception_ptr error;
+  ResponseAwaiter* waiter = nullptr;
+  // Completed with another level's placeholder: that level's answer
+  // completes this one (with the placeholder's headers).
+  bool forwarding = false;
+  std::uint32_t forwardTo = 0;
+  Headers forwardHeaders;
+};
+
+// What is behind a Deferred and every placeholder of one request. Handles,
+// placeholders and suspended coroutines hold it; the request holds it weakly.
 struct DeferredState {
   std::weak_ptr<Connection> conn;
   std::uint64_t requestSerial = 0;
-  bool sent = false;
-  bool registered = false;        // the exchange has seen the placeholder
-  std::optional<Response> early;  // sent before the handler returned
-  Headers placeholderHeaders;     // set by middleware on the placeholder
-  // The request, once its connection closed before send(): it stays valid
-  // until send() as documented, that is as long as a Deferred refers to it.
+  Request* req = nullptr;  // valid while this state lives (see `request`)
+  static constexpr std::uint32_t kNone = 0xffffffff;
+  std::uint32_t registered = kNone;  // the level the exchange sends as the answer
+  Headers placeholderHeaders;        // set by middleware on that level's placeholder
+  std::vector<PendingLevel> levels{1};
+  // The request once its exchange is done with it (answered, or the client
+  // left) while coroutines or Deferred handles still refer to it: it stays
+  // valid, and out of the pool, until the last of them lets go.
   RequestPtr request;
 };
+
+// The request's state, made at its first Deferred or suspended coroutine.
+std::shared_ptr<DeferredState> pendingStateOf(Request& req);
+
+// Completes level `level` with a response or an error (see PendingLevel).
+// Returns false when the client has gone away. The caller holds `state`.
+bool completeLevel(DeferredState& state, std::uint32_t level, Response response,
+                   std::exception_ptr error);
 
 // What is behind a BodyWriter.
 struct StreamState {
@@ -82,7 +111,11 @@ struct RequestData {
   bool webSocket = false;
   bool deferred = false;
   bool owned = false;
-  std::shared_ptr<DeferredState> deferredState;
+  bool aborted = false;  // the client left before the answer was sent (owned requests only)
+  std::weak_ptr<DeferredState> deferredState;
+  // What the chain of a request without a route points at (its 404/405
+  // answer, the shared middleware), kept while its coroutines may run.
+  std::shared_ptr<void> keepAlive;
   std::string storage;
 
   // A request from the thread's pool (or a new one); no allocation once warm.
@@ -104,6 +137,9 @@ namespace spry {
 // Internal access to Response's private parts.
 struct ResponseAccess {
   static Response::StreamProducer& producer(Response& r) noexcept { return r.producer_; }
+  // A placeholder's state and level.
+  static detail::DeferredState* pendingState(const Response& r) noexcept { return r.pending_.get(); }
+  static std::uint32_t pendingLevel(const Response& r) noexcept { return r.level_; }
   // The header list as it is, and the library content type not yet in it.
   static const Headers& headerList(const Response& r) noexcept { return r.headers_; }
   static std::string_view pendingContentType(const Response& r) noexcept { return r.contentType_; }

@@ -9,6 +9,7 @@
 #include "loop_context.h"
 #include "server.h"
 #include "spry/log.h"
+#include "ws/coroutine_socket.h"
 #include "ws/utf8.h"
 
 namespace spry::detail {
@@ -41,8 +42,11 @@ WebSocketEndpoint::WebSocketEndpoint(Connection& conn, const WebSocketOptions& o
       lastReceived_(ms32(conn.now())) {}
 
 // The connection closes (onClosed, on the loop) before it is destroyed, so
-// its deflate context is back in the pool by now.
-WebSocketEndpoint::~WebSocketEndpoint() = default;
+// its deflate context is back in the pool by now, and every coroutine that
+// waited on this socket has been resumed.
+WebSocketEndpoint::~WebSocketEndpoint() {
+  delete pull();
+}
 
 template <class F>
 void WebSocketEndpoint::callUser(const char* what, F&& fn) noexcept {
@@ -114,12 +118,7 @@ void WebSocketEndpoint::receive(char* data, std::size_t size) {
   if (session().wantsTcpClose()) conn_.transport().closeAfterFlush(0);
 }
 
-void WebSocketEndpoint::onWsMessage(bool binary, std::string_view payload,
-                                    bool compressed) noexcept {
-  messageSince_ = 0;
-  if (!onMessage_ || pendingCloseCode_ || conn_.isClosed()) return;
-  const Message msg = Message::received(binary ? Message::Type::kBinary : Message::Type::kText,
-                                        payload, compressed);
+[[gnu::always_inline]] inline void WebSocketEndpoint::dispatch(const Message& msg) noexcept {
   // The callback may replace itself (ws.listen) or the socket may close under
   // it; neither may destroy or move it mid-call, so both wait for its return
   // (listen, reportClose). No copy or move per message.
@@ -131,7 +130,16 @@ void WebSocketEndpoint::onWsMessage(bool binary, std::string_view payload,
     onMessage_ = std::move(cold_->nextOnMessage);
     cold_->nextOnMessage = nullptr;
   }
-  if (conn_.isClosed()) onMessage_ = nullptr;
+  if (conn_.isClosed() && !pullInMessage_) onMessage_ = nullptr;
+  if (pullOrphan_) releasePullIfOrphan();
+}
+
+void WebSocketEndpoint::onWsMessage(bool binary, std::string_view payload,
+                                    bool compressed) noexcept {
+  messageSince_ = 0;
+  if (!onMessage_ || pendingCloseCode_ || conn_.isClosed()) return;
+  dispatch(Message::received(binary ? Message::Type::kBinary : Message::Type::kText, payload,
+                             compressed));
 }
 
 void WebSocketEndpoint::onWsPong(std::string_view) noexcept {
@@ -188,6 +196,8 @@ void WebSocketEndpoint::sendCloseNow(std::uint16_t code, std::string_view reason
   if (conn_.isClosed() || session().closeSent()) return;
   session().sendClose(code, reason);
   deadline_ = deadlineAfter(conn_.now(), msOf(options_.closeTimeout));
+  // The peer's Close must get through even while nobody pulls messages.
+  if (pullInMessage_ || pullInCold_) releaseReading();
   if (cold_) {
     cold_->streamNext = nullptr;
     cold_->streamDone = nullptr;
@@ -218,15 +228,24 @@ void WebSocketEndpoint::reportClose() noexcept {
   closeCode_ = peerCloseCode_ ? peerCloseCode_ : failCode_ ? failCode_ : kCloseAbnormal;
   conn_.server().countWebSocket(-1);
   // The listen callback is destroyed once it returns when it is running now.
-  if (!inMessage_) onMessage_ = nullptr;
-  if (!cold_) return;
-  auto onClose = std::move(cold_->onClose);
-  cold_->onClose = nullptr;
-  cold_->onDrain = nullptr;
-  cold_->streamNext = nullptr;
-  cold_->streamDone = nullptr;
-  if (onClose) runGuarded("ws onClose callback", [&] { onClose(closeCode_, cold_->closeReason); });
-  cold_->userData.reset();
+  if (!inMessage_ && !pullInMessage_) onMessage_ = nullptr;
+  if (cold_) {
+    auto onClose = std::move(cold_->onClose);
+    cold_->onClose = nullptr;
+    cold_->onDrain = nullptr;
+    cold_->streamNext = nullptr;
+    cold_->streamDone = nullptr;
+    if (onClose) {
+      runGuarded("ws onClose callback", [&] { onClose(closeCode_, cold_->closeReason); });
+    }
+  }
+  // Coroutines waiting on the socket resume after onClose, still able to read
+  // its data.
+  if (PullState* p = pull()) {
+    p->notifyClosed(closeCode_, cold_ ? std::string_view(cold_->closeReason) : std::string_view());
+    releasePullIfOrphan();
+  }
+  if (cold_) cold_->userData.reset();
 }
 
 ReadyState WebSocketEndpoint::readyState() const noexcept {
@@ -258,6 +277,7 @@ std::string WebSocketEndpoint::protocol() const {
 
 bool WebSocketEndpoint::listen(std::function<void(const Message&)> fn) {
   if (conn_.isClosed()) return false;
+  if (pullInMessage_) return listenAfterPull(std::move(fn));
   if (inMessage_) {
     // Replacing the running callback would destroy it mid-call.
     cold().nextOnMessage = std::move(fn);
@@ -265,6 +285,30 @@ bool WebSocketEndpoint::listen(std::function<void(const Message&)> fn) {
     return true;
   }
   onMessage_ = std::move(fn);
+  return true;
+}
+
+bool WebSocketEndpoint::listenAfterPull(std::function<void(const Message&)> fn) {
+  PullState* p = pull();
+  if (p->pulling()) {
+    throw std::logic_error(
+        "spry: WebSocket::listen on a socket whose messages a coroutine pulls with "
+        "co_await ws.next(): a socket's messages go to listen or to next(), not both");
+  }
+  // Only a waiting next() runs code from inside the forwarder, and it pulls:
+  // the forwarder is not running now, so it may be replaced.
+  cold().pull = p;
+  pullInCold_ = true;
+  pullInMessage_ = false;
+  onMessage_ = std::move(fn);
+  p->buffering_ = false;
+  releaseReading();
+  // What the coroutine handler's socket buffered goes to the listener first.
+  std::vector<Message> queued = p->takeQueue();
+  for (const Message& m : queued) {
+    if (!onMessage_ || conn_.isClosed()) break;
+    dispatch(m);
+  }
   return true;
 }
 
@@ -431,7 +475,9 @@ bool WebSocketEndpoint::ping(std::string_view payload) {
 void WebSocketEndpoint::drainedSlow() {
   if (readPaused_) {
     readPaused_ = false;
-    conn_.transport().resumeReading();
+    // Unless no coroutine pulls the message read last.
+    const PullState* p = pull();
+    if (!p || !p->holdsReading()) conn_.transport().resumeReading();
   }
   if (wantDrain_) {
     wantDrain_ = false;
@@ -442,6 +488,13 @@ void WebSocketEndpoint::drainedSlow() {
     }
   }
   if (streaming()) pullStream();
+  if (drainAwaited_) {
+    drainAwaited_ = false;
+    if (PullState* p = pull()) {
+      p->notifyDrained(*this);
+      releasePullIfOrphan();
+    }
+  }
 }
 
 bool WebSocketEndpoint::addStream(std::function<std::optional<Message>()> next,

@@ -27,6 +27,8 @@ namespace spry::detail {
 
 class Connection;
 class LoopContext;
+class PullState;
+class WebSocketTask;
 struct AppState;
 
 class WebSocketEndpoint final : private WebSocketSession {
@@ -44,7 +46,7 @@ class WebSocketEndpoint final : private WebSocketSession {
   // Bytes from the transport (writable: payloads are unmasked in place).
   void receive(char* data, std::size_t size);
   void onDrained() {
-    if (readPaused_ || wantDrain_ || cold_) drainedSlow();
+    if (readPaused_ || wantDrain_ || drainAwaited_ || cold_) drainedSlow();
   }
   void sweep(std::uint64_t now);
   // Graceful stop: Close 1001.
@@ -83,7 +85,20 @@ class WebSocketEndpoint final : private WebSocketSession {
   void putData(const std::type_info& type, std::shared_ptr<void> value);
   void* getData(const std::type_info& type) const noexcept;
 
+  // --- coroutines (coroutine_socket.cpp)
+  // The socket's pull state, null until next(), drain() or closed() waits,
+  // or a coroutine handler suspends.
+  PullState* pull() const noexcept;
+  // `buffering`: messages nobody takes are queued (a coroutine handler).
+  PullState& ensurePull(bool buffering);
+  // The coroutine handler's task ended (or was destroyed): its pull state
+  // goes once nothing waits on it; the socket goes on as a callback socket.
+  void pullTaskEnded() noexcept;
+
  private:
+  friend class PullState;
+  friend class NextAwaiter;
+  friend class WebSocketTask;
   // State most sockets never use (onClose, onDrain, addStream, setData, a
   // subprotocol, topics, close reasons), allocated on first use so an idle
   // echo socket stays small.
@@ -100,10 +115,14 @@ class WebSocketEndpoint final : private WebSocketSession {
     std::string closeReason;
     std::string pendingCloseReason;
     std::vector<std::string> topics;
+    // The pull state while a listener is set (else in onMessage_).
+    PullState* pull = nullptr;
   };
 
   // WebSocketSession
   void onWsMessage(bool binary, std::string_view payload, bool compressed) noexcept override;
+  // Calls the listen slot with `msg` (a user callback, or a PullForward).
+  void dispatch(const Message& msg) noexcept;
   void onWsPong(std::string_view payload) noexcept override;
   void onWsCloseReceived(std::uint16_t code, std::string_view reason) noexcept override;
   void onWsOutput(std::string_view bytes) noexcept override;
@@ -125,6 +144,13 @@ class WebSocketEndpoint final : private WebSocketSession {
   void pullStream();
   void leaveTopics() noexcept;
   void reportClose() noexcept;
+  void freePull() noexcept;
+  // listen() on a socket whose messages wait for a coroutine: they go to `fn` now.
+  bool listenAfterPull(std::function<void(const Message&)> fn);
+  void releasePullIfOrphan() noexcept;
+  // Reading paused for the pull state resumes (unless backpressure holds it).
+  void releaseReading() noexcept;
+  void releaseReading(PullState& p) noexcept;
   void flushSoon() noexcept;
   // Compresses `payload` into the loop's buffer for this socket (the shared
   // stream, or its own context in kDedicated); null when it is not worth it.
@@ -161,6 +187,13 @@ class WebSocketEndpoint final : private WebSocketSession {
   // busy); given back after compression.releaseAfter without a message.
   bool hasDeflater_ : 1 = false;
   bool deflateDirty_ : 1 = false;  // a frame compressed elsewhere went out: reset first
+  // Coroutines: where the pull state is (onMessage_ holds a PullForward, or
+  // cold_->pull), a drain() waits, the handler's task ended with the pull
+  // state busy. In the padding too.
+  bool pullInMessage_ : 1 = false;
+  bool pullInCold_ : 1 = false;
+  bool drainAwaited_ : 1 = false;
+  bool pullOrphan_ : 1 = false;
   std::function<void(const Message&)> onMessage_;
   std::unique_ptr<ColdState> cold_;
 };

@@ -115,7 +115,9 @@ void AppState::freeze() {
   }
 }
 
-Response Chain::run(std::size_t index) const {
+Response Chain::runAt(const std::vector<const Middleware*>* middleware,
+                      const std::function<Response(Request&)>* terminal, Request* req,
+                      std::size_t index) {
   if (index < middleware->size()) {
     return (*(*middleware)[index])(*req, Next(middleware, terminal, req, index + 1));
   }
@@ -300,7 +302,7 @@ std::size_t raiseFileLimit(std::size_t requested) {
 }  // namespace detail
 
 Response Next::operator()() const {
-  return detail::Chain{middleware_, terminal_, req_}.run(index_);
+  return detail::Chain::runAt(middleware_, terminal_, req_, index_);
 }
 
 // ---------------------------------------------------------------- Routes

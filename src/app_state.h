@@ -116,7 +116,11 @@ struct Chain {
   const std::vector<const Middleware*>* middleware;
   const std::function<Response(Request&)>* terminal;
   Request* req;
-  Response run(std::size_t index) const;
+  Response run(std::size_t index) const { return runAt(middleware, terminal, req, index); }
+  // The same from a Next's fields: arguments in registers, a tail call.
+  static Response runAt(const std::vector<const Middleware*>* middleware,
+                        const std::function<Response(Request&)>* terminal, Request* req,
+                        std::size_t index);
 };
 
 }  // namespace spry::detail

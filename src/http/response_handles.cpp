@@ -69,6 +69,19 @@ void addMissing(Response& to, const Headers& from) {
   }
 }
 
+// What a handler threw once its client had gone: nobody gets an answer,
+// but a failure (not an HttpError, which is an answer) is still logged.
+void logDiscarded(const std::exception_ptr& error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const HttpError&) {
+  } catch (const std::exception& e) {
+    logThrow("a handler whose client had gone", e.what());
+  } catch (...) {
+    logThrow("a handler whose client had gone", nullptr);
+  }
+}
+
 std::exception_ptr misuse(const char* what) {
   return std::make_exception_ptr(std::logic_error(what));
 }
@@ -147,7 +160,10 @@ bool completeLevel(DeferredState& s, std::uint32_t k, Response response,
     if (s.registered == k) {
       level.taken = true;
       s.registered = DeferredState::kNone;
-      if (!alive) return false;
+      if (!alive) {
+        if (error) logDiscarded(error);
+        return false;
+      }
       if (error) response = conn->app().applyFilters(error, *s.req);
       return conn->sendDeferred(s, std::move(response));
     }

@@ -48,8 +48,9 @@ WebSocketEndpoint::~WebSocketEndpoint() {
   delete pull();
 }
 
+// Inlined: the listen callback's call is on every message's path.
 template <class F>
-void WebSocketEndpoint::callUser(const char* what, F&& fn) noexcept {
+[[gnu::always_inline]] inline void WebSocketEndpoint::callUser(const char* what, F&& fn) noexcept {
   if (!runGuarded(what, std::forward<F>(fn), "; closing the socket with 1011")) {
     sendClose(kCloseInternalError, "internal error", true);
   }

@@ -342,6 +342,16 @@ def main():
     target(f"Server RSS per idle WebSocket ({idle_conns or '?'} connections, bytes)", fmt(v), fmt(idle.get("raw")), ((v / idle["raw"]) if v and idle.get("raw") else None, None, None), "< 1,024", ok and v < 1024, sc)
     ok, sc = ge(r_fan[0], 1.0)
     target("Fan-out to 1,000 subscribers: deliveries/s vs raw echo msgs/s at depth 16", fmt(fan_rate), fmt(thr["echo_d16"]["raw"]["rate"]), r_fan, ">= 1.0x raw d16", ok, sc)
+    # Coroutines (section coroutine): the same echo as a coroutine, against the callback.
+    co_cg = {(cfg, srv): per_message(d, f"callgrind_co_{cfg}", srv, "instructions", "messages")
+             for cfg in ("d1", "paced") for srv in ("cb", "co")}
+    for cfg, label in (("d1", "depth 1"), ("paced", "paced 2,000/s")):
+        a, b = co_cg[(cfg, "co")], co_cg[(cfg, "cb")]
+        if a is None and b is None:
+            continue
+        rc = a / b if a and b else None
+        ok, sc = le(rc, 1.15)
+        target(f"Coroutine echo: instructions per message, {label} (vs the callback echo)", fmt(a), fmt(b) + " (callback)", (rc, None, None), "<= 1.15x callback", ok, (1.15 / rc if rc else None))
     # HTTP (no raw counterpart): examples/hello, its global middleware included.
     v = hcg["bare_d16"]["total"]
     ok, sc = le(v, 3000)
@@ -640,6 +650,35 @@ def main():
                 w(f"| {m} | {fmt(hs)} | {delta(hs, 'handshake')} | {fmt(ec)} | {delta(ec, 'echoed')} | {fmt(num(kv.get('rss_echoed_kb')))} "
                   f"(from {fmt(num(kv.get('rss_before_kb')))}) | {kv.get('hold_s', '?')} s |")
             w("")
+
+    # ---- coroutines
+    co_rates = {(dep, srv): d.median(f"co_echo_d{dep}", srv, "msgs_per_s") for dep in (1, 16) for srv in ("cb", "co")}
+    if any(v is not None for v in co_cg.values()) or any(v is not None for v in co_rates.values()):
+        w("## Coroutines: examples/echo /echo (listen callback) vs /echo-co (co_await ws.next())")
+        w("")
+        w("One server, both routes; `/echo-co` pulls each message with `co_await ws.next()`, echoes it and awaits `ws.drain()`. "
+          "Throughput rounds interleave the two routes (the order alternating); instructions per message by the difference method "
+          "(a fresh server under callgrind per count); idle: a fresh server per route, one message echoed on every connection, then held.")
+        w("")
+        w("| measure | callback | coroutine | coroutine / callback |")
+        w("|---|---:|---:|---:|")
+        for cfg, label in (("d1", "instructions/message, depth 1"), ("paced", "instructions/message, paced")):
+            a, b = co_cg[(cfg, "co")], co_cg[(cfg, "cb")]
+            w(f"| {label} | {fmt(b)} | {fmt(a)} | {fmt_ratio(a / b if a and b else None)} |")
+        for dep in (1, 16):
+            rr = d.ratio("msgs_per_s", f"co_echo_d{dep}", "msgs_per_s", f"co_echo_d{dep}", num_srv="co", den_srv="cb")
+            rng = f" ({fmt_ratio(rr[1])}-{fmt_ratio(rr[2])})" if rr[0] is not None else ""
+            conns_txt = (d.one(f"co_echo_d{dep}", "cb") or {}).get("connections", "?")
+            w(f"| msgs/s, depth {dep} ({conns_txt} connections) | {fmt(co_rates[(dep, 'cb')])} | {fmt(co_rates[(dep, 'co')])} | {fmt_ratio(rr[0])}{rng} |")
+            cb_cpu = d.median(f"co_echo_d{dep}", "cb", "server_cpu_us_per_msg")
+            co_cpu = d.median(f"co_echo_d{dep}", "co", "server_cpu_us_per_msg")
+            w(f"| server CPU us/message, depth {dep} | {fmt(cb_cpu, 3)} | {fmt(co_cpu, 3)} | {fmt_ratio(co_cpu / cb_cpu if co_cpu and cb_cpu else None)} |")
+        ib = num((d.one("co_idle", "cb") or {}).get("rss_per_conn_bytes"))
+        ic = num((d.one("co_idle", "co") or {}).get("rss_per_conn_bytes"))
+        conns = (d.one("co_idle", "co") or d.one("co_idle", "cb") or {}).get("connections", "?")
+        delta = f"{ic - ib:+,.0f} B" if ib is not None and ic is not None else "n/a"
+        w(f"| server RSS per idle connection ({conns}, bytes) | {fmt(ib)} | {fmt(ic)} | {delta} |")
+        w("")
 
     # ---- http under callgrind
     if any(h["total"] is not None for h in hcg.values()):

@@ -112,6 +112,9 @@ bool SleepAwaiter::await_ready() const {
 }
 
 void SleepAwaiter::await_suspend(std::coroutine_handle<> h) {
+  // libuv counts a timer from the loop's cached time, taken when this loop
+  // turn began: from now, so that a sleep is never shorter than asked.
+  uv_update_time(ctx_->loop());
   timer_ = ctx_->startTimer(delay_.count() > 0 ? delay_ : std::chrono::milliseconds(0),
                             std::chrono::milliseconds(0), [h] { h.resume(); });
 }

@@ -60,9 +60,9 @@ int main(int argc, char** argv) {
         const auto start = std::chrono::steady_clock::now();
         auto res = co_await next();
         const auto took = std::chrono::steady_clock::now() - start;
-        res.header("X-Took-Us",
-                   std::to_string(
-                       std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
+        res.header(
+            "X-Took-Us",
+            std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
         co_return res;
       }});
   timed.get("/sum/:n", [](spry::Request& req) -> spry::Task<std::string> {

@@ -52,8 +52,8 @@ class Next {
 
  private:
   friend struct detail::Chain;
-  Next(const std::vector<const Middleware*>* middleware, const std::function<Response(Request&)>* terminal,
-       Request* req, std::size_t index) noexcept
+  Next(const std::vector<const Middleware*>* middleware,
+       const std::function<Response(Request&)>* terminal, Request* req, std::size_t index) noexcept
       : middleware_(middleware), terminal_(terminal), req_(req), index_(index) {}
   const std::vector<const Middleware*>* middleware_;
   const std::function<Response(Request&)>* terminal_;
@@ -151,12 +151,12 @@ class Middleware {
   /// A synchronous or coroutine middleware (an empty std::function or null
   /// function pointer makes an empty Middleware).
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, Middleware> &&
-             (std::is_convertible_v<std::invoke_result_t<std::decay_t<F>&, Request&, const Next&>,
-                                    Response> ||
-              std::is_same_v<std::invoke_result_t<std::decay_t<F>&, Request&, const Next&>,
-                             Task<Response>>))
-  Middleware(F&& fn) {  // NOLINT(google-explicit-constructor): app.use(lambda), group lists
+  requires(!std::is_same_v<std::remove_cvref_t<F>, Middleware> &&
+           (std::is_convertible_v<std::invoke_result_t<std::decay_t<F>&, Request&, const Next&>,
+                                  Response> ||
+            std::is_same_v<std::invoke_result_t<std::decay_t<F>&, Request&, const Next&>,
+                           Task<Response>>))
+      Middleware(F&& fn) {  // NOLINT(google-explicit-constructor): app.use(lambda), group lists
     using R = std::invoke_result_t<std::decay_t<F>&, Request&, const Next&>;
     if constexpr (std::is_same_v<R, Task<Response>>) {
       fn_ = [f = std::forward<F>(fn)](Request& req, const Next& next) mutable -> Response {

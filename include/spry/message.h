@@ -12,7 +12,7 @@ namespace spry {
 namespace detail {
 class WebSocketEndpoint;
 class PullState;
-}
+}  // namespace detail
 
 /// Text or binary payload. A received message is a view into the bytes just
 /// read (or into the socket's buffer for a message that came in pieces),

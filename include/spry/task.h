@@ -75,10 +75,8 @@ template <class T>
 struct TaskPromise : PromiseBase {
   std::optional<T> value;
   template <class U = T>
-    requires std::is_convertible_v<U&&, T>
-  void return_value(U&& v) {
-    value.emplace(std::forward<U>(v));
-  }
+  requires std::is_convertible_v<U&&, T>
+  void return_value(U&& v) { value.emplace(std::forward<U>(v)); }
   T take() {
     if (error) std::rethrow_exception(error);
     return std::move(*value);

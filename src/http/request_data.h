@@ -138,7 +138,9 @@ namespace spry {
 struct ResponseAccess {
   static Response::StreamProducer& producer(Response& r) noexcept { return r.producer_; }
   // A placeholder's state and level.
-  static detail::DeferredState* pendingState(const Response& r) noexcept { return r.pending_.get(); }
+  static detail::DeferredState* pendingState(const Response& r) noexcept {
+    return r.pending_.get();
+  }
   static std::uint32_t pendingLevel(const Response& r) noexcept { return r.level_; }
   // The header list as it is, and the library content type not yet in it.
   static const Headers& headerList(const Response& r) noexcept { return r.headers_; }

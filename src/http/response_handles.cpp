@@ -108,8 +108,7 @@ struct PendingLevels {
   }
 };
 
-bool completeLevel(DeferredState& s, std::uint32_t k, Response response,
-                   std::exception_ptr error) {
+bool completeLevel(DeferredState& s, std::uint32_t k, Response response, std::exception_ptr error) {
   auto conn = s.conn.lock();
   const bool alive = conn && !conn->isClosed();
   for (;;) {
@@ -173,8 +172,7 @@ bool completeLevel(DeferredState& s, std::uint32_t k, Response response,
   }
 }
 
-PendingTask::PendingTask(Request& req)
-    : CoroutineRoot(*RequestData::of(req).loop), req_(&req) {}
+PendingTask::PendingTask(Request& req) : CoroutineRoot(*RequestData::of(req).loop), req_(&req) {}
 
 Response PendingTask::pending() {
   auto state = pendingStateOf(*req_);

@@ -29,10 +29,11 @@ class Running {
     std::promise<void> bound;
     auto ready = bound.get_future();
     thread_ = std::thread([this, &bound] {
-      app_.listen({.port = 0,
-                   .threads = 2,
-                   .handleSignals = false,
-                   .onListening = [&bound](const std::string&, std::uint16_t) { bound.set_value(); }});
+      app_.listen(
+          {.port = 0,
+           .threads = 2,
+           .handleSignals = false,
+           .onListening = [&bound](const std::string&, std::uint16_t) { bound.set_value(); }});
     });
     ready.get();
     // onListening runs once the first loop is bound: wait until all are up.
@@ -68,15 +69,15 @@ T waitFor(std::future<T>& f) {
 
 }  // namespace
 
-TEST_CASE("sleep resumes on the loop after the delay; work runs on the pool and resumes on the loop") {
+TEST_CASE(
+    "sleep resumes on the loop after the delay; work runs on the pool and resumes on the loop") {
   spry::App app;
   Running running(app);
   Loop loop = running.loops()[0];
   std::promise<std::string> result;
   auto f = result.get_future();
   const auto main = std::this_thread::get_id();
-  REQUIRE(loop.spawn([](Loop loop, std::promise<std::string>& out,
-                        std::thread::id main) -> Task<> {
+  REQUIRE(loop.spawn([](Loop loop, std::promise<std::string>& out, std::thread::id main) -> Task<> {
     std::string log;
     const auto loopThread = std::this_thread::get_id();
     if (loopThread == main) log += "on-main ";
@@ -196,8 +197,9 @@ TEST_CASE("an exception escaping a spawned coroutine is logged, the loop goes on
   }
   spry::setLogSink({});
   bool found = false;
-  for (const auto& l : lines) found = found || (l.find("spawned coroutine") != std::string::npos &&
-                                                l.find("escaped") != std::string::npos);
+  for (const auto& l : lines)
+    found = found || (l.find("spawned coroutine") != std::string::npos &&
+                      l.find("escaped") != std::string::npos);
   CHECK(found);
 }
 
@@ -210,34 +212,34 @@ TEST_CASE("stopping the app destroys suspended frames; none is resumed afterward
     Running running(app);
     for (const Loop& loop : running.loops()) {
       // Asleep for a minute: destroyed by the stop, never resumed.
-      REQUIRE(loop.spawn([](Loop loop, std::atomic<int>* d, std::atomic<int>* r,
-                            std::atomic<int>* s) -> Task<> {
-        Tracked t(d);
-        s->fetch_add(1);
-        co_await loop.sleep(60s);
-        r->fetch_add(1);
-      }(loop, &destroyed, &resumed, &started)));
+      REQUIRE(loop.spawn(
+          [](Loop loop, std::atomic<int>* d, std::atomic<int>* r, std::atomic<int>* s) -> Task<> {
+            Tracked t(d);
+            s->fetch_add(1);
+            co_await loop.sleep(60s);
+            r->fetch_add(1);
+          }(loop, &destroyed, &resumed, &started)));
       // In the pool while the app stops: the job finishes, the frame is gone.
-      REQUIRE(loop.spawn([](Loop loop, std::atomic<int>* d, std::atomic<int>* r,
-                            std::atomic<int>* s) -> Task<> {
-        Tracked t(d);
-        s->fetch_add(1);
-        co_await loop.work([] { std::this_thread::sleep_for(200ms); });
-        co_await loop.sleep(60s);
-        r->fetch_add(1);
-      }(loop, &destroyed, &resumed, &started)));
+      REQUIRE(loop.spawn(
+          [](Loop loop, std::atomic<int>* d, std::atomic<int>* r, std::atomic<int>* s) -> Task<> {
+            Tracked t(d);
+            s->fetch_add(1);
+            co_await loop.work([] { std::this_thread::sleep_for(200ms); });
+            co_await loop.sleep(60s);
+            r->fetch_add(1);
+          }(loop, &destroyed, &resumed, &started)));
       // Nested: the frame it awaits goes with it.
-      REQUIRE(loop.spawn([](Loop loop, std::atomic<int>* d, std::atomic<int>* r,
-                            std::atomic<int>* s) -> Task<> {
-        Tracked t(d);
-        auto inner = [](Loop loop, std::atomic<int>* d) -> Task<int> {
-          Tracked t(d);
-          co_await loop.sleep(60s);
-          co_return 1;
-        };
-        s->fetch_add(1);
-        r->fetch_add(co_await inner(loop, d));
-      }(loop, &destroyed, &resumed, &started)));
+      REQUIRE(loop.spawn(
+          [](Loop loop, std::atomic<int>* d, std::atomic<int>* r, std::atomic<int>* s) -> Task<> {
+            Tracked t(d);
+            auto inner = [](Loop loop, std::atomic<int>* d) -> Task<int> {
+              Tracked t(d);
+              co_await loop.sleep(60s);
+              co_return 1;
+            };
+            s->fetch_add(1);
+            r->fetch_add(co_await inner(loop, d));
+          }(loop, &destroyed, &resumed, &started)));
     }
     for (int i = 0; i < 500 && started.load() < 6; ++i) std::this_thread::sleep_for(2ms);
     REQUIRE(started.load() == 6);

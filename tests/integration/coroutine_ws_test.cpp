@@ -194,25 +194,25 @@ TEST_CASE("co ws: next() gives nullopt on the client's close (1000) and on a dro
   CHECK(p.takeNotes() == std::vector<std::string>{"next: nullopt", "next: nullopt"});
 }
 
-TEST_CASE("co ws: closed() resumes with onClose's code and reason, after onClose, and at once later") {
+TEST_CASE(
+    "co ws: closed() resumes with onClose's code and reason, after onClose, and at once later") {
   spry::App app;
   Probe p;
-  app.ws(
-      "/wait",
-      [&p](WebSocket ws, spry::Request&) -> Task<> {
-        bool onCloseRan = false;
-        ws.onClose([&onCloseRan](std::uint16_t, std::string_view) { onCloseRan = true; });
-        CloseInfo info = co_await ws.closed();
-        if (!onCloseRan) p.note("closed() before onClose");
-        CloseInfo again = co_await ws.closed();  // at once now
-        if (again.code != info.code || again.reason != info.reason) p.note("second differs");
-        {
-          std::lock_guard lock(p.mutex);
-          p.lastReason = info.reason;
-        }
-        p.record(info.code);
-      },
-      {.maxMessageBytes = 1000});
+  app.ws("/wait",
+         [&p](WebSocket ws, spry::Request&) -> Task<> {
+           bool onCloseRan = false;
+           ws.onClose([&onCloseRan](std::uint16_t, std::string_view) { onCloseRan = true; });
+           CloseInfo info = co_await ws.closed();
+           if (!onCloseRan) p.note("closed() before onClose");
+           CloseInfo again = co_await ws.closed();  // at once now
+           if (again.code != info.code || again.reason != info.reason) p.note("second differs");
+           {
+             std::lock_guard lock(p.mutex);
+             p.lastReason = info.reason;
+           }
+           p.record(info.code);
+         },
+         {.maxMessageBytes = 1000});
   TestServer srv(app);
   {
     WsClient c(srv.port());
@@ -299,7 +299,8 @@ TEST_CASE("co ws: messages before listen() are buffered and go to the listener i
   CHECK(m->payload == "3");
 }
 
-TEST_CASE("co ws: a coroutine that returns leaves an open socket that drops messages and reads on") {
+TEST_CASE(
+    "co ws: a coroutine that returns leaves an open socket that drops messages and reads on") {
   spry::App app;
   std::atomic<int> ended{0};
   app.ws("/once", [&ended](WebSocket ws, spry::Request&) -> Task<> {
@@ -331,24 +332,23 @@ TEST_CASE("co ws: drain() is ready at once below half, waits above it, resumes o
   spry::App app;
   Recorder events;
   constexpr std::size_t kMax = 64 * 1024;
-  app.ws(
-      "/d",
-      [&events](WebSocket ws, spry::Request&) -> Task<> {
-        {
-          auto a = ws.drain();
-          events.add(a.await_ready() ? "ready at once" : "not ready");
-        }
-        co_await ws.drain();
-        auto first = co_await ws.next();  // "go": fill the send buffer
-        for (int i = 0; i < 16; ++i) ws.add(std::string(1 << 20, 'x'));
-        events.add(ws.bufferedAmount() > kMax / 2 ? "above half" : "below half");
-        co_await ws.drain();
-        events.add(ws.bufferedAmount() <= kMax / 2 ? "drained" : "resumed above half");
-        for (int i = 0; i < 16; ++i) ws.add(std::string(1 << 20, 'y'));
-        co_await ws.drain();  // the client drops the connection meanwhile
-        events.add(ws.add("late") ? "add after close" : "resumed closed");
-      },
-      {.maxBackpressureBytes = kMax});
+  app.ws("/d",
+         [&events](WebSocket ws, spry::Request&) -> Task<> {
+           {
+             auto a = ws.drain();
+             events.add(a.await_ready() ? "ready at once" : "not ready");
+           }
+           co_await ws.drain();
+           auto first = co_await ws.next();  // "go": fill the send buffer
+           for (int i = 0; i < 16; ++i) ws.add(std::string(1 << 20, 'x'));
+           events.add(ws.bufferedAmount() > kMax / 2 ? "above half" : "below half");
+           co_await ws.drain();
+           events.add(ws.bufferedAmount() <= kMax / 2 ? "drained" : "resumed above half");
+           for (int i = 0; i < 16; ++i) ws.add(std::string(1 << 20, 'y'));
+           co_await ws.drain();  // the client drops the connection meanwhile
+           events.add(ws.add("late") ? "add after close" : "resumed closed");
+         },
+         {.maxBackpressureBytes = kMax});
   TestServer srv(app);
   WsClient c(srv.port());
   c.raw().setReceiveBuffer(64 * 1024);
@@ -416,9 +416,8 @@ TEST_CASE("co ws: listen with next, two next() at once, next() off the loop: std
       ev->add(std::string("off loop: ") + e.what());
     }
   };
-  app.ws("/off", [&](WebSocket ws, spry::Request&) {
-    other.loops().at(0).spawn(offLoop(ws, &events));
-  });
+  app.ws("/off",
+         [&](WebSocket ws, spry::Request&) { other.loops().at(0).spawn(offLoop(ws, &events)); });
   TestServer srv(app);
   TestServer srv2(other);
 
@@ -459,7 +458,8 @@ TEST_CASE("co ws: listen with next, two next() at once, next() off the loop: std
   CHECK(events.size() == 5);
 }
 
-TEST_CASE("co ws: an exception escaping the coroutine closes with 1011, before or after suspending") {
+TEST_CASE(
+    "co ws: an exception escaping the coroutine closes with 1011, before or after suspending") {
   LogCapture logs;
   spry::App app;
   app.ws("/early", [](WebSocket, spry::Request&) -> Task<> {
@@ -536,8 +536,8 @@ TEST_CASE("co ws: a parked coroutine stops reading; 100 MB later arrive in order
     last = now;
   }
   const long rssParked = vmRssKb();
-  MESSAGE("sent while parked: " << sent.load() / 1024 << " KiB; server RSS "
-                                << rssBefore / 1024 << " -> " << rssParked / 1024 << " MiB");
+  MESSAGE("sent while parked: " << sent.load() / 1024 << " KiB; server RSS " << rssBefore / 1024
+                                << " -> " << rssParked / 1024 << " MiB");
   CHECK(sent.load() < 32ll * 1024 * 1024);
   CHECK(received.load() == 0);
 #ifndef SPRY_TEST_ASAN
@@ -567,16 +567,15 @@ TEST_CASE("co ws: stopping the app ends coroutines parked in next, drain, closed
     auto m = co_await ws.next();
     events.add(m ? "next: message" : "next: nullopt");
   });
-  app.ws(
-      "/drain",
-      [&](WebSocket ws, spry::Request&) -> Task<> {
-        FrameGuard g(frames);
-        for (int i = 0; i < 16; ++i) ws.add(std::string(1 << 20, 'x'));
-        ++parked;
-        co_await ws.drain();
-        events.add("drain: resumed");
-      },
-      {.maxBackpressureBytes = 64 * 1024});
+  app.ws("/drain",
+         [&](WebSocket ws, spry::Request&) -> Task<> {
+           FrameGuard g(frames);
+           for (int i = 0; i < 16; ++i) ws.add(std::string(1 << 20, 'x'));
+           ++parked;
+           co_await ws.drain();
+           events.add("drain: resumed");
+         },
+         {.maxBackpressureBytes = 64 * 1024});
   app.ws("/closed", [&](WebSocket ws, spry::Request&) -> Task<> {
     FrameGuard g(frames);
     ++parked;
@@ -679,7 +678,8 @@ TEST_CASE("co ws: an idle socket parked in next() costs at most 128 B over a cal
   const double share = co.heap - cb.heap - static_cast<double>(frame);
   std::printf(
       "idle socket (heap incl. client side, per socket): callback %.0f B, coroutine %.0f B "
-      "(frame %zu B); framework share over callback %.0f B; RSS callback %.0f B, coroutine %.0f B\n",
+      "(frame %zu B); framework share over callback %.0f B; RSS callback %.0f B, coroutine %.0f "
+      "B\n",
       cb.heap, co.heap, frame, share, cb.rss, co.rss);
 #ifndef SPRY_TEST_ASAN
   CHECK(share <= 128.0);
